@@ -1,0 +1,195 @@
+"""App wiring: HTTP in (Vapi, Nango webhooks, probes, metrics), one shared httpx client out.
+
+All mutable state lives on one `Runtime` per app instance; a config reload replaces
+`runtime.config` (and the service's snapshot) in a single assignment between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.auth import authenticate
+from proxy.config import Config
+from proxy.directory import ConnectionDirectory
+from proxy.logs import get_logger
+from proxy.messages import BadRequest, parse_message
+from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.nango import NangoClient
+from proxy.service import CallService
+from proxy.webhooks import handle_nango_webhook
+
+logger = get_logger("app")
+
+# Message types Vapi expects an answer to; everything else is a notification acknowledged with {}.
+ASSISTANT_REQUEST = "assistant-request"
+TOOL_CALLS = "tool-calls"
+
+
+def json_response(content: object, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+@dataclass
+class Runtime:
+    """Everything one app instance holds. Created in `create_app`, filled in by the lifespan."""
+
+    config: Config
+    metrics: Metrics
+    insecure: bool = False
+    http: httpx.AsyncClient | None = None
+    directory: ConnectionDirectory | None = None
+    service: CallService | None = None
+    draining: bool = False
+    config_error: str | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def apply(self, config: Config) -> None:
+        """Swap in a validated snapshot; requests already running keep the one they started with."""
+        self.config = config
+        self.config_error = None
+        if self.service is not None:
+            self.service.config = config
+        if self.directory is not None:
+            self.directory.retain_users({user.nango_user_id for user in config.users.values()})
+        self.metrics.set_config_version(config.version)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BadRequest(f"body larger than {limit} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"body larger than {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    config: Config, *, insecure: bool = False, metrics: Metrics | None = None,
+    http_client: httpx.AsyncClient | None = None, config_path: str | None = None,
+) -> Starlette:
+    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one."""
+    runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
+    runtime.metrics.set_config_version(config.version)
+
+    async def vapi(request: Request) -> Response:
+        config = runtime.config
+        try:
+            body = await read_body(request, config.server.max_body_bytes)
+        except BadRequest as exc:
+            return json_response({"error": exc.reason}, exc.status_code)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        auth_settings = config.auth
+        if runtime.insecure and not auth_settings.configured:
+            auth_settings = type(auth_settings)(insecure=True)
+        # HMAC payloads may sign the URL: the public one Vapi called, not the one seen behind a load balancer.
+        url = config.server.public_url + config.server.path if config.server.public_url else str(request.url)
+        result = authenticate(auth_settings, method=request.method, url=url,
+                              headers=request.headers, body=body, now=time.time())
+        if not result.ok:
+            runtime.metrics.assistant_requests.labels("unauthorised", result.reason).inc()
+            logger.warning("unauthorised request", extra={"fields": {"reason": result.reason,
+                                                                     "client": _client(request)}})
+            return json_response({"error": "unauthorized"}, 401)
+        try:
+            message = parse_message(body)
+        except BadRequest as exc:
+            return json_response({"error": exc.reason}, exc.status_code)
+        message_type = str(message["type"])
+        runtime.metrics.server_messages.labels(message_type if len(message_type) <= 64 else "other").inc()
+        assert runtime.service is not None
+        if message_type == ASSISTANT_REQUEST:
+            return json_response(await runtime.service.assistant_request(message))
+        if message_type == TOOL_CALLS:
+            return json_response(await runtime.service.tool_calls(message))
+        return json_response({})
+
+    async def nango_webhook(request: Request) -> Response:
+        config = runtime.config
+        try:
+            body = await read_body(request, config.server.max_body_bytes)
+        except BadRequest as exc:
+            return json_response({"error": exc.reason}, exc.status_code)
+        nango = config.nango
+        keys = nango.webhook_signing_keys or ((nango.secret_key,) if nango.secret_key else ())
+        assert runtime.directory is not None
+        status, content = await handle_nango_webhook(
+            body, request.headers, directory=runtime.directory, keys=keys,
+            integration_id=nango.integration_id, user_tag=nango.user_tag, metrics=runtime.metrics,
+        )
+        return json_response(content, status)
+
+    async def livez(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = not runtime.draining and runtime.service is not None
+        body: dict[str, object] = {
+            "status": "ready" if ready else ("draining" if runtime.draining else "starting"),
+            "config": {"file": runtime.config.file, "version": runtime.config.version,
+                       "users": len(runtime.config.users), "routes": len(runtime.config.routes)},
+            "config_error": runtime.config_error,
+            "nango": runtime.directory.status() if runtime.directory is not None else None,
+        }
+        return json_response(body, 200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owns_client = http_client is None
+        nango = runtime.config.nango
+        runtime.http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(nango.read_timeout, connect=nango.connect_timeout),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
+        runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
+        runtime.service = CallService(runtime.config, runtime.directory, runtime.metrics, http=runtime.http)
+        if client is not None and nango.index_refresh_interval > 0:
+            runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
+        try:
+            yield
+        finally:
+            runtime.draining = True
+            for task in runtime.background:
+                task.cancel()
+            await asyncio.gather(*runtime.background, return_exceptions=True)
+            await runtime.directory.aclose()
+            if owns_client:
+                await runtime.http.aclose()
+
+    server = config.server
+    app = Starlette(
+        routes=[
+            Route(server.path, vapi, methods=["POST"]),
+            Route(server.webhook_path, nango_webhook, methods=["POST"]),
+            Route("/livez", livez, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "-"

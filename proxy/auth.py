@@ -1,0 +1,329 @@
+"""Authentication of Vapi's requests: shared secret, bearer token or HMAC signature; fails closed.
+
+`authenticate` is pure (no I/O, no clock): the caller passes the headers, the raw body and the time,
+so the same function serves the ASGI app, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.datastructures import Headers
+
+from proxy.secret import Secret
+
+__all__ = ["AuthResult", "AuthSettings", "BearerPlan", "HmacPlan", "authenticate", "hmac_signature"]
+
+SHARED_SECRET_HEADER = "x-vapi-secret"
+PLACEHOLDERS = frozenset({"body", "timestamp", "method", "url"})
+
+_ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512, "sha1": hashlib.sha1}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_TIMESTAMP = re.compile(rb"[0-9]{1,16}(?:\.[0-9]{1,9})?")
+_BEARER = re.compile(rb"bearer[ \t]+", re.IGNORECASE)
+# Epoch seconds pass 1e11 in the year 5138; epoch milliseconds passed it in 1973.
+_MILLISECONDS_ABOVE = 1e11
+_OWS = b" \t"
+# When every configured method fails, the log names the failure that got furthest.
+_SEVERITY = {"missing": 0, "mismatch": 1, "malformed": 2, "expired": 3, "duplicate": 4}
+
+
+def _check_secrets(field: str, secrets: object) -> tuple[Secret, ...]:
+    # A plain str would print itself in this dataclass's repr; an empty one would match an empty header.
+    if not isinstance(secrets, tuple | list):
+        raise TypeError(f"{field} must be a tuple of Secret")
+    for index, secret in enumerate(secrets):
+        if not isinstance(secret, Secret):
+            raise TypeError(f"{field}[{index}] must be a Secret, not {type(secret).__name__}")
+        if not secret:
+            raise ValueError(f"{field}[{index}] is empty")
+        try:
+            str(secret).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{field}[{index}] is not valid text") from None
+    return tuple(secrets)
+
+
+@dataclass(frozen=True)
+class BearerPlan:
+    """Vapi's bearer credential: a token in `header`, after "Bearer " unless `prefix_enabled` is off."""
+
+    tokens: tuple[Secret, ...]
+    header: str = "authorization"
+    prefix_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", _check_secrets("tokens", self.tokens))
+        if not self.header:
+            raise ValueError("header must not be empty")
+
+
+@dataclass(frozen=True)
+class HmacPlan:
+    """Vapi's HMAC credential: a signature over `payload_format`, optionally bound to a fresh timestamp."""
+
+    secrets: tuple[Secret, ...]
+    algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
+    signature_header: str = "x-signature"
+    timestamp_header: str | None = "x-timestamp"
+    signature_prefix: str = ""
+    include_timestamp: bool = True
+    payload_format: str = "{timestamp}.{body}"
+    encoding: Literal["hex", "base64"] = "hex"
+    secret_is_base64: bool = False
+    tolerance_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secrets", _check_secrets("secrets", self.secrets))
+        if self.algorithm not in _ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}")
+        if self.encoding not in ("hex", "base64"):
+            raise ValueError("encoding must be 'hex' or 'base64'")
+        if not self.signature_header:
+            raise ValueError("signature_header must not be empty")
+        if self.include_timestamp and not self.timestamp_header:
+            raise ValueError("include_timestamp needs a timestamp_header")
+        if not (math.isfinite(self.tolerance_seconds) and self.tolerance_seconds > 0):
+            raise ValueError("tolerance_seconds must be a positive number")
+        # A typo such as "{timestmp}" would otherwise fail every request at run time, silently.
+        unknown = set(_PLACEHOLDER.findall(self.payload_format)) - PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"payload_format has unknown placeholders {sorted(unknown)}; known: {sorted(PLACEHOLDERS)}"
+            )
+        for index, secret in enumerate(self.secrets):
+            if self.secret_is_base64 and not _b64decode(_utf8(str(secret))):
+                raise ValueError(f"secrets[{index}] is not valid base64")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Every way a request may authenticate; any one that succeeds is enough."""
+
+    shared_secrets: tuple[Secret, ...] = ()
+    bearer: BearerPlan | None = None
+    hmac: HmacPlan | None = None
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shared_secrets", _check_secrets("shared_secrets", self.shared_secrets))
+
+    @property
+    def configured(self) -> bool:
+        """True if at least one method has at least one secret."""
+        return bool(self.shared_secrets or (self.bearer and self.bearer.tokens) or (self.hmac and self.hmac.secrets))
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """The verdict. `reason` is a fixed word for logs and metrics and never depends on a secret.
+
+    On failure `method` names the method whose failure `reason` describes, or None if no credential
+    was presented at all.
+    """
+
+    ok: bool
+    method: str | None
+    reason: str
+
+
+def authenticate(
+    settings: AuthSettings, *, method: str, url: str, headers: Mapping[str, str], body: bytes, now: float
+) -> AuthResult:
+    """Decide whether a request comes from Vapi. Never raises on anything the client controls.
+
+    `headers` may be a starlette `Headers` (read raw, so repeated headers are seen) or a plain dict;
+    names are compared case-insensitively. `body` must be the raw bytes as received. `now` is epoch seconds.
+    """
+    if not settings.configured:
+        if settings.insecure:
+            return AuthResult(True, "insecure", "insecure")
+        return AuthResult(False, None, "unconfigured")
+    fields = _index_headers(headers)
+    results: list[AuthResult] = []
+    if settings.shared_secrets:
+        results.append(_check_shared_secret(settings.shared_secrets, fields))
+    if settings.bearer is not None and settings.bearer.tokens:
+        results.append(_check_bearer(settings.bearer, fields))
+    if settings.hmac is not None and settings.hmac.secrets:
+        results.append(_check_hmac(settings.hmac, fields, method=method, url=url, body=body, now=now))
+    for result in results:
+        if result.ok:
+            return result
+    worst = max(results, key=lambda failure: _SEVERITY[failure.reason])
+    return worst if worst.reason != "missing" else AuthResult(False, None, "missing")
+
+
+def hmac_signature(
+    plan: HmacPlan, secret: Secret, *, body: bytes, timestamp: str, method: str = "POST", url: str = ""
+) -> str:
+    """The signature header value (prefix included) that Vapi would send for this request."""
+    payload = _payload(plan.payload_format, body, _utf8(timestamp), method, url)
+    digest = _digest(plan, _key(plan, secret), payload)
+    encoded = digest.hex() if plan.encoding == "hex" else base64.b64encode(digest).decode("ascii")
+    return plan.signature_prefix + encoded
+
+
+def _index_headers(headers: Mapping[str, str]) -> dict[str, list[bytes]]:
+    """Lower-cased name -> every value sent under it, as bytes with surrounding whitespace removed."""
+    fields: dict[str, list[bytes]] = {}
+    if isinstance(headers, Headers):
+        # The raw list keeps repeated headers and the bytes as they came off the wire.
+        for raw_name, raw_value in headers.raw:
+            fields.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.strip(_OWS))
+        return fields
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            continue
+        if isinstance(value, str):
+            encoded = _utf8(value)
+        elif isinstance(value, bytes):
+            encoded = value
+        else:
+            continue
+        fields.setdefault(name.lower(), []).append(encoded.strip(_OWS))
+    return fields
+
+
+def _single(fields: dict[str, list[bytes]], name: str) -> bytes | Literal["missing", "duplicate"]:
+    # Two copies of an auth header mean a proxy or client we do not understand; picking one could
+    # let an attacker's copy be the one that is checked by some other component.
+    values = fields.get(name.lower(), [])
+    if not values:
+        return "missing"
+    if len(values) > 1:
+        return "duplicate"
+    return values[0]
+
+
+def _matches_any(secrets: tuple[Secret, ...], candidate: bytes) -> bool:
+    matched = False
+    for secret in secrets:
+        # Compare with every secret so the time taken does not say which one matched.
+        matched |= secret.matches(candidate)
+    return matched
+
+
+def _check_shared_secret(secrets: tuple[Secret, ...], fields: dict[str, list[bytes]]) -> AuthResult:
+    value = _single(fields, SHARED_SECRET_HEADER)
+    if isinstance(value, str):
+        return AuthResult(False, "shared_secret", value)
+    if _matches_any(secrets, value):
+        return AuthResult(True, "shared_secret", "ok")
+    return AuthResult(False, "shared_secret", "mismatch")
+
+
+def _check_bearer(plan: BearerPlan, fields: dict[str, list[bytes]]) -> AuthResult:
+    value = _single(fields, plan.header)
+    if isinstance(value, str):
+        return AuthResult(False, "bearer", value)
+    if plan.prefix_enabled:
+        scheme = _BEARER.match(value)
+        if scheme is None:
+            return AuthResult(False, "bearer", "malformed")
+        value = value[scheme.end() :]
+    if _matches_any(plan.tokens, value):
+        return AuthResult(True, "bearer", "ok")
+    return AuthResult(False, "bearer", "mismatch")
+
+
+def _check_hmac(
+    plan: HmacPlan, fields: dict[str, list[bytes]], *, method: str, url: str, body: bytes, now: float
+) -> AuthResult:
+    signature = _single(fields, plan.signature_header)
+    if isinstance(signature, str):
+        return AuthResult(False, "hmac", signature)
+    timestamp = _single(fields, plan.timestamp_header) if plan.timestamp_header else b""
+    if isinstance(timestamp, str):
+        if timestamp == "duplicate":
+            return AuthResult(False, "hmac", "duplicate")
+        if plan.include_timestamp:
+            # A signature without its timestamp is a credential presented, just not a usable one.
+            return AuthResult(False, "hmac", "malformed")
+        # Without include_timestamp an absent header signs as "" wherever the format says {timestamp}.
+        timestamp = b""
+    if plan.include_timestamp and not _TIMESTAMP.fullmatch(timestamp):
+        return AuthResult(False, "hmac", "malformed")
+    prefix = _utf8(plan.signature_prefix)
+    if not signature.startswith(prefix):
+        return AuthResult(False, "hmac", "malformed")
+    given = _decode_signature(plan, signature[len(prefix) :])
+    if given is None:
+        return AuthResult(False, "hmac", "malformed")
+    payload = _payload(plan.payload_format, body, timestamp, method, url)
+    matched = False
+    for secret in plan.secrets:
+        matched |= hmac.compare_digest(_digest(plan, _key(plan, secret), payload), given)
+    if not matched:
+        return AuthResult(False, "hmac", "mismatch")
+    # Checked after the signature, so "expired" in the logs means a genuine request that came too
+    # late (a replay or a skewed clock), not someone's random guess.
+    if plan.include_timestamp:
+        sent = float(timestamp)
+        if sent > _MILLISECONDS_ABOVE:
+            sent /= 1000
+        # Written as "not within" so that a NaN clock fails closed.
+        if not abs(now - sent) <= plan.tolerance_seconds:
+            return AuthResult(False, "hmac", "expired")
+    return AuthResult(True, "hmac", "ok")
+
+
+def _payload(payload_format: str, body: bytes, timestamp: bytes, method: str, url: str) -> bytes:
+    # One pass over the format, never chained str.replace: a body containing "{timestamp}" must stay as sent.
+    values = {
+        "body": body,
+        "timestamp": timestamp,
+        "method": _utf8(method.upper()),
+        "url": _utf8(url),
+    }
+    parts: list[bytes] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(payload_format):
+        parts.append(_utf8(payload_format[position : match.start()]))
+        parts.append(values.get(match.group(1), _utf8(match.group(0))))
+        position = match.end()
+    parts.append(_utf8(payload_format[position:]))
+    return b"".join(parts)
+
+
+def _key(plan: HmacPlan, secret: Secret) -> bytes:
+    raw = _utf8(str(secret))
+    if not plan.secret_is_base64:
+        return raw
+    key = _b64decode(raw)
+    if key is None:
+        raise ValueError("secret is not valid base64")
+    return key
+
+
+def _digest(plan: HmacPlan, key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, _ALGORITHMS[plan.algorithm]).digest()
+
+
+def _decode_signature(plan: HmacPlan, value: bytes) -> bytes | None:
+    if plan.encoding == "base64":
+        return _b64decode(value)
+    try:
+        return binascii.a2b_hex(value)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a lone surrogate from a hostile dict header must not raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _b64decode(value: bytes) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None

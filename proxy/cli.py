@@ -1,0 +1,214 @@
+"""`vapi-calendar-proxy` (and `python -m proxy`): serve, check, resolve, connect-link, connections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import httpx
+import orjson
+
+from proxy.config import Config, load_config
+from proxy.directory import ConnectionDirectory
+from proxy.logs import configure_logging
+from proxy.metrics import Metrics
+from proxy.nango import NangoClient, NangoError
+from proxy.numbers import normalize_number
+from proxy.service import CallService
+from proxy.yamlsource import ConfigError
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s); not loaded", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    modes = sorted({route.calendar.mode for route in config.routes})
+    print(f"{config.file}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
+          f"calendar modes: {', '.join(modes) or '-'})")
+    if not config.auth.configured:
+        print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
+    return 0
+
+
+def resolve_message(to: str | None, caller: str | None, phone_number_id: str | None) -> dict[str, object]:
+    """A minimal assistant-request message, shaped like Vapi's, for the given call."""
+    call: dict[str, object] = {"id": "resolve-cli", "type": "inboundPhoneCall"}
+    message: dict[str, object] = {"type": "assistant-request", "call": call}
+    if to is not None or phone_number_id is not None:
+        phone_number: dict[str, object] = {}
+        if to is not None:
+            phone_number["number" if normalize_number(to) else "sipUri"] = to
+        if phone_number_id is not None:
+            phone_number["id"] = phone_number_id
+            call["phoneNumberId"] = phone_number_id
+        message["phoneNumber"] = phone_number
+    if caller is not None:
+        message["customer"] = {"number" if normalize_number(caller) else "sipUri": caller}
+    return message
+
+
+async def _with_service(config: Config, message: dict[str, object]) -> dict[str, object]:
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        client = NangoClient(http, config.nango, metrics) if config.nango.secret_key else None
+        directory = ConnectionDirectory(client, config.nango, metrics)
+        service = CallService(config, directory, metrics, http=http)
+        resolution = await service.resolve(message)
+        await directory.aclose()
+    route = resolution.match.route if resolution.match is not None else None
+    return {
+        "rule": resolution.rule,
+        "user": route.user.id if route is not None else None,
+        "calendar_mode": route.calendar.mode if route is not None else None,
+        "connection_source": resolution.connection_source,
+        "connection_detail": resolution.connection_detail or None,
+        "outcome": resolution.outcome,
+        "reason": resolution.reason,
+        "response": resolution.answer,
+    }
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.to is None and args.phone_number_id is None and args.caller is None:
+        print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
+        return 2
+    report = asyncio.run(_with_service(config, resolve_message(args.to, args.caller, args.phone_number_id)))
+    if args.response_only:
+        report = report["response"]  # type: ignore[assignment]
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _nango_call(config: Config, user_id: str | None) -> int:
+    if config.nango.secret_key is None:
+        print("error: nango.secret_key is empty: set NANGO_SECRET_KEY", file=sys.stderr)
+        return 1
+    async with httpx.AsyncClient() as http:
+        client = NangoClient(http, config.nango, Metrics())
+        try:
+            if user_id is not None:
+                user = config.users.get(user_id)
+                if user is None:
+                    print(f"error: no user {user_id!r} in {config.file}", file=sys.stderr)
+                    return 1
+                session = await client.create_connect_session(user.nango_user_id, user.email, user.name)
+                print(session.connect_link)
+                print(f"expires at {session.expires_at}; send this link to {user.name}", file=sys.stderr)
+                return 0
+            return await _print_connections(config, client)
+        except NangoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+async def _print_connections(config: Config, client: NangoClient) -> int:
+    index = {}
+    async for page in client.list_connections_pages():
+        for connection in page:
+            if connection.user_id is not None:
+                current = index.get(connection.user_id)
+                index[connection.user_id] = connection if current is None else current
+    missing = 0
+    for user in config.users.values():
+        if user.connection_id is not None:
+            state, detail = "fixed", user.connection_id
+        elif (connection := index.get(user.nango_user_id)) is None:
+            state, detail = "missing", f"run: vapi-calendar-proxy connect-link --user {user.id}"
+            missing += 1
+        elif not connection.healthy:
+            state, detail = "error", f"{connection.connection_id} needs reconnecting"
+            missing += 1
+        else:
+            state, detail = "connected", connection.connection_id
+        print(f"{user.id}\t{user.name}\t{state}\t{detail}")
+    print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
+    return 0
+
+
+def cmd_connect_link(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return 1 if config is None else asyncio.run(_nango_call(config, args.user))
+
+
+def cmd_connections(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return 1 if config is None else asyncio.run(_nango_call(config, None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.server import serve
+
+    configure_logging(args.log_format, args.log_level.upper())
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if not config.auth.configured and not args.insecure:
+        print("error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
+              "refusing to start. For local experiments only, pass --insecure.", file=sys.stderr)
+        return 1
+    return serve(config, host=args.host, port=args.port, workers=args.workers, insecure=args.insecure,
+                 log_format=args.log_format)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vapi-calendar-proxy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="routing YAML file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (each has its own cache)")
+    serve.add_argument("--insecure", action="store_true", help="allow running with no authentication (local only)")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=cmd_serve)
+
+    check = commands.add_parser("check", help="validate a config file; exit 1 with located errors")
+    check.add_argument("--config", required=True)
+    check.set_defaults(handler=cmd_check)
+
+    resolve = commands.add_parser("resolve", help="print the answer a call would get, and which rule matched")
+    resolve.add_argument("--config", required=True)
+    resolve.add_argument("--to", help="called number (or SIP URI)")
+    resolve.add_argument("--from", dest="caller", help="caller's number")
+    resolve.add_argument("--phone-number-id", help="Vapi phoneNumberId of the called line")
+    resolve.add_argument("--response-only", action="store_true", help="print only the JSON Vapi would receive")
+    resolve.set_defaults(handler=cmd_resolve)
+
+    link = commands.add_parser("connect-link", help="create a Nango Connect link for a user to connect a calendar")
+    link.add_argument("--config", required=True)
+    link.add_argument("--user", required=True, help="user id from the config")
+    link.set_defaults(handler=cmd_connect_link)
+
+    connections = commands.add_parser("connections", help="list users and the state of their calendar connection")
+    connections.add_argument("--config", required=True)
+    connections.set_defaults(handler=cmd_connections)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

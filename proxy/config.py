@@ -1,0 +1,509 @@
+"""The routing YAML -> one validated, immutable `Config` snapshot.
+
+Declare (the YAML an admin edits) is kept apart from materialise (`load_config`): a snapshot is
+built completely, or refused with every issue located by file, line and key path, and only then
+swapped in. Nothing in a snapshot is mutated after load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from proxy.auth import AuthSettings, BearerPlan, HmacPlan
+from proxy.nango import NangoSettings
+from proxy.numbers import normalize_number
+from proxy.routing import KeyEntry, RouteKeys, RoutingTable, build_routing_table, route_key
+from proxy.schema import Section
+from proxy.secret import Secret
+from proxy.slots import CalendarSettings, WorkingHours
+from proxy.yamlsource import ConfigError, ConfigIssue, Document, Path, parse_document
+
+FallbackAction = Literal["take_message", "transfer", "reject"]
+FallbackKind = Literal["unknown_number", "no_calendar", "error"]
+ToolDeclaration = Literal["inline", "tool_ids"]
+
+DEFAULT_CALENDAR_INSTRUCTIONS = (
+    "You manage {{user_name}}'s calendar. Today is {{today}} in {{timezone}}. Always check availability "
+    "before booking. Always send dates and times in ISO 8601 with an explicit UTC offset for {{timezone}} "
+    "(for example {{example_datetime}}), never without an offset."
+)
+DEFAULT_TAKE_MESSAGE_INSTRUCTIONS = (
+    "The calendar cannot be reached for this call. Do not offer to check times or book. Take a message: the "
+    "caller's name, phone number and reason for calling, and say {{user_name}} will call back."
+)
+LEGACY_ASSISTANT_KEYS = {
+    ("serverUrl",): "use server.url",
+    ("serverUrlSecret",): "use server.credentialId",
+    ("endCallFunctionEnabled",): "add an endCall tool to model.tools",
+    ("dialKeypadFunctionEnabled",): "add a dtmf tool to model.tools",
+    ("forwardingPhoneNumber",): "add a transferCall tool to model.tools",
+    ("functions",): "use model.tools",
+    ("model", "systemPrompt"): "use a system message in model.messages",
+    ("model", "functions"): "use model.tools",
+}
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What a call gets when the calendar assistant cannot be served."""
+
+    action: FallbackAction
+    message: str = ""
+    number: str | None = None
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class Fallbacks:
+    unknown_number: Fallback = Fallback("reject", "Sorry, this number is not set up to take calls. Goodbye.")
+    no_calendar: Fallback = Fallback("take_message")
+    error: Fallback = Fallback("take_message")
+
+    def get(self, kind: FallbackKind) -> Fallback:
+        fallback: Fallback = getattr(self, kind)
+        return fallback
+
+
+@dataclass(frozen=True)
+class CalendarPlan:
+    """How a user's calendar reaches the assistant: Vapi's native tools or this proxy's own."""
+
+    settings: CalendarSettings = CalendarSettings()
+    declare: ToolDeclaration = "inline"
+    tool_ids: tuple[str, ...] = ()
+    instructions: str = DEFAULT_CALENDAR_INSTRUCTIONS
+    tool_server: Mapping[str, object] | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    path: str = "/vapi"
+    webhook_path: str = "/nango/webhook"
+    public_url: str | None = None
+    max_body_bytes: int = 1_048_576
+    deadline_seconds: float = 4.0
+    drain_seconds: float = 10.0
+    shutdown_delay_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    timezone: ZoneInfo
+    connection_id: str | None
+    nango_user_id: str
+    email: str | None = None
+    template: str | None = None
+    assistant: Mapping[str, object] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A rule resolved against its user: everything needed to answer a call, computed at load."""
+
+    name: str
+    user: User
+    keys: RouteKeys
+    template: str
+    overrides: tuple[Mapping[str, object], ...]
+    variables: Mapping[str, str]
+    calendar: CalendarPlan
+    fallbacks: Fallbacks
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    version: str
+    server: ServerSettings
+    auth: AuthSettings
+    nango: NangoSettings
+    timezone: ZoneInfo
+    variables: Mapping[str, str]
+    templates: Mapping[str, Mapping[str, object]]
+    default_template: str
+    fallbacks: Fallbacks
+    users: Mapping[str, User]
+    routes: tuple[Route, ...]
+    routing: RoutingTable
+    warnings: tuple[ConfigIssue, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Config(file={self.file!r}, version={self.version!r}, users={len(self.users)}, routes={len(self.routes)})"
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every issue, each located."""
+    file = os.fspath(path)
+    try:
+        text = FilePath(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
+    return parse_config(text, file, os.environ if environ is None else environ)
+
+
+def parse_config(text: str, file: str, environ: Mapping[str, str]) -> Config:
+    document = parse_document(text, file, environ)
+    return _Builder(document, hashlib.sha256(text.encode()).hexdigest()[:12]).build()
+
+
+class _Builder:
+    def __init__(self, document: Document, version: str) -> None:
+        self.document = document
+        self.version = version
+        self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
+        self._plans: dict[tuple[int, ...], CalendarPlan] = {}
+        self.tool_server: Mapping[str, object] | None = None
+        self.default_timezone = ZoneInfo("UTC")
+
+    def build(self) -> Config:
+        top = Section(self.document, self.issues, (), self.document.data)
+        version = top.integer("version", 1, minimum=1, maximum=1)
+        del version
+        server = self.server(top.section("server"))
+        auth = self.auth(top.section("auth"))
+        nango = self.nango(top.section("nango"))
+        timezone = self.zone(top, "timezone", "UTC")
+        variables = self.variables(top, "variables")
+        templates = self.templates(top)
+        default_template = top.str("default_template", "default")
+        if templates and default_template not in templates:
+            top.error(top.at("default_template"), f"names no template (known: {', '.join(sorted(templates))})")
+        fallbacks = self.fallbacks(top.section("fallbacks"), Fallbacks(), templates)
+        global_calendar, self.tool_server = self.global_calendar(top.section("calendar"), server)
+        self.default_timezone = timezone
+        users_raw = list(top.items("users"))
+        routes_raw = list(top.items("routes"))
+        top.finish()
+        users: dict[str, User] = {}
+        user_layers: dict[str, tuple[dict[str, object], Fallbacks]] = {}
+        for path, raw in users_raw:
+            self.user(Section(self.document, self.issues, path, raw), templates, fallbacks, users, user_layers)
+        routes: list[Route] = []
+        for path, raw in routes_raw:
+            section = Section(self.document, self.issues, path, raw)
+            route = self.route(section, users, user_layers, templates, default_template, variables, global_calendar)
+            if route is not None:
+                routes.append(route)
+        for route in routes:
+            if route.calendar.mode == "proxy" and self.tool_server is None:
+                self.issues.append(
+                    self.document.issue(("calendar",), f"{route.name} uses calendar mode proxy: set "
+                                        "server.public_url or calendar.tool_server.url so Vapi can reach the tools")
+                )
+        table, conflicts = build_routing_table(routes)
+        for conflict in conflicts:
+            self.issues.append(self.document.issue(conflict.path, conflict.message))
+        if self.issues:
+            raise ConfigError(self.issues)
+        return Config(
+            file=self.document.file, version=self.version, server=server, auth=auth, nango=nango,
+            timezone=timezone, variables=variables, templates=templates, default_template=default_template,
+            fallbacks=fallbacks, users=users, routes=tuple(routes), routing=table, warnings=tuple(self.warnings),
+        )
+
+    # -- sections ---------------------------------------------------------------------------------
+
+    def server(self, s: Section) -> ServerSettings:
+        path = s.str("path", "/vapi")
+        webhook_path = s.str("webhook_path", "/nango/webhook")
+        for key, value in (("path", path), ("webhook_path", webhook_path)):
+            if not value.startswith("/"):
+                s.error(s.at(key), "must start with /")
+        public_url = s.optional_str("public_url")
+        if public_url is not None and not public_url.startswith(("https://", "http://")):
+            s.error(s.at("public_url"), "must be an http(s) URL")
+        settings = ServerSettings(
+            path=path, webhook_path=webhook_path, public_url=public_url.rstrip("/") if public_url else None,
+            max_body_bytes=s.integer("max_body_bytes", 1_048_576, minimum=1024, maximum=64 * 1_048_576),
+            deadline_seconds=s.number("deadline_seconds", 4.0, minimum=0.1, maximum=7.0),
+            drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
+            shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
+        )
+        s.finish()
+        return settings
+
+    def secrets(self, s: Section, key: str) -> tuple[Secret, ...]:
+        # An empty value (an unset `${VAR:-}`) disables that secret rather than accepting "".
+        return tuple(Secret(value) for _, value in s.str_list(key) if value)
+
+    def auth(self, s: Section) -> AuthSettings:
+        shared = self.secrets(s, "vapi_secrets")
+        bearer: BearerPlan | None = None
+        if s.has("bearer"):
+            b = s.section("bearer")
+            bearer = BearerPlan(
+                tokens=self.secrets(b, "tokens"), header=b.str("header", "authorization").lower(),
+                prefix_enabled=b.bool("prefix", True),
+            )
+            b.finish()
+        hmac_plan: HmacPlan | None = None
+        if s.has("hmac"):
+            h = s.section("hmac")
+            algorithm = h.str("algorithm", "sha256")
+            encoding = h.str("encoding", "hex")
+            self.choice(h, "algorithm", algorithm, ("sha256", "sha512", "sha1"))
+            self.choice(h, "encoding", encoding, ("hex", "base64"))
+            hmac_plan = self.hmac_plan(h, HmacPlan, dict(
+                secrets=self.secrets(h, "secrets"), algorithm=algorithm,
+                signature_header=h.str("signature_header", "x-signature").lower(),
+                timestamp_header=(h.str("timestamp_header", "x-timestamp").lower() or None),
+                signature_prefix=h.str("signature_prefix", ""), include_timestamp=h.bool("include_timestamp", True),
+                payload_format=h.str("payload_format", "{timestamp}.{body}"), encoding=encoding,
+                secret_is_base64=h.bool("secret_is_base64", False),
+                tolerance_seconds=h.number("tolerance_seconds", 300.0, minimum=1.0, maximum=3600.0),
+            ))
+            h.finish()
+        s.finish()
+        return AuthSettings(shared_secrets=shared, bearer=bearer, hmac=hmac_plan)
+
+    def hmac_plan(self, s: Section, plan: type[HmacPlan], fields: dict[str, object]) -> HmacPlan | None:
+        if not fields["secrets"]:
+            return None
+        try:
+            return plan(**fields)  # type: ignore[arg-type]
+        except ValueError as exc:  # e.g. a secret_is_base64 key that is not base64; never the value itself
+            s.error(s.path, str(exc))
+            return None
+
+    def nango(self, s: Section) -> NangoSettings:
+        secret = s.str("secret_key")
+        settings = NangoSettings(
+            base_url=s.str("base_url", "https://api.nango.dev").rstrip("/"),
+            secret_key=Secret(secret) if secret else None,
+            integration_id=s.str("integration_id", "google-calendar"),
+            user_tag=s.str("user_tag", "end_user_id"),
+            legacy_end_user_id_lookup=s.bool("legacy_end_user_id_lookup", False),
+            connect_timeout=s.number("connect_timeout", 1.0, minimum=0.05, maximum=7.0),
+            read_timeout=s.number("read_timeout", 2.5, minimum=0.05, maximum=7.0),
+            cache_ttl=s.number("cache_ttl_seconds", 300.0, minimum=1.0),
+            negative_ttl=s.number("negative_ttl_seconds", 30.0, minimum=0.0),
+            cache_max_size=s.integer("cache_max_size", 100_000, minimum=1),
+            index_refresh_interval=s.number("index_refresh_seconds", 300.0, minimum=0.0),
+            index_page_size=s.integer("index_page_size", 2000, minimum=1, maximum=2000),
+            webhook_signing_keys=self.secrets(s, "webhook_signing_keys"),
+        )
+        s.finish()
+        return settings
+
+    def zone(self, s: Section, key: str, default: str) -> ZoneInfo:
+        name = s.str(key, default)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            s.error(s.at(key), f"unknown IANA timezone {name!r} (e.g. America/New_York)")
+            return ZoneInfo(default)
+
+    def variables(self, s: Section, key: str) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for name, value in s.mapping(key).items():
+            if isinstance(value, dict | list) or value is None:
+                s.error((*s.at(key), name), "must be a plain value")
+            else:
+                result[name] = value if isinstance(value, str) else str(value).lower() if isinstance(
+                    value, bool) else str(value)
+        return result
+
+    def choice(self, s: Section, key: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            s.error(s.at(key), f"must be one of {', '.join(allowed)}, got {value!r}")
+
+    def templates(self, top: Section) -> dict[str, Mapping[str, object]]:
+        templates: dict[str, Mapping[str, object]] = {}
+        for name, body in top.mapping("templates").items():
+            path = ("templates", name)
+            if not isinstance(body, dict):
+                top.error(path, "must be a mapping of Vapi assistant fields")
+                continue
+            self.warn_legacy(path, body)
+            templates[name] = body
+        if not templates:
+            top.error(("templates",), "define at least one assistant template")
+        return templates
+
+    def warn_legacy(self, path: Path, assistant: Mapping[str, object]) -> None:
+        for keys, advice in LEGACY_ASSISTANT_KEYS.items():
+            node: object = assistant
+            for key in keys:
+                node = node.get(key) if isinstance(node, Mapping) else None
+            if node is not None:
+                where = (*path, *keys)
+                self.warnings.append(self.document.issue(where, f"legacy key Vapi rejects; {advice}"))
+
+    def fallbacks(self, s: Section, base: Fallbacks, templates: Mapping[str, object]) -> Fallbacks:
+        chosen: dict[str, Fallback] = {}
+        for kind in get_args(FallbackKind):
+            if not s.has(kind):
+                continue
+            f = s.section(kind)
+            action = f.str("action", required=True)
+            self.choice(f, "action", action, get_args(FallbackAction))
+            message, template = f.str("message"), f.optional_str("template")
+            number_raw = f.optional_str("number")
+            number = normalize_number(number_raw) if number_raw else None
+            if number_raw and number is None:
+                f.error(f.at("number"), f"is not a phone number: {number_raw!r}")
+            if action == "transfer" and number_raw is None:
+                f.error(f.at("number"), "is required for action transfer")
+            if action == "reject" and not message.strip():
+                f.error(f.at("message"), "is required for action reject: Vapi speaks it before hanging up")
+            if template is not None and template not in templates:
+                f.error(f.at("template"), f"names no template: {template!r}")
+            f.finish()
+            chosen[kind] = Fallback(action, message, number, template)  # type: ignore[arg-type]
+        s.finish()
+        return Fallbacks(**{**{k: base.get(k) for k in get_args(FallbackKind)}, **chosen})  # type: ignore[arg-type]
+
+    # -- calendar ---------------------------------------------------------------------------------
+
+    def calendar_layer(self, s: Section) -> dict[str, object]:
+        """The calendar keys one level (global, user, route) sets, validated; merged later."""
+        layer: dict[str, object] = {}
+        if not s.present:
+            return layer
+        if s.has("mode"):
+            layer["mode"] = s.str("mode")
+            self.choice(s, "mode", str(layer["mode"]), ("native", "proxy"))
+        if s.has("declare"):
+            layer["declare"] = s.str("declare")
+            self.choice(s, "declare", str(layer["declare"]), get_args(ToolDeclaration))
+        if s.has("tool_ids"):
+            layer["tool_ids"] = tuple(value for _, value in s.str_list("tool_ids"))
+        for key in ("instructions", "calendar_id"):
+            if s.has(key):
+                layer[key] = s.str(key)
+        bounds = {"slot_minutes": (5, 480), "buffer_minutes": (0, 240), "max_slots": (1, 20),
+                  "horizon_days": (1, 366), "min_notice_minutes": (0, 10_080)}
+        for key, (low, high) in bounds.items():
+            if s.has(key):
+                layer[key] = s.integer(key, low, minimum=low, maximum=high)
+        if s.has("working_hours"):
+            try:
+                layer["working_hours"] = WorkingHours.parse(s.mapping("working_hours"))
+            except ValueError as exc:
+                s.error(s.at("working_hours"), str(exc))
+        return layer
+
+    def global_calendar(self, s: Section, server: ServerSettings) -> tuple[dict[str, object], Mapping[str, object] | None]:
+        layer = self.calendar_layer(s)
+        tool_server: Mapping[str, object] | None = s.mapping("tool_server") or None
+        if tool_server is not None and not isinstance(tool_server.get("url"), str):
+            s.error((*s.at("tool_server"), "url"), "is required: the URL Vapi sends tool-calls to")
+        if tool_server is None and server.public_url is not None:
+            tool_server = {"url": server.public_url + server.path}
+        s.finish()
+        return layer, tool_server
+
+    def calendar_plan(self, layers: tuple[dict[str, object], ...]) -> CalendarPlan:
+        # Most users set nothing of their own: share one plan object between them.
+        key = tuple(id(layer) for layer in layers if layer)
+        plan = self._plans.get(key)
+        if plan is None:
+            merged: dict[str, object] = {}
+            for layer in layers:
+                merged.update(layer)
+            settings_keys = ("mode", "calendar_id", "working_hours", "slot_minutes", "buffer_minutes",
+                             "max_slots", "horizon_days", "min_notice_minutes")
+            settings = CalendarSettings(**{k: merged[k] for k in settings_keys if k in merged})  # type: ignore[arg-type]
+            plan = CalendarPlan(
+                settings=settings,
+                declare=merged.get("declare", "inline"),  # type: ignore[arg-type]
+                tool_ids=merged.get("tool_ids", ()),  # type: ignore[arg-type]
+                instructions=str(merged.get("instructions", DEFAULT_CALENDAR_INSTRUCTIONS)),
+                tool_server=self.tool_server if settings.mode == "proxy" else None,
+            )
+            self._plans[key] = plan
+        return plan
+
+    # -- users and routes -------------------------------------------------------------------------
+
+    def user(
+        self, s: Section, templates: Mapping[str, object], fallbacks: Fallbacks, users: dict[str, User],
+        layers: dict[str, tuple[dict[str, object], Fallbacks]],
+    ) -> None:
+        user_id = s.str("id", required=True)
+        name = s.str("name", required=True)
+        timezone = self.zone(s, "timezone", "UTC") if s.has("timezone") else self.default_timezone
+        connection_id = s.optional_str("connection_id")
+        nango_user_id = s.str("nango_user_id", user_id)
+        email = s.optional_str("email")
+        template = s.optional_str("template")
+        if template is not None and template not in templates:
+            s.error(s.at("template"), f"names no template: {template!r}")
+        assistant = s.mapping("assistant")
+        self.warn_legacy(s.at("assistant"), assistant)
+        variables = self.variables(s, "variables")
+        calendar = self.calendar_layer(s.section("calendar"))
+        own_fallbacks = self.fallbacks(s.section("fallbacks"), fallbacks, templates)
+        s.finish()
+        if not user_id:
+            return
+        if user_id in users:
+            s.error(s.at("id"), f"duplicate user id {user_id!r}")
+            return
+        users[user_id] = User(
+            id=user_id, name=name, timezone=timezone, connection_id=connection_id,
+            nango_user_id=nango_user_id, email=email, template=template, assistant=assistant, variables=variables,
+        )
+        layers[user_id] = (calendar, own_fallbacks)
+
+    def route(
+        self, s: Section, users: Mapping[str, User], user_layers: Mapping[str, tuple[dict[str, object], Fallbacks]],
+        templates: Mapping[str, object], default_template: str, variables: Mapping[str, str],
+        global_calendar: dict[str, object],
+    ) -> Route | None:
+        name = s.str("name") or _route_label(s.path)
+        user_id = s.str("user", required=True)
+        entries: list[KeyEntry] = []
+        for yaml_key, kind in (("to", "to"), ("phone_number_id", "phone_number_id"), ("from", "from")):
+            for path, raw in s.str_list(yaml_key):
+                value = raw.strip() if kind == "phone_number_id" else route_key(raw)
+                if not value:
+                    s.error(path, f"is not a phone number or SIP URI: {raw!r}")
+                    continue
+                entries.append(KeyEntry(kind, value, path))  # type: ignore[arg-type]
+        is_default = s.bool("default", False)
+        template = s.optional_str("template")
+        if template is not None and template not in templates:
+            s.error(s.at("template"), f"names no template: {template!r}")
+        assistant = s.mapping("assistant")
+        self.warn_legacy(s.at("assistant"), assistant)
+        route_variables = self.variables(s, "variables")
+        calendar = self.calendar_layer(s.section("calendar"))
+        user = users.get(user_id)
+        if user_id and user is None:
+            s.error(s.at("user"), f"names no user: {user_id!r}")
+        if not entries and not is_default:
+            s.error(s.path, "needs at least one of to, phone_number_id, from, or default: true")
+        base_fallbacks = user_layers[user_id][1] if user is not None else Fallbacks()
+        fallbacks = self.fallbacks(s.section("fallbacks"), base_fallbacks, templates)
+        s.finish()
+        if user is None:
+            return None
+        user_calendar = user_layers[user_id][0]
+        return Route(
+            name=name, user=user,
+            keys=RouteKeys(tuple(entries), is_default, s.at("default")),
+            template=template or user.template or default_template,
+            overrides=tuple(layer for layer in (user.assistant, assistant) if layer),
+            variables={**variables, **user.variables, **route_variables},
+            calendar=self.calendar_plan((global_calendar, user_calendar, calendar)),
+            fallbacks=fallbacks,
+        )
+
+
+def _route_label(path: Path) -> str:
+    return f"routes[{path[-1]}]" if path else "route"

@@ -1,0 +1,310 @@
+"""User id -> Nango connection id, fast enough for a phone call and alive when Nango is not.
+
+Answers come from, in order: the bulk index (every connection of the integration, rebuilt by paging),
+the per-user TTL cache, the negative cache, then one Nango request per cold user, shared by every
+concurrent caller and bounded by the caller's deadline. When Nango fails, the last known good
+connection id is served (stale-if-error).
+
+Freshness bounds. Nango sends no webhook on deletion, so while Nango answers, a deleted connection is
+served at most max(`index_refresh_interval`, `cache_ttl`) after its deletion (the next index refresh
+drops it, cache entries expire); while Nango fails, the last known id is served for as long as it fails.
+Each replica holds its own directory and a webhook reaches only one of them. The others see a user's
+first connection on their next lookup (after `negative_ttl` if they had cached "no connection"), a
+replaced or broken connection at their next index refresh (indexed users) or within `cache_ttl` (others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from cachetools import LRUCache, TTLCache
+
+from proxy.metrics import Metrics
+from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection, rank_connection
+
+__all__ = ["ConnectionDirectory", "Lookup"]
+
+logger = logging.getLogger(__name__)
+
+Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy"]
+Negative = Literal["negative", "unhealthy"]
+IndexEffect = Callable[[dict[str, Connection]], None]
+
+# After a failed index refresh, try again sooner than the full interval.
+REFRESH_RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer for one user: a usable connection id or None, and where the answer came from."""
+
+    connection_id: str | None
+    source: Source
+    detail: str = ""
+
+
+def _answer(conn: Connection, source: Source) -> Lookup:
+    if conn.healthy:
+        return Lookup(conn.connection_id, source)
+    return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
+
+
+def _put(index: dict[str, Connection], user_id: str, conn: Connection) -> None:
+    index[user_id] = conn
+
+
+def _mark(index: dict[str, Connection], user_id: str, connection_id: str) -> None:
+    current = index.get(user_id)
+    if current is not None and current.connection_id == connection_id:
+        index[user_id] = replace(current, healthy=False)
+
+
+def _add_to_index(index: dict[str, Connection], conn: Connection) -> None:
+    if conn.user_id is None:
+        return
+    current = index.get(conn.user_id)
+    index[conn.user_id] = conn if current is None else max(current, conn, key=rank_connection)
+
+
+class ConnectionDirectory:
+    """Finds the Nango connection of a user; see the module docstring for the order and the bounds."""
+
+    def __init__(
+        self,
+        client: NangoClient | None,
+        settings: NangoSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        size = max(settings.cache_max_size, 1)
+        self._index: dict[str, Connection] = {}
+        self._index_at: float | None = None
+        self._cache: TTLCache[str, Connection] = TTLCache(size, settings.cache_ttl, timer=clock)
+        self._negative: TTLCache[str, Negative] = TTLCache(size, settings.negative_ttl, timer=clock)
+        self._last_good: LRUCache[str, str] = LRUCache(size)
+        self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        self._refresh: asyncio.Task[bool] | None = None
+        # Webhook effects seen while a refresh pages through Nango, replayed onto the new index.
+        self._replay: list[IndexEffect] | None = None
+        # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
+        self._generation = 0
+        self._last_error: str | None = None
+
+    @property
+    def _index_enabled(self) -> bool:
+        return self._client is not None and self._settings.index_refresh_interval > 0
+
+    async def lookup(self, user_id: str, *, timeout: float) -> Lookup:
+        """The user's connection, within `timeout` seconds whatever Nango does."""
+        known = self._known(user_id, count=True)
+        if known is not None:
+            return known
+        if self._client is None:
+            return Lookup(None, "error", "nango not configured")
+        self._event("miss")
+        task = self._inflight.get(user_id) or self._start_fetch(user_id)
+        try:
+            # The shield keeps the request going after the deadline, so it fills the cache for the next call.
+            return await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
+        except TimeoutError:
+            self._event("timeout")
+            logger.warning("nango lookup for user %s did not finish within %.2fs", user_id, timeout)
+            return self._stale_or(user_id, Lookup(None, "timeout", f"no answer within {timeout:g}s"), "timeout")
+
+    def _known(self, user_id: str, *, count: bool) -> Lookup | None:
+        if (conn := self._index.get(user_id)) is not None:
+            self._event("index_hit", count)
+            return _answer(conn, "index")
+        if (conn := self._cache.get(user_id)) is not None:
+            self._event("hit", count)
+            return _answer(conn, "cache")
+        if (reason := self._negative.get(user_id)) is not None:
+            self._event("negative_hit", count)
+            return Lookup(None, reason, "cached")
+        return None
+
+    def _start_fetch(self, user_id: str) -> asyncio.Task[Lookup]:
+        task = asyncio.create_task(self._fetch(user_id), name=f"nango-lookup:{user_id}")
+        self._inflight[user_id] = task
+        task.add_done_callback(functools.partial(self._fetch_done, user_id))
+        return task
+
+    def _fetch_done(self, user_id: str, task: asyncio.Task[Lookup]) -> None:
+        if self._inflight.get(user_id) is task:
+            del self._inflight[user_id]
+
+    async def _fetch(self, user_id: str) -> Lookup:
+        assert self._client is not None
+        generation = self._generation
+        try:
+            conns = await self._client.find_user_connections(user_id)
+        except NangoError as exc:
+            return self._failed(user_id, exc.code)
+        except Exception:  # a bug here must still leave the call with an answer
+            logger.exception("nango lookup for user %s crashed", user_id)
+            return self._failed(user_id, "internal_error")
+        self._last_error = None
+        if generation != self._generation and (newer := self._known(user_id, count=False)) is not None:
+            return newer
+        return self._remember(user_id, conns)
+
+    def _failed(self, user_id: str, code: str) -> Lookup:
+        self._last_error = code
+        logger.warning("nango lookup for user %s failed: %s", user_id, code)
+        return self._stale_or(user_id, Lookup(None, "error", code), code)
+
+    def _stale_or(self, user_id: str, fallback: Lookup, detail: str) -> Lookup:
+        stale = self._last_good.get(user_id)
+        if stale is None:
+            return fallback
+        self._event("stale_served")
+        logger.info("serving stale connection %s for user %s (%s)", stale, user_id, detail)
+        return Lookup(stale, "stale", detail)
+
+    def _remember(self, user_id: str, conns: list[Connection]) -> Lookup:
+        best = pick_connection(conns)
+        if len(conns) > 1:
+            logger.info(
+                "user %s has %d %s connections; using %s",
+                user_id,
+                len(conns),
+                self._settings.integration_id,
+                best.connection_id if best else "none (all have errors)",
+            )
+        if best is not None:
+            self._cache[user_id] = best
+            self._last_good[user_id] = best.connection_id
+            self._negative.pop(user_id, None)
+            return Lookup(best.connection_id, "nango")
+        # Nango says there is nothing usable: an old id must not come back as a stale answer.
+        self._cache.pop(user_id, None)
+        self._last_good.pop(user_id, None)
+        if conns:
+            self._negative[user_id] = "unhealthy"
+            return Lookup(None, "unhealthy", "every connection has errors; the user must reconnect")
+        self._negative[user_id] = "negative"
+        return Lookup(None, "negative", "no connection")
+
+    def apply_connection(self, user_id: str, connection_id: str) -> None:
+        """A connection was created or overridden (webhook): the very next lookup sees it."""
+        conn = Connection(connection_id, user_id, datetime.now(UTC).isoformat(), healthy=True)
+        self._generation += 1
+        self._apply(functools.partial(_put, user_id=user_id, conn=conn))
+        self._cache[user_id] = conn
+        self._last_good[user_id] = connection_id
+        self._negative.pop(user_id, None)
+
+    def mark_unusable(self, user_id: str, connection_id: str) -> None:
+        """The connection's token refresh failed (webhook): stop handing it out."""
+        self._generation += 1
+        self._apply(functools.partial(_mark, user_id=user_id, connection_id=connection_id))
+        cached = self._cache.get(user_id)
+        if cached is not None and cached.connection_id == connection_id:
+            del self._cache[user_id]
+            self._negative[user_id] = "unhealthy"
+        if self._last_good.get(user_id) == connection_id:
+            del self._last_good[user_id]
+
+    def _apply(self, effect: IndexEffect) -> None:
+        # Without a periodic refresh nothing would ever correct an index entry: webhooks then only fill the cache.
+        if not self._index_enabled:
+            return
+        effect(self._index)
+        if self._replay is not None:
+            self._replay.append(effect)
+
+    def retain_users(self, user_ids: Collection[str]) -> None:
+        """Forget cached answers for users that are no longer configured."""
+        keep = user_ids if isinstance(user_ids, set | frozenset) else set(user_ids)
+        for cache in (self._cache, self._negative, self._last_good):
+            for user_id in [u for u in cache if u not in keep]:
+                cache.pop(user_id, None)
+
+    def start_index_refresh(self) -> asyncio.Task[bool] | None:
+        """Start rebuilding the index unless a rebuild is running (e.g. on config reload); None when disabled."""
+        if not self._index_enabled:
+            return None
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._rebuild_index(), name="nango-index-refresh")
+        return self._refresh
+
+    async def refresh_index(self) -> bool:
+        """Rebuild the whole index from Nango; concurrent calls share one rebuild. True when it succeeded."""
+        task = self.start_index_refresh()
+        return False if task is None else await asyncio.shield(task)
+
+    async def _rebuild_index(self) -> bool:
+        assert self._client is not None
+        started = self._clock()
+        replay: list[IndexEffect] = []
+        self._replay = replay
+        index: dict[str, Connection] = {}
+        try:
+            async for page in self._client.list_connections_pages():
+                for conn in page:
+                    _add_to_index(index, conn)
+        except NangoError as exc:
+            self._last_error = exc.code
+            logger.warning("nango index refresh failed (%s); keeping the index of %d users", exc.code, len(self._index))
+            return False
+        except Exception:  # nobody may be awaiting this task: a bug must be logged, not lost
+            self._last_error = "internal_error"
+            logger.exception("nango index refresh crashed; keeping the index of %d users", len(self._index))
+            return False
+        finally:
+            self._replay = None
+        for effect in replay:
+            effect(index)
+        self._index = index
+        self._index_at = self._clock()
+        self._last_error = None
+        self._metrics.index_size.set(len(index))
+        self._metrics.index_age.set_to_current_time()
+        logger.info("nango index refreshed: %d users in %.1fs", len(index), self._index_at - started)
+        return True
+
+    async def run_index_refresher(self) -> None:
+        """Refresh the index now and every `index_refresh_interval` seconds, until cancelled (app lifespan)."""
+        if not self._index_enabled:
+            return
+        interval = self._settings.index_refresh_interval
+        while True:
+            ok = await self.refresh_index()
+            await asyncio.sleep(interval if ok else min(interval, REFRESH_RETRY_SECONDS))
+
+    async def aclose(self) -> None:
+        """Cancel in-flight lookups and a running index refresh (app shutdown)."""
+        tasks = [*self._inflight.values(), *([self._refresh] if self._refresh else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, object]:
+        """Nango's state for /readyz: it never makes the proxy unready, it only explains degraded answers."""
+        state = "unconfigured" if self._client is None else "degraded" if self._last_error else "ok"
+        age = None if self._index_at is None else round(self._clock() - self._index_at, 1)
+        return {
+            "nango": state,
+            "last_error": self._last_error,
+            "index_size": len(self._index),
+            "index_age_seconds": age,
+            "cache_size": len(self._cache),
+            "negative_cache_size": len(self._negative),
+            "lookups_in_flight": len(self._inflight),
+        }
+
+    def _event(self, event: str, count: bool = True) -> None:
+        if count:
+            self._metrics.cache_events.labels(event=event).inc()

@@ -1,0 +1,64 @@
+"""Structured logs: one JSON object per line by default, readable text with `--log-format text`.
+
+Callers pass their fields as `extra={"fields": {...}}`; nothing here ever sees a request body, so a
+body (which can carry provider tokens) cannot reach a log by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+
+LOGGER_NAME = "vapi_calendar_proxy"
+LogFormat = Literal["json", "text"]
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type and message only: a traceback's locals can hold secrets in other renderers.
+            entry["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        fields = " ".join(f"{key}={value}" for key, value in _fields(record).items())
+        line = f"{when} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            line += f" exc={record.exc_info[0].__name__}: {record.exc_info[1]}"
+        return line
+
+
+def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
+    """Route the proxy's and uvicorn's logs through one handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    # Access logs would print every request path twice over; the proxy logs each call itself.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,72 @@
+"""Vapi server messages in: bytes -> a checked message, and the routing keys of its call.
+
+Vapi's bodies are large, versioned and partly optional, so only the few fields the proxy needs are
+read, each defensively: a wrong type anywhere yields "unknown", never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from proxy.routing import InboundCall, route_key
+
+MAX_ID_LENGTH = 200
+
+
+class BadRequest(Exception):
+    """A request that is not a Vapi server message; the reason is safe to send back."""
+
+    def __init__(self, reason: str, status_code: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+
+
+def parse_message(body: bytes) -> dict[str, object]:
+    """The `message` object of a server-URL request, or BadRequest saying what is wrong."""
+    if not body:
+        raise BadRequest("empty body: expected JSON {\"message\": {...}}")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body is not valid JSON (UTF-8)") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object with a \"message\" object")
+    message = payload.get("message")
+    if not isinstance(message, dict):
+        raise BadRequest("\"message\" is missing or not an object")
+    message_type = message.get("type")
+    if not isinstance(message_type, str) or not message_type:
+        raise BadRequest("\"message.type\" is missing or not a string")
+    return message
+
+
+def _object(parent: Mapping[str, object] | None, key: str) -> Mapping[str, object] | None:
+    value = parent.get(key) if parent is not None else None
+    return value if isinstance(value, dict) else None
+
+
+def _text(parent: Mapping[str, object] | None, key: str) -> str | None:
+    value = parent.get(key) if parent is not None else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _number_or_uri(party: Mapping[str, object] | None) -> str | None:
+    if party is None:
+        return None
+    return route_key(party.get("number")) or route_key(party.get("sipUri"))
+
+
+def inbound_call(message: Mapping[str, object]) -> InboundCall:
+    """Routing keys of the message's call: called line, its Vapi id, and the caller."""
+    call = _object(message, "call")
+    phone_number = _object(message, "phoneNumber") or _object(call, "phoneNumber")
+    customer = _object(message, "customer") or _object(call, "customer")
+    return InboundCall(
+        call_id=_text(call, "id") or "-",
+        to=_number_or_uri(phone_number),
+        phone_number_id=_text(phone_number, "id") or _text(call, "phoneNumberId"),
+        caller=_number_or_uri(customer) or _number_or_uri(_object(call, "customer")),
+    )

@@ -1,0 +1,73 @@
+"""Prometheus metrics, one registry per app instance (no module-level mutable state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# Vapi drops an assistant-request after 7.5 s: buckets are dense below that and stop just above it.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 7.5, 10.0)
+
+
+class Metrics:
+    """Every metric the proxy exports. Pass one instance to whatever needs to count."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.assistant_requests = Counter(
+            "vapi_proxy_assistant_requests",
+            "assistant-requests, by outcome (assistant, take_message, transfer, rejected, unauthorised) and reason.",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.assistant_request_latency = Histogram(
+            "vapi_proxy_assistant_request_seconds",
+            "Time to answer an assistant-request.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.server_messages = Counter(
+            "vapi_proxy_server_messages", "Vapi server messages received, by type.", ["type"], registry=r
+        )
+        self.tool_calls = Counter(
+            "vapi_proxy_tool_calls", "Calendar tool calls served in proxy mode, by tool and result.",
+            ["tool", "result"], registry=r,
+        )
+        self.nango_requests = Counter(
+            "vapi_proxy_nango_requests",
+            "Requests to Nango, by operation and result (ok, not_found, rate_limited, http_error, timeout, ...).",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.cache_events = Counter(
+            "vapi_proxy_connection_cache",
+            "Connection lookups, by event (fixed, index_hit, hit, miss, negative_hit, stale_served).",
+            ["event"],
+            registry=r,
+        )
+        self.index_size = Gauge("vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r)
+        self.index_age = Gauge(
+            "vapi_proxy_nango_index_refreshed_timestamp_seconds", "When the Nango index was last refreshed.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "vapi_proxy_config_reloads", "Config reload attempts, by result (ok, invalid, unchanged).", ["result"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "vapi_proxy_config_info", "The loaded config: 1 for its version hash.", ["version"], registry=r
+        )
+        self.webhooks = Counter(
+            "vapi_proxy_nango_webhooks", "Nango webhooks received, by type/operation and result.",
+            ["type", "result"], registry=r,
+        )
+
+    def set_config_version(self, version: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(version=version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,395 @@
+"""Nango's HTTP API, the parts the proxy uses: find a user's connection, page through all of them, onboard.
+
+Field names and shapes follow `/work/shared/nango/NOTES.md` (Nango's own client and types). Responses are
+parsed defensively: anything unexpected becomes `NangoError(code="invalid_response")`, never a KeyError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from proxy.metrics import Metrics
+from proxy.secret import Secret
+
+__all__ = [
+    "ConnectSession",
+    "Connection",
+    "NangoClient",
+    "NangoError",
+    "NangoSettings",
+    "RateLimit",
+    "parse_connection",
+    "pick_connection",
+    "rank_connection",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Nango's windows are per minute: a reset or Retry-After further out than this is clock skew or garbage,
+# and must not park the background index for hours.
+MAX_RATE_WAIT = 120.0
+# A 429 without a usable Retry-After still means "not right now".
+DEFAULT_RETRY_AFTER = 1.0
+# Share of the per-minute budget that background paging leaves to the lookups live calls wait for.
+BACKGROUND_RESERVE = 0.10
+# Paging stops at a short page; this only guards against a server that ignores `page=`.
+MAX_PAGES = 1000
+# Nango's codes are snake_case; anything else in that field is not echoed into logs.
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class NangoSettings:
+    base_url: str = "https://api.nango.dev"
+    secret_key: Secret | None = None
+    integration_id: str = "google-calendar"
+    user_tag: str = "end_user_id"  # tags[<user_tag>]=<user id>
+    legacy_end_user_id_lookup: bool = False  # also try endUserId= when the tag finds nothing
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.5
+    cache_ttl: float = 300.0
+    negative_ttl: float = 30.0
+    cache_max_size: int = 100_000
+    index_refresh_interval: float = 300.0  # seconds; 0 disables the periodic bulk index
+    index_page_size: int = 2000
+    webhook_signing_keys: tuple[Secret, ...] = ()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One Nango connection, reduced to what routing a call needs."""
+
+    connection_id: str
+    user_id: str | None
+    created: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    """A Nango Connect session: `connect_link` is what an admin sends to the user."""
+
+    token: Secret
+    connect_link: str
+    expires_at: str
+
+
+class NangoError(Exception):
+    """A Nango request failed. `code` is Nango's `error.code` or one of ours (timeout, invalid_response, ...);
+    the message never carries the response body or the key."""
+
+    def __init__(self, operation: str, status: int | None, code: str, retry_after: float | None = None) -> None:
+        super().__init__(operation, status, code, retry_after)
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status}" if self.status is not None else "no response"
+        return f"nango {self.operation} failed: {self.code} ({status})"
+
+
+def parse_connection(raw: object, user_tag: str) -> Connection | None:
+    """An `ApiPublicConnection` (or the full variant) -> Connection; None when it has no usable id."""
+    if not isinstance(raw, dict):
+        return None
+    connection_id = raw.get("connection_id")
+    if not isinstance(connection_id, str) or not connection_id:
+        return None
+    created = raw.get("created")
+    return Connection(
+        connection_id=connection_id,
+        user_id=_owner(raw, user_tag),
+        created=created if isinstance(created, str) else "",
+        healthy=not raw.get("errors"),
+    )
+
+
+def _owner(raw: dict[Any, Any], user_tag: str) -> str | None:
+    # Tags replace the deprecated end_user record; tag-only connections have no end_user at all.
+    tags = raw.get("tags")
+    if isinstance(tags, dict) and isinstance(value := tags.get(user_tag), str) and value:
+        return value
+    end_user = raw.get("end_user")
+    if isinstance(end_user, dict) and isinstance(value := end_user.get("id"), str) and value:
+        return value
+    return None
+
+
+def _timestamp(created: str) -> float:
+    try:
+        moment = datetime.fromisoformat(created)
+    except ValueError:
+        return -math.inf
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def rank_connection(conn: Connection) -> tuple[bool, float, str]:
+    """Sort key: healthy before unhealthy, then newest, then connection id so ties stay deterministic."""
+    return (conn.healthy, _timestamp(conn.created), conn.connection_id)
+
+
+def pick_connection(conns: Iterable[Connection]) -> Connection | None:
+    """The newest healthy connection, or None when there is none."""
+    return max((c for c in conns if c.healthy), key=rank_connection, default=None)
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(headers.get(name, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class RateLimit:
+    """What Nango's last response said about the request budget; times are on the monotonic clock."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+    blocked_until: float = 0.0
+
+    def observe(self, status: int, headers: Mapping[str, str], now: float, wall_now: float) -> None:
+        """Take in one response's status and headers (any casing)."""
+        headers = {name.lower(): value for name, value in headers.items()}
+        limit = _header_number(headers, "x-ratelimit-limit")
+        remaining = _header_number(headers, "x-ratelimit-remaining")
+        reset = _header_number(headers, "x-ratelimit-reset")  # epoch seconds
+        if limit is not None:
+            self.limit = int(limit)
+        if remaining is not None:
+            self.remaining = int(remaining)
+        if reset is not None:
+            self.reset_at = now + min(max(reset - wall_now, 0.0), MAX_RATE_WAIT)
+        if status == 429:
+            retry_after = _header_number(headers, "retry-after")
+            if retry_after is None:
+                fallback = self.reset_at - now if self.reset_at is not None else 0.0
+                retry_after = max(fallback, DEFAULT_RETRY_AFTER)
+            self.blocked_until = now + min(max(retry_after, 0.0), MAX_RATE_WAIT)
+
+    def blocked_for(self, now: float) -> float:
+        """Seconds left in a 429 Retry-After window."""
+        return max(self.blocked_until - now, 0.0)
+
+    def background_delay(self, now: float) -> float:
+        """Seconds background work should wait so the reserve stays for live lookups."""
+        delay = self.blocked_for(now)
+        if self.limit and self.remaining is not None and self.reset_at is not None and now < self.reset_at:
+            reserve = max(1, math.ceil(self.limit * BACKGROUND_RESERVE))
+            if self.remaining <= reserve:
+                delay = max(delay, self.reset_at - now)
+        return delay
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    return "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
+
+
+def _text(data: dict[Any, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} is not a string")
+    return value
+
+
+def _connection_list(body: object) -> list[object]:
+    connections = body.get("connections") if isinstance(body, dict) else None
+    if not isinstance(connections, list):
+        raise ValueError("no connections list")
+    return connections
+
+
+class NangoClient:
+    """Nango's API on the app's shared `httpx.AsyncClient`, with the rate limit state of this process."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: NangoSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not settings.secret_key:
+            raise ValueError("NangoSettings.secret_key is required for a NangoClient")
+        self._http = http
+        self._key = settings.secret_key
+        self.settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._base_url = settings.base_url.rstrip("/")
+        self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        self.rate_limit = RateLimit()
+
+    def __repr__(self) -> str:
+        return f"NangoClient(base_url={self._base_url!r}, integration_id={self.settings.integration_id!r})"
+
+    async def find_user_connections(self, user_id: str) -> list[Connection]:
+        """The user's connections for the integration (tag filter, then the legacy endUserId filter if enabled)."""
+        params = {"integrationId": self.settings.integration_id, f"tags[{self.settings.user_tag}]": user_id}
+        conns = await self._find("find_connections", params, user_id)
+        if not conns and self.settings.legacy_end_user_id_lookup:
+            legacy = {"integrationId": self.settings.integration_id, "endUserId": user_id}
+            conns = await self._find("find_connections_legacy", legacy, user_id)
+        return conns
+
+    async def _find(self, operation: str, params: dict[str, str], user_id: str) -> list[Connection]:
+        def parse(body: object) -> list[Connection]:
+            parsed = [parse_connection(raw, self.settings.user_tag) for raw in _connection_list(body)]
+            if any(conn is None for conn in parsed):
+                raise ValueError("connection without an id")
+            return [conn for conn in parsed if conn is not None]
+
+        conns = await self._request(operation, "GET", "/connections", parse, params=params)
+        # Never route a call to someone else's calendar, even if a server ignored the filter.
+        mine = [conn for conn in conns if conn.user_id == user_id]
+        if len(mine) != len(conns):
+            logger.warning(
+                "nango %s returned %d connections of other users; ignored", operation, len(conns) - len(mine)
+            )
+        return mine
+
+    async def list_connections_pages(self) -> AsyncIterator[list[Connection]]:
+        """Every connection of the integration, a page at a time (newest first), yielding to live lookups.
+
+        Nango pages by offset: a connection deleted during the pass can shift another one past us. That user
+        is then missing from this index and found by a per-user lookup instead.
+        """
+        size = self.settings.index_page_size
+        for page in range(MAX_PAGES):
+            params = {"integrationId": self.settings.integration_id, "limit": str(size), "page": str(page)}
+            raw = await self._request(
+                "list_connections", "GET", "/connections", _connection_list, params=params, background=True
+            )
+            conns = [c for c in (parse_connection(item, self.settings.user_tag) for item in raw) if c is not None]
+            if len(conns) != len(raw):
+                logger.warning(
+                    "nango list_connections page %d: skipped %d malformed entries", page, len(raw) - len(conns)
+                )
+            yield conns
+            if len(raw) < size:
+                return
+        logger.warning("nango list_connections stopped after %d pages", MAX_PAGES)
+
+    async def get_connection(self, connection_id: str) -> Connection:
+        """One connection by id (404 `not_found` when it was deleted)."""
+
+        def parse(body: object) -> Connection:
+            conn = parse_connection(body, self.settings.user_tag)
+            if conn is None:
+                raise ValueError("not a connection")
+            return conn
+
+        path = f"/connections/{quote(connection_id, safe='')}"
+        return await self._request(
+            "get_connection", "GET", path, parse, params={"provider_config_key": self.settings.integration_id}
+        )
+
+    async def create_connect_session(self, user_id: str, email: str | None, display_name: str | None) -> ConnectSession:
+        """A Connect session for the user, limited to the calendar integration."""
+        # Tags, not the deprecated end_user record; the names match the tags Nango derives from end_user.
+        tags = {self.settings.user_tag: user_id}
+        if email:
+            tags["end_user_email"] = email
+        if display_name:
+            tags["end_user_display_name"] = display_name
+        body = {"tags": tags, "allowed_integrations": [self.settings.integration_id]}
+
+        def parse(raw: object) -> ConnectSession:
+            data = raw.get("data") if isinstance(raw, dict) else None
+            if not isinstance(data, dict):
+                raise ValueError("not a connect session")
+            token, link, expires = (_text(data, name) for name in ("token", "connect_link", "expires_at"))
+            return ConnectSession(token=Secret(token), connect_link=link, expires_at=expires)
+
+        return await self._request("connect_session", "POST", "/connect/sessions", parse, json=body)
+
+    async def _wait_for_budget(self) -> None:
+        while (delay := self.rate_limit.background_delay(self._clock())) > 0:
+            logger.info("nango rate limit: background work waits %.1fs", delay)
+            await self._sleep(delay)
+
+    async def _request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        parse: Callable[[object], T],
+        *,
+        params: Mapping[str, str] | None = None,
+        json: object = None,
+        background: bool = False,
+    ) -> T:
+        if background:
+            await self._wait_for_budget()
+        elif (wait := self.rate_limit.blocked_for(self._clock())) > 0:
+            # Fail fast: the caller serves stale data now rather than a fresh answer too late.
+            self._count(operation, "skipped")
+            raise NangoError(operation, None, "rate_limited", retry_after=wait)
+        try:
+            response = await self._http.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {self._key}"},
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise self._failed(operation, None, "timeout", "timeout") from exc
+        except httpx.HTTPError as exc:
+            raise self._failed(operation, None, "network_error", "network_error") from exc
+        status = response.status_code
+        self.rate_limit.observe(status, response.headers, self._clock(), self._wall_clock())
+        if status == 429:
+            retry = self.rate_limit.blocked_for(self._clock())
+            raise self._failed(operation, status, _error_code(response), "rate_limited", retry)
+        if not response.is_success:
+            result = "not_found" if status == 404 else "http_error"
+            raise self._failed(operation, status, _error_code(response), result)
+        try:
+            parsed = parse(response.json())
+        except ValueError as exc:
+            raise self._failed(operation, status, "invalid_response", "invalid_response") from exc
+        self._count(operation, "ok")
+        return parsed
+
+    def _failed(
+        self, operation: str, status: int | None, code: str, result: str, retry_after: float | None = None
+    ) -> NangoError:
+        self._count(operation, result)
+        error = NangoError(operation, status, code, retry_after)
+        logger.warning("%s", error)
+        return error
+
+    def _count(self, operation: str, result: str) -> None:
+        self._metrics.nango_requests.labels(operation=operation, result=result).inc()

@@ -1,0 +1,177 @@
+"""The assistant-request path, top to bottom: route the call, find the calendar, build the answer.
+
+HTTP lives in `proxy.app`; this module turns a checked Vapi message into the JSON Vapi gets back.
+Whatever happens in here, the caller gets something Vapi can use: an assistant, a transfer, or a
+spoken error, always inside the configured deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from proxy.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer
+from proxy.config import Config, FallbackKind, Route
+from proxy.directory import ConnectionDirectory, Lookup
+from proxy.gcal import GoogleCalendar
+from proxy.logs import get_logger
+from proxy.messages import inbound_call
+from proxy.metrics import Metrics
+from proxy.numbers import mask_number
+from proxy.routing import InboundCall, Match
+from proxy.secret import Secret
+from proxy.slots import CalendarSettings
+from proxy.tools import CalendarContext, answer_tool_calls
+
+# Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
+TOOL_CALLS_TIMEOUT_SECONDS = 10.0
+
+# Time kept back from the deadline for building and sending the answer after the lookup returns.
+BUILD_MARGIN_SECONDS = 0.05
+
+logger = get_logger("calls")
+
+Json = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a call's answer came from; `resolve` prints it and the call log records it."""
+
+    answer: Json
+    outcome: str
+    reason: str
+    call: InboundCall
+    match: Match | None
+    connection_source: str | None = None
+    connection_detail: str = ""
+
+    @property
+    def rule(self) -> str:
+        return f"{self.match.route.name} ({self.match.rule})" if self.match is not None else "-"
+
+
+def _outcome(answer: Json) -> str:
+    if "assistant" in answer:
+        return "assistant"
+    return "transfer" if "destination" in answer else "rejected"
+
+
+class CallService:
+    """Answers assistant-requests against whatever config snapshot is current."""
+
+    def __init__(
+        self, config: Config, directory: ConnectionDirectory, metrics: Metrics, *, http: httpx.AsyncClient,
+        wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.metrics = metrics
+        self.http = http
+        self._wall_clock = wall_clock
+        self._clock = clock
+
+    async def connection_for(self, route: Route, timeout: float) -> Lookup:
+        user = route.user
+        if user.connection_id is not None:
+            self.metrics.cache_events.labels("fixed").inc()
+            return Lookup(user.connection_id, "fixed")
+        return await self.directory.lookup(user.nango_user_id, timeout=timeout)
+
+    async def resolve(self, message: Json) -> Resolution:
+        """Decide the answer for one assistant-request. Never raises."""
+        started = self._clock()
+        config = self.config  # one snapshot for the whole request, even if a reload lands meanwhile
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        call = inbound_call(message)
+        match: Match | None = None
+        try:
+            match = config.routing.match(call)
+            if match is None:
+                fallback = config.fallbacks.unknown_number
+                answer = fallback_answer(config, fallback, None, now)
+                return Resolution(answer, _outcome(answer), "unknown_number", call, None)
+            route = match.route
+            remaining = config.server.deadline_seconds - (self._clock() - started) - BUILD_MARGIN_SECONDS
+            lookup = await self.connection_for(route, max(remaining, 0.0))
+            if lookup.connection_id is not None:
+                answer = calendar_assistant(config, route, lookup.connection_id, now)
+                return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail)
+            kind: FallbackKind = "no_calendar" if lookup.source in ("negative", "unhealthy") else "error"
+            answer = fallback_answer(config, route.fallbacks.get(kind), route, now)
+            return Resolution(answer, _outcome(answer), kind, call, match, lookup.source, lookup.detail)
+        except Exception:
+            logger.exception("assistant-request failed; answering with the error fallback",
+                             extra={"fields": {"call_id": call.call_id}})
+            return self._error_resolution(config, call, match, now)
+
+    def _error_resolution(self, config: Config, call: InboundCall, match: Match | None, now: datetime) -> Resolution:
+        route = match.route if match is not None else None
+        fallback = (route.fallbacks if route is not None else config.fallbacks).error
+        try:
+            answer = fallback_answer(config, fallback, route, now)
+        except Exception:
+            logger.exception("error fallback failed too", extra={"fields": {"call_id": call.call_id}})
+            answer = {"error": LAST_RESORT_ERROR}
+        return Resolution(answer, _outcome(answer), "error", call, match, "error")
+
+    async def assistant_request(self, message: Json) -> Json:
+        started = self._clock()
+        resolution = await self.resolve(message)
+        elapsed = self._clock() - started
+        self.metrics.assistant_requests.labels(resolution.outcome, resolution.reason).inc()
+        self.metrics.assistant_request_latency.observe(elapsed)
+        call = resolution.call
+        route = resolution.match.route if resolution.match is not None else None
+        logger.info("assistant-request", extra={"fields": {
+            "call_id": call.call_id,
+            "to": mask_number(call.to),
+            "from": mask_number(call.caller),
+            "phone_number_id": call.phone_number_id,
+            "rule": resolution.rule,
+            "user": route.user.id if route is not None else None,
+            "connection": resolution.connection_source,
+            "outcome": resolution.outcome,
+            "reason": resolution.reason,
+            "latency_ms": round(elapsed * 1000, 2),
+        }})
+        return resolution.answer
+
+    async def tool_calls(self, message: Json) -> Json:
+        """Calendar tools in proxy mode. The user comes from the message's own call, through the same
+        routing, so any replica can serve any call without remembering the assistant-request."""
+        config = self.config
+        started = self._clock()
+        call = inbound_call(message)
+        match = config.routing.match(call)
+        route = match.route if match is not None else None
+        connection_id: str | None = None
+        if route is not None and route.calendar.mode == "proxy":
+            lookup = await self.connection_for(route, config.server.deadline_seconds)
+            connection_id = lookup.connection_id
+        ctx = CalendarContext(
+            user_id=route.user.id if route is not None else "",
+            user_name=route.user.name if route is not None else "",
+            timezone=route.user.timezone if route is not None else config.timezone,
+            connection_id=connection_id if config.nango.secret_key is not None else None,
+            settings=route.calendar.settings if route is not None else CalendarSettings(),
+            call_id=call.call_id,
+            caller_number=call.caller,
+        )
+        calendar = GoogleCalendar(
+            self.http, nango_base_url=config.nango.base_url, secret_key=config.nango.secret_key or Secret("unset"),
+            integration_id=config.nango.integration_id, timeout=config.nango.read_timeout * 2, metrics=self.metrics,
+        )
+        remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
+        answer = await answer_tool_calls(message, ctx, calendar, self.metrics,
+                                         now=datetime.fromtimestamp(self._wall_clock(), UTC), timeout=remaining)
+        logger.info("tool-calls", extra={"fields": {
+            "call_id": call.call_id, "user": ctx.user_id or None, "rule": f"{match.route.name} ({match.rule})"
+            if match is not None else "-", "calendar": "connected" if connection_id else "none",
+            "latency_ms": round((self._clock() - started) * 1000, 2),
+        }})
+        return answer

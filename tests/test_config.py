@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Config, load_config, parse_config
+from proxy.yamlsource import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {"VAPI_SERVER_SECRET": "s3cret-value-123"}
+
+MINIMAL = """\
+version: 1
+auth:
+  vapi_secrets: ["${VAPI_SERVER_SECRET}"]
+templates:
+  default:
+    model: {provider: openai, model: gpt-4o}
+users:
+  - id: u1
+    name: One
+    timezone: America/New_York
+    connection_id: conn-1
+routes:
+  - to: "+1 415 555 0100"
+    user: u1
+"""
+
+
+def load(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(textwrap.dedent(text), "routing.yaml", ENV if env is None else env)
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(text, env)
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_example_config_loads_with_its_three_users() -> None:
+    config = load_config(ROOT / "config.example.yaml", environ=ENV)
+    assert set(config.users) == {"usr_doe", "usr_lee", "usr_patel"}
+    assert config.routing.by_to["+14155550101"].user.id == "usr_lee"
+    assert config.fallbacks.error.number == "+14155550199"
+
+
+def test_minimal_config_normalises_the_called_number() -> None:
+    config = load(MINIMAL)
+    assert list(config.routing.by_to) == ["+14155550100"]
+
+
+def test_unknown_key_is_refused_with_line_and_path() -> None:
+    text = MINIMAL.replace("    timezone: America/New_York\n", "    timezone: America/New_York\n    colour: red\n")
+    assert errors_of(text) == ["routing.yaml:11: users[0].colour: unknown key"]
+
+
+def test_bad_timezone_is_refused_with_line() -> None:
+    errors = errors_of(MINIMAL.replace("America/New_York", "Mars/Olympus"))
+    assert errors == ["routing.yaml:10: users[0].timezone: unknown IANA timezone 'Mars/Olympus' (e.g. America/New_York)"]
+
+
+def test_route_naming_an_unknown_user_is_refused() -> None:
+    errors = errors_of(MINIMAL.replace("    user: u1", "    user: ghost"))
+    assert errors == ["routing.yaml:14: routes[0].user: names no user: 'ghost'"]
+
+
+def test_same_number_written_two_ways_is_a_duplicate() -> None:
+    text = MINIMAL + '  - to: "(415) 555-0100"\n    user: u1\n'
+    errors = errors_of(text)
+    assert errors == ["routing.yaml:15: routes[1].to: to +14155550100 is already routed by routes[0].to"]
+
+
+def test_duplicate_yaml_key_is_refused() -> None:
+    errors = errors_of(MINIMAL.replace("    name: One\n", "    name: One\n    name: Two\n"))
+    assert errors == ["routing.yaml:10: users[0].name: duplicate key"]
+
+
+def test_unset_environment_variable_is_refused_and_default_is_used() -> None:
+    assert errors_of(MINIMAL, env={}) == [
+        "routing.yaml:4: auth.vapi_secrets[0]: environment variable VAPI_SERVER_SECRET is not set"
+    ]
+    config = load(MINIMAL.replace("${VAPI_SERVER_SECRET}", "${VAPI_SERVER_SECRET:-}"), env={})
+    assert not config.auth.configured
+
+
+def test_every_issue_is_reported_at_once() -> None:
+    text = MINIMAL.replace("America/New_York", "Nowhere/Zone").replace("    user: u1", "    user: ghost")
+    assert len(errors_of(text)) == 2
+
+
+def test_invalid_yaml_reports_its_line() -> None:
+    errors = errors_of(MINIMAL + "  - to: [unclosed\n")
+    assert errors[0].startswith("routing.yaml:1") and "invalid YAML" in errors[0]
+
+
+def test_wrong_type_names_what_was_expected() -> None:
+    errors = errors_of(MINIMAL + "server:\n  deadline_seconds: soon\n")
+    assert errors == ["routing.yaml:16: server.deadline_seconds: must be a number, got a string"]
+
+
+def test_deadline_must_stay_under_vapis_limit() -> None:
+    errors = errors_of(MINIMAL + "server:\n  deadline_seconds: 9\n")
+    assert errors == ["routing.yaml:16: server.deadline_seconds: must be between 0.1 and 7, got 9"]
+
+
+def test_unparseable_number_is_refused() -> None:
+    errors = errors_of(MINIMAL.replace('"+1 415 555 0100"', '"call me maybe"'))
+    assert errors == ["routing.yaml:13: routes[0].to: is not a phone number or SIP URI: 'call me maybe'"]
+
+
+def test_secrets_never_appear_in_repr_or_errors() -> None:
+    config = load(MINIMAL)
+    assert "s3cret-value-123" not in repr(config)
+    assert "s3cret-value-123" not in repr(config.auth)
+    errors = errors_of(MINIMAL + "nango:\n  secret_key: s3cret-value-123\n  colour: x\n")
+    assert all("s3cret-value-123" not in error for error in errors)
+
+
+def test_fallback_rules_are_checked() -> None:
+    text = MINIMAL + "fallbacks:\n  error:\n    action: transfer\n  unknown_number:\n    action: reject\n"
+    assert errors_of(text) == [
+        "routing.yaml:17: fallbacks.error.number: is required for action transfer",
+        "routing.yaml:19: fallbacks.unknown_number.message: is required for action reject: "
+        "Vapi speaks it before hanging up",
+    ]
+
+
+def test_legacy_vapi_keys_are_warnings() -> None:
+    config = load(MINIMAL.replace("    model:", "    serverUrl: https://x\n    model:"))
+    assert [str(w) for w in config.warnings] == ["routing.yaml:6: templates.default.serverUrl: legacy key Vapi "
+                                                 "rejects; use server.url"]
+
+
+def test_proxy_mode_needs_a_url_for_the_tools() -> None:
+    errors = errors_of(MINIMAL + "calendar:\n  mode: proxy\n")
+    assert len(errors) == 1 and "server.public_url" in errors[0]
+    config = load(MINIMAL + "calendar:\n  mode: proxy\nserver:\n  public_url: https://proxy.example.com/\n")
+    assert config.routes[0].calendar.tool_server == {"url": "https://proxy.example.com/vapi"}
+
+
+def test_users_without_overrides_share_one_calendar_plan() -> None:
+    text = MINIMAL + "".join(
+        f"  - to: '+1 415 555 01{n:02d}'\n    user: u1\n" for n in range(1, 5)
+    )
+    config = load(text)
+    assert len({id(route.calendar) for route in config.routes}) == 1
+
+
+def test_caller_rule_scoped_to_a_line_and_a_second_default() -> None:
+    text = MINIMAL + "  - default: true\n    user: u1\n  - default: true\n    user: u1\n"
+    assert errors_of(text) == ["routing.yaml:17: routes[2].default: a second default route (routes[1] is one)"]
