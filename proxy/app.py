@@ -62,6 +62,7 @@ class Runtime:
             self.service.config = config
         if self.directory is not None:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
+            self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
 
 
@@ -80,8 +81,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(
-    config: Config, *, insecure: bool = False, metrics: Metrics | None = None,
-    http_client: httpx.AsyncClient | None = None, config_path: str | None = None,
+    config: Config,
+    *,
+    insecure: bool = False,
+    metrics: Metrics | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    config_path: str | None = None,
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
@@ -100,12 +105,14 @@ def create_app(
             auth_settings = type(auth_settings)(insecure=True)
         # HMAC payloads may sign the URL: the public one Vapi called, not the one seen behind a load balancer.
         url = config.server.public_url + config.server.path if config.server.public_url else str(request.url)
-        result = authenticate(auth_settings, method=request.method, url=url,
-                              headers=request.headers, body=body, now=time.time())
+        result = authenticate(
+            auth_settings, method=request.method, url=url, headers=request.headers, body=body, now=time.time()
+        )
         if not result.ok:
             runtime.metrics.assistant_requests.labels("unauthorised", result.reason).inc()
-            logger.warning("unauthorised request", extra={"fields": {"reason": result.reason,
-                                                                     "client": _client(request)}})
+            logger.warning(
+                "unauthorised request", extra={"fields": {"reason": result.reason, "client": _client(request)}}
+            )
             return json_response({"error": "unauthorized"}, 401)
         try:
             message = parse_message(body)
@@ -130,8 +137,13 @@ def create_app(
         keys = nango.webhook_signing_keys or ((nango.secret_key,) if nango.secret_key else ())
         assert runtime.directory is not None
         status, content = await handle_nango_webhook(
-            body, request.headers, directory=runtime.directory, keys=keys,
-            integration_id=nango.integration_id, user_tag=nango.user_tag, metrics=runtime.metrics,
+            body,
+            request.headers,
+            directory=runtime.directory,
+            keys=keys,
+            integration_id=nango.integration_id,
+            user_tag=nango.user_tag,
+            metrics=runtime.metrics,
         )
         return json_response(content, status)
 
@@ -142,8 +154,12 @@ def create_app(
         ready = not runtime.draining and runtime.service is not None
         body: dict[str, object] = {
             "status": "ready" if ready else ("draining" if runtime.draining else "starting"),
-            "config": {"file": runtime.config.file, "version": runtime.config.version,
-                       "users": len(runtime.config.users), "routes": len(runtime.config.routes)},
+            "config": {
+                "file": runtime.config.file,
+                "version": runtime.config.version,
+                "users": len(runtime.config.users),
+                "routes": len(runtime.config.routes),
+            },
             "config_error": runtime.config_error,
             "nango": runtime.directory.status() if runtime.directory is not None else None,
         }

@@ -96,8 +96,11 @@ def _add_calendar(assistant: Json, plan: CalendarPlan, connection_id: str, user_
             model["toolIds"] = [*_list(model.get("toolIds")), *plan.tool_ids]
         else:
             model["tools"] = [*_list(model.get("tools")), *({"type": t} for t in NATIVE_CALENDAR_TOOLS)]
-        credential = {"provider": CALENDAR_CREDENTIAL_PROVIDER, "authorizationId": connection_id,
-                      "name": f"calendar {user_id}"[:40]}
+        credential = {
+            "provider": CALENDAR_CREDENTIAL_PROVIDER,
+            "authorizationId": connection_id,
+            "name": f"calendar {user_id}"[:40],
+        }
         assistant["credentials"] = [*_list(assistant.get("credentials")), credential]
     assistant["model"] = model
 
@@ -144,11 +147,17 @@ def _base(config: Config, template: str, route: Route | None) -> Json:
 
 def _variables(config: Config, route: Route | None, now: datetime) -> dict[str, str]:
     if route is None:
-        return template_variables(user_id="", user_name=config.variables.get("user_name", "the team"),
-                                  timezone=config.timezone, now=now, extra=config.variables)
+        return template_variables(
+            user_id="",
+            user_name=config.variables.get("user_name", "the team"),
+            timezone=config.timezone,
+            now=now,
+            extra=config.variables,
+        )
     user = route.user
-    return template_variables(user_id=user.id, user_name=user.name, timezone=user.timezone, now=now,
-                              extra=route.variables)
+    return template_variables(
+        user_id=user.id, user_name=user.name, timezone=user.timezone, now=now, extra=route.variables
+    )
 
 
 def _answer(assistant: Json, variables: dict[str, str]) -> Json:

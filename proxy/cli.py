@@ -14,7 +14,7 @@ from proxy.config import Config, load_config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
-from proxy.nango import NangoClient, NangoError
+from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import normalize_number
 from proxy.service import CallService
 from proxy.yamlsource import ConfigError
@@ -37,8 +37,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     modes = sorted({route.calendar.mode for route in config.routes})
-    print(f"{config.file}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
-          f"calendar modes: {', '.join(modes) or '-'})")
+    print(
+        f"{config.file}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
+        f"calendar modes: {', '.join(modes) or '-'})"
+    )
     if not config.auth.configured:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
     return 0
@@ -119,12 +121,12 @@ async def _nango_call(config: Config, user_id: str | None) -> int:
 
 
 async def _print_connections(config: Config, client: NangoClient) -> int:
-    index = {}
+    by_user: dict[str, list[Connection]] = {}
     async for page in client.list_connections_pages():
-        for connection in page:
-            if connection.user_id is not None:
-                current = index.get(connection.user_id)
-                index[connection.user_id] = connection if current is None else current
+        for found_connection in page:
+            if found_connection.user_id is not None:
+                by_user.setdefault(found_connection.user_id, []).append(found_connection)
+    index: dict[str, Connection | None] = {user: pick_connection(found) for user, found in by_user.items()}
     missing = 0
     for user in config.users.values():
         if user.connection_id is not None:
@@ -160,11 +162,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     if not config.auth.configured and not args.insecure:
-        print("error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
-              "refusing to start. For local experiments only, pass --insecure.", file=sys.stderr)
+        print(
+            "error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
+            "refusing to start. For local experiments only, pass --insecure.",
+            file=sys.stderr,
+        )
         return 1
-    return serve(config, host=args.host, port=args.port, workers=args.workers, insecure=args.insecure,
-                 log_format=args.log_format)
+    return serve(
+        config, host=args.host, port=args.port, workers=args.workers, insecure=args.insecure, log_format=args.log_format
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -74,7 +74,7 @@ class Fallbacks:
 class CalendarPlan:
     """How a user's calendar reaches the assistant: Vapi's native tools or this proxy's own."""
 
-    settings: CalendarSettings = CalendarSettings()
+    settings: CalendarSettings = field(default_factory=CalendarSettings)
     declare: ToolDeclaration = "inline"
     tool_ids: tuple[str, ...] = ()
     instructions: str = DEFAULT_CALENDAR_INSTRUCTIONS
@@ -141,7 +141,9 @@ class Config:
     warnings: tuple[ConfigIssue, ...] = ()
 
     def __repr__(self) -> str:
-        return f"Config(file={self.file!r}, version={self.version!r}, users={len(self.users)}, routes={len(self.routes)})"
+        return (
+            f"Config(file={self.file!r}, version={self.version!r}, users={len(self.users)}, routes={len(self.routes)})"
+        )
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -179,7 +181,7 @@ class _Builder:
         timezone = self.zone(top, "timezone", "UTC")
         variables = self.variables(top, "variables")
         templates = self.templates(top)
-        default_template = top.str("default_template", "default")
+        default_template = top.text("default_template", "default")
         if templates and default_template not in templates:
             top.error(top.at("default_template"), f"names no template (known: {', '.join(sorted(templates))})")
         fallbacks = self.fallbacks(top.section("fallbacks"), Fallbacks(), templates)
@@ -201,25 +203,39 @@ class _Builder:
         for route in routes:
             if route.calendar.mode == "proxy" and self.tool_server is None:
                 self.issues.append(
-                    self.document.issue(("calendar",), f"{route.name} uses calendar mode proxy: set "
-                                        "server.public_url or calendar.tool_server.url so Vapi can reach the tools")
+                    self.document.issue(
+                        ("calendar",),
+                        f"{route.name} uses calendar mode proxy: set "
+                        "server.public_url or calendar.tool_server.url so Vapi can reach the tools",
+                    )
                 )
         table, conflicts = build_routing_table(routes)
         for conflict in conflicts:
             self.issues.append(self.document.issue(conflict.path, conflict.message))
         if self.issues:
-            raise ConfigError(self.issues)
+            raise ConfigError(sorted(self.issues, key=lambda issue: issue.line or 0))
         return Config(
-            file=self.document.file, version=self.version, server=server, auth=auth, nango=nango,
-            timezone=timezone, variables=variables, templates=templates, default_template=default_template,
-            fallbacks=fallbacks, users=users, routes=tuple(routes), routing=table, warnings=tuple(self.warnings),
+            file=self.document.file,
+            version=self.version,
+            server=server,
+            auth=auth,
+            nango=nango,
+            timezone=timezone,
+            variables=variables,
+            templates=templates,
+            default_template=default_template,
+            fallbacks=fallbacks,
+            users=users,
+            routes=tuple(routes),
+            routing=table,
+            warnings=tuple(self.warnings),
         )
 
     # -- sections ---------------------------------------------------------------------------------
 
     def server(self, s: Section) -> ServerSettings:
-        path = s.str("path", "/vapi")
-        webhook_path = s.str("webhook_path", "/nango/webhook")
+        path = s.text("path", "/vapi")
+        webhook_path = s.text("webhook_path", "/nango/webhook")
         for key, value in (("path", path), ("webhook_path", webhook_path)):
             if not value.startswith("/"):
                 s.error(s.at(key), "must start with /")
@@ -227,7 +243,9 @@ class _Builder:
         if public_url is not None and not public_url.startswith(("https://", "http://")):
             s.error(s.at("public_url"), "must be an http(s) URL")
         settings = ServerSettings(
-            path=path, webhook_path=webhook_path, public_url=public_url.rstrip("/") if public_url else None,
+            path=path,
+            webhook_path=webhook_path,
+            public_url=public_url.rstrip("/") if public_url else None,
             max_body_bytes=s.integer("max_body_bytes", 1_048_576, minimum=1024, maximum=64 * 1_048_576),
             deadline_seconds=s.number("deadline_seconds", 4.0, minimum=0.1, maximum=7.0),
             drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
@@ -246,26 +264,34 @@ class _Builder:
         if s.has("bearer"):
             b = s.section("bearer")
             bearer = BearerPlan(
-                tokens=self.secrets(b, "tokens"), header=b.str("header", "authorization").lower(),
-                prefix_enabled=b.bool("prefix", True),
+                tokens=self.secrets(b, "tokens"),
+                header=b.text("header", "authorization").lower(),
+                prefix_enabled=b.flag("prefix", True),
             )
             b.finish()
         hmac_plan: HmacPlan | None = None
         if s.has("hmac"):
             h = s.section("hmac")
-            algorithm = h.str("algorithm", "sha256")
-            encoding = h.str("encoding", "hex")
+            algorithm = h.text("algorithm", "sha256")
+            encoding = h.text("encoding", "hex")
             self.choice(h, "algorithm", algorithm, ("sha256", "sha512", "sha1"))
             self.choice(h, "encoding", encoding, ("hex", "base64"))
-            hmac_plan = self.hmac_plan(h, HmacPlan, dict(
-                secrets=self.secrets(h, "secrets"), algorithm=algorithm,
-                signature_header=h.str("signature_header", "x-signature").lower(),
-                timestamp_header=(h.str("timestamp_header", "x-timestamp").lower() or None),
-                signature_prefix=h.str("signature_prefix", ""), include_timestamp=h.bool("include_timestamp", True),
-                payload_format=h.str("payload_format", "{timestamp}.{body}"), encoding=encoding,
-                secret_is_base64=h.bool("secret_is_base64", False),
-                tolerance_seconds=h.number("tolerance_seconds", 300.0, minimum=1.0, maximum=3600.0),
-            ))
+            hmac_plan = self.hmac_plan(
+                h,
+                HmacPlan,
+                dict(
+                    secrets=self.secrets(h, "secrets"),
+                    algorithm=algorithm,
+                    signature_header=h.text("signature_header", "x-signature").lower(),
+                    timestamp_header=(h.text("timestamp_header", "x-timestamp").lower() or None),
+                    signature_prefix=h.text("signature_prefix", ""),
+                    include_timestamp=h.flag("include_timestamp", True),
+                    payload_format=h.text("payload_format", "{timestamp}.{body}"),
+                    encoding=encoding,
+                    secret_is_base64=h.flag("secret_is_base64", False),
+                    tolerance_seconds=h.number("tolerance_seconds", 300.0, minimum=1.0, maximum=3600.0),
+                ),
+            )
             h.finish()
         s.finish()
         return AuthSettings(shared_secrets=shared, bearer=bearer, hmac=hmac_plan)
@@ -280,13 +306,13 @@ class _Builder:
             return None
 
     def nango(self, s: Section) -> NangoSettings:
-        secret = s.str("secret_key")
+        secret = s.text("secret_key")
         settings = NangoSettings(
-            base_url=s.str("base_url", "https://api.nango.dev").rstrip("/"),
+            base_url=s.text("base_url", "https://api.nango.dev").rstrip("/"),
             secret_key=Secret(secret) if secret else None,
-            integration_id=s.str("integration_id", "google-calendar"),
-            user_tag=s.str("user_tag", "end_user_id"),
-            legacy_end_user_id_lookup=s.bool("legacy_end_user_id_lookup", False),
+            integration_id=s.text("integration_id", "google-calendar"),
+            user_tag=s.text("user_tag", "end_user_id"),
+            legacy_end_user_id_lookup=s.flag("legacy_end_user_id_lookup", False),
             connect_timeout=s.number("connect_timeout", 1.0, minimum=0.05, maximum=7.0),
             read_timeout=s.number("read_timeout", 2.5, minimum=0.05, maximum=7.0),
             cache_ttl=s.number("cache_ttl_seconds", 300.0, minimum=1.0),
@@ -300,7 +326,7 @@ class _Builder:
         return settings
 
     def zone(self, s: Section, key: str, default: str) -> ZoneInfo:
-        name = s.str(key, default)
+        name = s.text(key, default)
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -313,8 +339,9 @@ class _Builder:
             if isinstance(value, dict | list) or value is None:
                 s.error((*s.at(key), name), "must be a plain value")
             else:
-                result[name] = value if isinstance(value, str) else str(value).lower() if isinstance(
-                    value, bool) else str(value)
+                result[name] = (
+                    value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+                )
         return result
 
     def choice(self, s: Section, key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -349,9 +376,9 @@ class _Builder:
             if not s.has(kind):
                 continue
             f = s.section(kind)
-            action = f.str("action", required=True)
+            action = f.text("action", required=True)
             self.choice(f, "action", action, get_args(FallbackAction))
-            message, template = f.str("message"), f.optional_str("template")
+            message, template = f.text("message"), f.optional_str("template")
             number_raw = f.optional_str("number")
             number = normalize_number(number_raw) if number_raw else None
             if number_raw and number is None:
@@ -365,7 +392,7 @@ class _Builder:
             f.finish()
             chosen[kind] = Fallback(action, message, number, template)  # type: ignore[arg-type]
         s.finish()
-        return Fallbacks(**{**{k: base.get(k) for k in get_args(FallbackKind)}, **chosen})  # type: ignore[arg-type]
+        return replace(base, **chosen)
 
     # -- calendar ---------------------------------------------------------------------------------
 
@@ -375,18 +402,23 @@ class _Builder:
         if not s.present:
             return layer
         if s.has("mode"):
-            layer["mode"] = s.str("mode")
+            layer["mode"] = s.text("mode")
             self.choice(s, "mode", str(layer["mode"]), ("native", "proxy"))
         if s.has("declare"):
-            layer["declare"] = s.str("declare")
+            layer["declare"] = s.text("declare")
             self.choice(s, "declare", str(layer["declare"]), get_args(ToolDeclaration))
         if s.has("tool_ids"):
             layer["tool_ids"] = tuple(value for _, value in s.str_list("tool_ids"))
         for key in ("instructions", "calendar_id"):
             if s.has(key):
-                layer[key] = s.str(key)
-        bounds = {"slot_minutes": (5, 480), "buffer_minutes": (0, 240), "max_slots": (1, 20),
-                  "horizon_days": (1, 366), "min_notice_minutes": (0, 10_080)}
+                layer[key] = s.text(key)
+        bounds = {
+            "slot_minutes": (5, 480),
+            "buffer_minutes": (0, 240),
+            "max_slots": (1, 20),
+            "horizon_days": (1, 366),
+            "min_notice_minutes": (0, 10_080),
+        }
         for key, (low, high) in bounds.items():
             if s.has(key):
                 layer[key] = s.integer(key, low, minimum=low, maximum=high)
@@ -397,7 +429,9 @@ class _Builder:
                 s.error(s.at("working_hours"), str(exc))
         return layer
 
-    def global_calendar(self, s: Section, server: ServerSettings) -> tuple[dict[str, object], Mapping[str, object] | None]:
+    def global_calendar(
+        self, s: Section, server: ServerSettings
+    ) -> tuple[dict[str, object], Mapping[str, object] | None]:
         layer = self.calendar_layer(s)
         tool_server: Mapping[str, object] | None = s.mapping("tool_server") or None
         if tool_server is not None and not isinstance(tool_server.get("url"), str):
@@ -415,8 +449,16 @@ class _Builder:
             merged: dict[str, object] = {}
             for layer in layers:
                 merged.update(layer)
-            settings_keys = ("mode", "calendar_id", "working_hours", "slot_minutes", "buffer_minutes",
-                             "max_slots", "horizon_days", "min_notice_minutes")
+            settings_keys = (
+                "mode",
+                "calendar_id",
+                "working_hours",
+                "slot_minutes",
+                "buffer_minutes",
+                "max_slots",
+                "horizon_days",
+                "min_notice_minutes",
+            )
             settings = CalendarSettings(**{k: merged[k] for k in settings_keys if k in merged})  # type: ignore[arg-type]
             plan = CalendarPlan(
                 settings=settings,
@@ -431,14 +473,18 @@ class _Builder:
     # -- users and routes -------------------------------------------------------------------------
 
     def user(
-        self, s: Section, templates: Mapping[str, object], fallbacks: Fallbacks, users: dict[str, User],
+        self,
+        s: Section,
+        templates: Mapping[str, object],
+        fallbacks: Fallbacks,
+        users: dict[str, User],
         layers: dict[str, tuple[dict[str, object], Fallbacks]],
     ) -> None:
-        user_id = s.str("id", required=True)
-        name = s.str("name", required=True)
+        user_id = s.text("id", required=True)
+        name = s.text("name", required=True)
         timezone = self.zone(s, "timezone", "UTC") if s.has("timezone") else self.default_timezone
         connection_id = s.optional_str("connection_id")
-        nango_user_id = s.str("nango_user_id", user_id)
+        nango_user_id = s.text("nango_user_id", user_id)
         email = s.optional_str("email")
         template = s.optional_str("template")
         if template is not None and template not in templates:
@@ -455,18 +501,30 @@ class _Builder:
             s.error(s.at("id"), f"duplicate user id {user_id!r}")
             return
         users[user_id] = User(
-            id=user_id, name=name, timezone=timezone, connection_id=connection_id,
-            nango_user_id=nango_user_id, email=email, template=template, assistant=assistant, variables=variables,
+            id=user_id,
+            name=name,
+            timezone=timezone,
+            connection_id=connection_id,
+            nango_user_id=nango_user_id,
+            email=email,
+            template=template,
+            assistant=assistant,
+            variables=variables,
         )
         layers[user_id] = (calendar, own_fallbacks)
 
     def route(
-        self, s: Section, users: Mapping[str, User], user_layers: Mapping[str, tuple[dict[str, object], Fallbacks]],
-        templates: Mapping[str, object], default_template: str, variables: Mapping[str, str],
+        self,
+        s: Section,
+        users: Mapping[str, User],
+        user_layers: Mapping[str, tuple[dict[str, object], Fallbacks]],
+        templates: Mapping[str, object],
+        default_template: str,
+        variables: Mapping[str, str],
         global_calendar: dict[str, object],
     ) -> Route | None:
-        name = s.str("name") or _route_label(s.path)
-        user_id = s.str("user", required=True)
+        name = s.text("name") or _route_label(s.path)
+        user_id = s.text("user", required=True)
         entries: list[KeyEntry] = []
         for yaml_key, kind in (("to", "to"), ("phone_number_id", "phone_number_id"), ("from", "from")):
             for path, raw in s.str_list(yaml_key):
@@ -475,7 +533,7 @@ class _Builder:
                     s.error(path, f"is not a phone number or SIP URI: {raw!r}")
                     continue
                 entries.append(KeyEntry(kind, value, path))  # type: ignore[arg-type]
-        is_default = s.bool("default", False)
+        is_default = s.flag("default", False)
         template = s.optional_str("template")
         if template is not None and template not in templates:
             s.error(s.at("template"), f"names no template: {template!r}")
@@ -486,7 +544,7 @@ class _Builder:
         user = users.get(user_id)
         if user_id and user is None:
             s.error(s.at("user"), f"names no user: {user_id!r}")
-        if not entries and not is_default:
+        if not any(s.has(key) for key in ("to", "phone_number_id", "from")) and not is_default:
             s.error(s.path, "needs at least one of to, phone_number_id, from, or default: true")
         base_fallbacks = user_layers[user_id][1] if user is not None else Fallbacks()
         fallbacks = self.fallbacks(s.section("fallbacks"), base_fallbacks, templates)
@@ -495,7 +553,8 @@ class _Builder:
             return None
         user_calendar = user_layers[user_id][0]
         return Route(
-            name=name, user=user,
+            name=name,
+            user=user,
             keys=RouteKeys(tuple(entries), is_default, s.at("default")),
             template=template or user.template or default_template,
             overrides=tuple(layer for layer in (user.assistant, assistant) if layer),

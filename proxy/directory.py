@@ -33,7 +33,7 @@ __all__ = ["ConnectionDirectory", "Lookup"]
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy"]
+Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy", "fixed"]
 Negative = Literal["negative", "unhealthy"]
 IndexEffect = Callable[[dict[str, Connection]], None]
 

@@ -27,19 +27,19 @@ class BadRequest(Exception):
 def parse_message(body: bytes) -> dict[str, object]:
     """The `message` object of a server-URL request, or BadRequest saying what is wrong."""
     if not body:
-        raise BadRequest("empty body: expected JSON {\"message\": {...}}")
+        raise BadRequest('empty body: expected JSON {"message": {...}}')
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("body is not valid JSON (UTF-8)") from None
     if not isinstance(payload, dict):
-        raise BadRequest("body must be a JSON object with a \"message\" object")
+        raise BadRequest('body must be a JSON object with a "message" object')
     message = payload.get("message")
     if not isinstance(message, dict):
-        raise BadRequest("\"message\" is missing or not an object")
+        raise BadRequest('"message" is missing or not an object')
     message_type = message.get("type")
     if not isinstance(message_type, str) or not message_type:
-        raise BadRequest("\"message.type\" is missing or not a string")
+        raise BadRequest('"message.type" is missing or not a string')
     return message
 
 

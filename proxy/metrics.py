@@ -33,8 +33,10 @@ class Metrics:
             "vapi_proxy_server_messages", "Vapi server messages received, by type.", ["type"], registry=r
         )
         self.tool_calls = Counter(
-            "vapi_proxy_tool_calls", "Calendar tool calls served in proxy mode, by tool and result.",
-            ["tool", "result"], registry=r,
+            "vapi_proxy_tool_calls",
+            "Calendar tool calls served in proxy mode, by tool and result.",
+            ["tool", "result"],
+            registry=r,
         )
         self.nango_requests = Counter(
             "vapi_proxy_nango_requests",
@@ -50,19 +52,24 @@ class Metrics:
         )
         self.index_size = Gauge("vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r)
         self.index_age = Gauge(
-            "vapi_proxy_nango_index_refreshed_timestamp_seconds", "When the Nango index was last refreshed.",
+            "vapi_proxy_nango_index_refreshed_timestamp_seconds",
+            "When the Nango index was last refreshed.",
             registry=r,
         )
         self.config_reloads = Counter(
-            "vapi_proxy_config_reloads", "Config reload attempts, by result (ok, invalid, unchanged).", ["result"],
+            "vapi_proxy_config_reloads",
+            "Config reload attempts, by result (ok, invalid, unchanged).",
+            ["result"],
             registry=r,
         )
         self.config_info = Gauge(
             "vapi_proxy_config_info", "The loaded config: 1 for its version hash.", ["version"], registry=r
         )
         self.webhooks = Counter(
-            "vapi_proxy_nango_webhooks", "Nango webhooks received, by type/operation and result.",
-            ["type", "result"], registry=r,
+            "vapi_proxy_nango_webhooks",
+            "Nango webhooks received, by type/operation and result.",
+            ["type", "result"],
+            registry=r,
         )
 
     def set_config_version(self, version: str) -> None:

@@ -59,7 +59,7 @@ class Section:
             return default
         return converted
 
-    def str(self, key: str, default: str = "", *, required: bool = False) -> str:
+    def text(self, key: str, default: str = "", *, required: bool = False) -> str:
         def check(value: object) -> str | None:
             # Unquoted numbers are a common slip for ids and phone numbers: accept them as text.
             if isinstance(value, bool):
@@ -69,9 +69,9 @@ class Section:
         return self._typed(key, default, required, check, "a string")
 
     def optional_str(self, key: str) -> str | None:
-        return self.str(key) or None
+        return self.text(key) or None
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         return self._typed(key, default, False, lambda v: v if isinstance(v, bool) else None, "true or false")
 
     def number(self, key: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
@@ -141,4 +141,6 @@ class Section:
 def _kind(value: object) -> str:
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )

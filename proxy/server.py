@@ -54,12 +54,25 @@ def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool,
         os.environ[CONFIG_ENV] = config.file
         os.environ[INSECURE_ENV] = "1" if insecure else ""
         os.environ[LOG_FORMAT_ENV] = log_format
-        uvicorn.run("proxy.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_config=None, timeout_graceful_shutdown=int(config.server.drain_seconds) or None)
+        uvicorn.run(
+            "proxy.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            timeout_graceful_shutdown=int(config.server.drain_seconds) or None,
+        )
         return 0
     app = create_app(config, insecure=insecure, config_path=config.file)
-    uv_config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on",
-                               timeout_graceful_shutdown=int(config.server.drain_seconds) or None)
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(config.server.drain_seconds) or None,
+    )
     runtime: Runtime = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
     server.run()

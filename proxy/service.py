@@ -65,8 +65,14 @@ class CallService:
     """Answers assistant-requests against whatever config snapshot is current."""
 
     def __init__(
-        self, config: Config, directory: ConnectionDirectory, metrics: Metrics, *, http: httpx.AsyncClient,
-        wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.perf_counter,
+        self,
+        config: Config,
+        directory: ConnectionDirectory,
+        metrics: Metrics,
+        *,
+        http: httpx.AsyncClient,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config
         self.directory = directory
@@ -105,8 +111,10 @@ class CallService:
             answer = fallback_answer(config, route.fallbacks.get(kind), route, now)
             return Resolution(answer, _outcome(answer), kind, call, match, lookup.source, lookup.detail)
         except Exception:
-            logger.exception("assistant-request failed; answering with the error fallback",
-                             extra={"fields": {"call_id": call.call_id}})
+            logger.exception(
+                "assistant-request failed; answering with the error fallback",
+                extra={"fields": {"call_id": call.call_id}},
+            )
             return self._error_resolution(config, call, match, now)
 
     def _error_resolution(self, config: Config, call: InboundCall, match: Match | None, now: datetime) -> Resolution:
@@ -127,18 +135,23 @@ class CallService:
         self.metrics.assistant_request_latency.observe(elapsed)
         call = resolution.call
         route = resolution.match.route if resolution.match is not None else None
-        logger.info("assistant-request", extra={"fields": {
-            "call_id": call.call_id,
-            "to": mask_number(call.to),
-            "from": mask_number(call.caller),
-            "phone_number_id": call.phone_number_id,
-            "rule": resolution.rule,
-            "user": route.user.id if route is not None else None,
-            "connection": resolution.connection_source,
-            "outcome": resolution.outcome,
-            "reason": resolution.reason,
-            "latency_ms": round(elapsed * 1000, 2),
-        }})
+        logger.info(
+            "assistant-request",
+            extra={
+                "fields": {
+                    "call_id": call.call_id,
+                    "to": mask_number(call.to),
+                    "from": mask_number(call.caller),
+                    "phone_number_id": call.phone_number_id,
+                    "rule": resolution.rule,
+                    "user": route.user.id if route is not None else None,
+                    "connection": resolution.connection_source,
+                    "outcome": resolution.outcome,
+                    "reason": resolution.reason,
+                    "latency_ms": round(elapsed * 1000, 2),
+                }
+            },
+        )
         return resolution.answer
 
     async def tool_calls(self, message: Json) -> Json:
@@ -163,15 +176,27 @@ class CallService:
             caller_number=call.caller,
         )
         calendar = GoogleCalendar(
-            self.http, nango_base_url=config.nango.base_url, secret_key=config.nango.secret_key or Secret("unset"),
-            integration_id=config.nango.integration_id, timeout=config.nango.read_timeout * 2, metrics=self.metrics,
+            self.http,
+            nango_base_url=config.nango.base_url,
+            secret_key=config.nango.secret_key or Secret("unset"),
+            integration_id=config.nango.integration_id,
+            timeout=config.nango.read_timeout * 2,
+            metrics=self.metrics,
         )
         remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
-        answer = await answer_tool_calls(message, ctx, calendar, self.metrics,
-                                         now=datetime.fromtimestamp(self._wall_clock(), UTC), timeout=remaining)
-        logger.info("tool-calls", extra={"fields": {
-            "call_id": call.call_id, "user": ctx.user_id or None, "rule": f"{match.route.name} ({match.rule})"
-            if match is not None else "-", "calendar": "connected" if connection_id else "none",
-            "latency_ms": round((self._clock() - started) * 1000, 2),
-        }})
+        answer = await answer_tool_calls(
+            message, ctx, calendar, self.metrics, now=datetime.fromtimestamp(self._wall_clock(), UTC), timeout=remaining
+        )
+        logger.info(
+            "tool-calls",
+            extra={
+                "fields": {
+                    "call_id": call.call_id,
+                    "user": ctx.user_id or None,
+                    "rule": f"{match.route.name} ({match.rule})" if match is not None else "-",
+                    "calendar": "connected" if connection_id else "none",
+                    "latency_ms": round((self._clock() - started) * 1000, 2),
+                }
+            },
+        )
         return answer

@@ -302,8 +302,11 @@ def _parse_range(key: str, text: str) -> tuple[time, time]:
 
 
 def _check_day(key: str, intervals: tuple[tuple[time, time], ...]) -> None:
-    for (start, end), following in zip(intervals, (*intervals[1:], None), strict=True):
+    if not intervals:
+        return
+    for index, (start, end) in enumerate(intervals):
         if end <= start:
             raise ValueError(f"working_hours.{key}: {start:%H:%M} to {end:%H:%M} ends before it starts")
-        if following is not None and following[0] < end:
-            raise ValueError(f"working_hours.{key}: ranges starting {start:%H:%M} and {following[0]:%H:%M} overlap")
+        if index + 1 < len(intervals) and intervals[index + 1][0] < end:
+            following = intervals[index + 1][0]
+            raise ValueError(f"working_hours.{key}: ranges starting {start:%H:%M} and {following:%H:%M} overlap")

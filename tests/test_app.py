@@ -84,7 +84,9 @@ async def test_pstn_call_gets_the_users_calendar_assistant() -> None:
         {"provider": "google.calendar.oauth2-authorization", "authorizationId": "conn-doe", "name": "calendar doe"}
     ]
     assert [t["type"] for t in assistant["model"]["tools"]] == [
-        "google.calendar.availability.check", "google.calendar.event.create"]
+        "google.calendar.availability.check",
+        "google.calendar.event.create",
+    ]
     assert assistant["firstMessage"] == "Hello, you reached Dr. Jane Doe."
     system = assistant["model"]["messages"][0]["content"]
     assert "explicit UTC offset" in system and "America/New_York" in system and "{{" not in system
@@ -105,11 +107,20 @@ async def test_sip_call_routes_by_phone_number_id_and_uses_tool_ids() -> None:
 
 @respx.mock(base_url=NANGO, assert_all_called=False)
 async def test_nango_user_gets_connection_from_nango(respx_mock: respx.MockRouter) -> None:
-    route = respx_mock.get("/connections").mock(return_value=connections({
-        "id": 1, "connection_id": "conn-from-nango", "provider_config_key": "google-calendar",
-        "provider": "google-calendar", "created": "2026-10-02T09:12:44.120Z", "metadata": None, "errors": [],
-        "tags": {"end_user_id": "nango_user"},
-    }))
+    route = respx_mock.get("/connections").mock(
+        return_value=connections(
+            {
+                "id": 1,
+                "connection_id": "conn-from-nango",
+                "provider_config_key": "google-calendar",
+                "provider": "google-calendar",
+                "created": "2026-10-02T09:12:44.120Z",
+                "metadata": None,
+                "errors": [],
+                "tags": {"end_user_id": "nango_user"},
+            }
+        )
+    )
     async with proxy_client(config_from(CONFIG)) as client:
         first = await post(client, to_number("+16505550111"))
         second = await post(client, to_number("+16505550111"))
@@ -161,7 +172,12 @@ async def test_unknown_number_take_message_uses_the_default_template() -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"X-Vapi-Secret": "wrong"}, {"X-Vapi-Secret": VAPI_SECRET.upper()}, {"Authorization": f"Bearer {VAPI_SECRET}"}],
+    [
+        {},
+        {"X-Vapi-Secret": "wrong"},
+        {"X-Vapi-Secret": VAPI_SECRET.upper()},
+        {"Authorization": f"Bearer {VAPI_SECRET}"},
+    ],
 )
 async def test_unauthenticated_requests_get_401_without_a_hint(headers: dict[str, str]) -> None:
     async with proxy_client(config_from(CONFIG)) as client:
@@ -190,8 +206,18 @@ async def test_malformed_bodies_get_a_4xx_with_a_reason(body: bytes, status: int
     assert reason in response.json()["error"]
 
 
-@pytest.mark.parametrize("message_type", ["status-update", "end-of-call-report", "conversation-update", "hang",
-                                          "speech-update", "transcript", "a-type-vapi-adds-next-year"])
+@pytest.mark.parametrize(
+    "message_type",
+    [
+        "status-update",
+        "end-of-call-report",
+        "conversation-update",
+        "hang",
+        "speech-update",
+        "transcript",
+        "a-type-vapi-adds-next-year",
+    ],
+)
 async def test_notifications_are_acknowledged(message_type: str) -> None:
     body = vapi_sample("status-update.webcall")
     body["message"]["type"] = message_type

@@ -58,7 +58,9 @@ def test_unknown_key_is_refused_with_line_and_path() -> None:
 
 def test_bad_timezone_is_refused_with_line() -> None:
     errors = errors_of(MINIMAL.replace("America/New_York", "Mars/Olympus"))
-    assert errors == ["routing.yaml:10: users[0].timezone: unknown IANA timezone 'Mars/Olympus' (e.g. America/New_York)"]
+    assert errors == [
+        "routing.yaml:10: users[0].timezone: unknown IANA timezone 'Mars/Olympus' (e.g. America/New_York)"
+    ]
 
 
 def test_route_naming_an_unknown_user_is_refused() -> None:
@@ -79,7 +81,7 @@ def test_duplicate_yaml_key_is_refused() -> None:
 
 def test_unset_environment_variable_is_refused_and_default_is_used() -> None:
     assert errors_of(MINIMAL, env={}) == [
-        "routing.yaml:4: auth.vapi_secrets[0]: environment variable VAPI_SERVER_SECRET is not set"
+        "routing.yaml:3: auth.vapi_secrets[0]: environment variable VAPI_SERVER_SECRET is not set"
     ]
     config = load(MINIMAL.replace("${VAPI_SERVER_SECRET}", "${VAPI_SERVER_SECRET:-}"), env={})
     assert not config.auth.configured
@@ -121,16 +123,17 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
 def test_fallback_rules_are_checked() -> None:
     text = MINIMAL + "fallbacks:\n  error:\n    action: transfer\n  unknown_number:\n    action: reject\n"
     assert errors_of(text) == [
-        "routing.yaml:17: fallbacks.error.number: is required for action transfer",
-        "routing.yaml:19: fallbacks.unknown_number.message: is required for action reject: "
+        "routing.yaml:16: fallbacks.error.number: is required for action transfer",
+        "routing.yaml:18: fallbacks.unknown_number.message: is required for action reject: "
         "Vapi speaks it before hanging up",
     ]
 
 
 def test_legacy_vapi_keys_are_warnings() -> None:
     config = load(MINIMAL.replace("    model:", "    serverUrl: https://x\n    model:"))
-    assert [str(w) for w in config.warnings] == ["routing.yaml:6: templates.default.serverUrl: legacy key Vapi "
-                                                 "rejects; use server.url"]
+    assert [str(w) for w in config.warnings] == [
+        "routing.yaml:6: templates.default.serverUrl: legacy key Vapi rejects; use server.url"
+    ]
 
 
 def test_proxy_mode_needs_a_url_for_the_tools() -> None:
@@ -141,9 +144,7 @@ def test_proxy_mode_needs_a_url_for_the_tools() -> None:
 
 
 def test_users_without_overrides_share_one_calendar_plan() -> None:
-    text = MINIMAL + "".join(
-        f"  - to: '+1 415 555 01{n:02d}'\n    user: u1\n" for n in range(1, 5)
-    )
+    text = MINIMAL + "".join(f"  - to: '+1 415 555 01{n:02d}'\n    user: u1\n" for n in range(1, 5))
     config = load(text)
     assert len({id(route.calendar) for route in config.routes}) == 1
 

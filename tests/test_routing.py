@@ -75,11 +75,18 @@ def test_no_default_means_no_match() -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ({"phoneNumber": {"number": "+16505550100", "id": "pn"}, "customer": {"number": "+14155550123"},
-          "call": {"id": "call-1"}},
-         InboundCall("call-1", "+16505550100", "pn", "+14155550123")),
-        ({"call": {"id": "call-2", "phoneNumberId": "pn", "customer": {"number": "415 555 0123"}}},
-         InboundCall("call-2", None, "pn", "+14155550123")),
+        (
+            {
+                "phoneNumber": {"number": "+16505550100", "id": "pn"},
+                "customer": {"number": "+14155550123"},
+                "call": {"id": "call-1"},
+            },
+            InboundCall("call-1", "+16505550100", "pn", "+14155550123"),
+        ),
+        (
+            {"call": {"id": "call-2", "phoneNumberId": "pn", "customer": {"number": "415 555 0123"}}},
+            InboundCall("call-2", None, "pn", "+14155550123"),
+        ),
         ({"call": {"id": 5, "customer": None}, "phoneNumber": "nope", "customer": ["x"]}, InboundCall("-")),
         ({"customer": {"sipUri": "sip:alice@pbx.example.org"}}, InboundCall("-", caller="sip:alice@pbx.example.org")),
         ({"phoneNumber": {"number": "x" * 10_000}}, InboundCall("-")),
