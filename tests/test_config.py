@@ -152,3 +152,10 @@ def test_users_without_overrides_share_one_calendar_plan() -> None:
 def test_caller_rule_scoped_to_a_line_and_a_second_default() -> None:
     text = MINIMAL + "  - default: true\n    user: u1\n  - default: true\n    user: u1\n"
     assert errors_of(text) == ["routing.yaml:17: routes[2].default: a second default route (routes[1] is one)"]
+
+
+def test_kubernetes_configmap_carries_the_example_config() -> None:
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "deploy/kubernetes/configmap.yaml").read_text())
+    assert manifest["data"]["config.yaml"] == (ROOT / "config.example.yaml").read_text()
