@@ -236,6 +236,40 @@ def speak_range(start: datetime, end: datetime, tz: ZoneInfo) -> str:
     return f"from {speak_datetime(start, tz)} to {speak_datetime(end, tz)}"
 
 
+def speak_choices(starts: Sequence[datetime], tz: ZoneInfo) -> str:
+    """'Monday, March 2 at 9 AM, 9:30 AM, or 10 AM', naming each day once."""
+    groups: list[list[datetime]] = []
+    for moment in starts:
+        if groups and groups[-1][0].astimezone(tz).date() == moment.astimezone(tz).date():
+            groups[-1].append(moment)
+        else:
+            groups.append([moment])
+    spoken = [f"{speak_day(g[0], tz)} at {join_words([speak_time(m, tz) for m in g], 'or')}" for g in groups]
+    return join_words(spoken, "or")
+
+
+def speak_ranges(ranges: Sequence[Interval], tz: ZoneInfo) -> str:
+    """'on Monday, March 2 from 10 AM to 11 AM and from 2 PM to 3 PM', naming each day once."""
+    parts: list[str] = []
+    previous_day = None
+    for start, end in ranges:
+        day = start.astimezone(tz).date()
+        same_day = day == end.astimezone(tz).date()
+        if same_day and day == previous_day:
+            parts.append(f"from {speak_time(start, tz)} to {speak_time(end, tz)}")
+        else:
+            parts.append(speak_range(start, end, tz))
+        previous_day = day if same_day else None
+    return join_words(parts, "and")
+
+
+def join_words(items: Sequence[str], word: str) -> str:
+    """'a', 'a and b', 'a, b, and c'."""
+    if len(items) <= 2:
+        return f" {word} ".join(items)
+    return f"{', '.join(items[:-1])}, {word} {items[-1]}"
+
+
 def _blocked(busy: Sequence[Interval], buffer: timedelta) -> list[Interval]:
     return merge([(_utc(low) - buffer, _utc(high) + buffer) for low, high in busy])
 

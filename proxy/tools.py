@@ -26,11 +26,14 @@ from proxy.slots import (
     CalendarSettings,
     Interval,
     is_free,
+    join_words,
     merge,
     open_slots,
     parse_time,
+    speak_choices,
     speak_datetime,
     speak_range,
+    speak_ranges,
     subtract,
     within_working_hours,
 )
@@ -331,9 +334,9 @@ class _Tools:
         data = {"timezone": self.tz.key, "busy": [_span(a, b) for a, b in clipped]}
         if not clipped:
             return _Outcome(f"{self.ctx.user_name} is free {speak_range(start, end, self.tz)}.", "ok", data=data)
-        spoken = [speak_range(a, b, self.tz) for a, b in clipped[:4]]
         more = f", and {len(clipped) - 4} more times" if len(clipped) > 4 else ""
-        text = f"{self.ctx.user_name} is busy {_join(spoken, 'and')}{more}. The rest of that time is free."
+        spoken = speak_ranges(clipped[:4], self.tz)
+        text = f"{self.ctx.user_name} is busy {spoken}{more}. The rest of that time is free."
         return _Outcome(text, "ok", data=data)
 
     async def find_open_slots(self) -> _Outcome:
@@ -349,7 +352,7 @@ class _Tools:
         if not found:
             text = f"There are no open {minutes}-minute times between {self._say(start)} and {self._say(stop)}."
             return _Outcome(text, "none", data=data)
-        text = f"The next open times are {_join([self._say(a) for a, _ in found], 'or')}. " + _exact(found, minutes)
+        text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. " + _exact(found, minutes)
         return _Outcome(text, "ok", data=data)
 
     async def book_appointment(self) -> _Outcome:
@@ -450,7 +453,7 @@ class _Tools:
         if not matches:
             at = f" at {self._say(when)}" if when else ""
             return _Outcome(f"I couldn't find an upcoming appointment{at} booked from this phone number.", "not_found")
-        spoken = _join([self._say(_event_span(e)[0]) for e in matches], "and")
+        spoken = join_words([self._say(_event_span(e)[0]) for e in matches], "and")
         data = {"appointments": [{"eventId": e.get("id"), **_span(*_event_span(e))} for e in matches]}
         return _Outcome(
             f"There are {len(matches)} appointments booked from this number: {spoken}. Which one?",
@@ -466,7 +469,7 @@ class _Tools:
         data = {"booked": False, "reason": intro, "alternatives": _spans(found)}
         if not found:
             return _Outcome(f"{intro} I couldn't find another open time soon.", "refused", data=data)
-        offers = _join([self._say(a) for a, _ in found], "or")
+        offers = speak_choices([a for a, _ in found], self.tz)
         return _Outcome(f"{intro} The closest open times are {offers}. {_exact(found, minutes)}", "refused", data=data)
 
     def _booked(self, event_id: str, start: datetime, end: datetime, *, created: bool) -> _Outcome:
@@ -603,10 +606,6 @@ def _spans(intervals: Sequence[Interval]) -> list[dict[str, str]]:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
-
-
-def _join(items: Sequence[str], word: str) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])}{',' if len(items) > 2 else ''} {word} {items[-1]}"
 
 
 def _speak_minutes(minutes: int) -> str:
