@@ -1,4 +1,4 @@
-"""The routing YAML -> one validated, immutable `Config` snapshot.
+"""The routing YAML -> one validated, immutable `Config` snapshot (types in `proxy.snapshot`).
 
 Declare (the YAML an admin edits) is kept apart from materialise (`load_config`): a snapshot is
 built completely, or refused with every issue located by file, line and key path, and only then
@@ -10,33 +10,50 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path as FilePath
-from typing import Literal, get_args
+from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from proxy.auth import AuthSettings, BearerPlan, HmacPlan
 from proxy.nango import NangoSettings
 from proxy.numbers import normalize_number
-from proxy.routing import KeyEntry, RouteKeys, RoutingTable, build_routing_table, route_key
+from proxy.routing import KeyEntry, RouteKeys, build_routing_table, route_key
 from proxy.schema import Section
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings, WorkingHours
+from proxy.snapshot import (
+    DEFAULT_CALENDAR_INSTRUCTIONS,
+    DEFAULT_TAKE_MESSAGE_INSTRUCTIONS,
+    CalendarPlan,
+    Config,
+    Fallback,
+    FallbackAction,
+    FallbackKind,
+    Fallbacks,
+    Route,
+    ServerSettings,
+    ToolDeclaration,
+    User,
+)
 from proxy.yamlsource import ConfigError, ConfigIssue, Document, Path, parse_document
 
-FallbackAction = Literal["take_message", "transfer", "reject"]
-FallbackKind = Literal["unknown_number", "no_calendar", "error"]
-ToolDeclaration = Literal["inline", "tool_ids"]
+__all__ = [
+    "DEFAULT_CALENDAR_INSTRUCTIONS",
+    "DEFAULT_TAKE_MESSAGE_INSTRUCTIONS",
+    "CalendarPlan",
+    "Config",
+    "ConfigError",
+    "Fallback",
+    "FallbackKind",
+    "Fallbacks",
+    "Route",
+    "ServerSettings",
+    "User",
+    "load_config",
+    "parse_config",
+]
 
-DEFAULT_CALENDAR_INSTRUCTIONS = (
-    "You manage {{user_name}}'s calendar. Today is {{today}} in {{timezone}}. Always check availability "
-    "before booking. Always send dates and times in ISO 8601 with an explicit UTC offset for {{timezone}} "
-    "(for example {{example_datetime}}), never without an offset."
-)
-DEFAULT_TAKE_MESSAGE_INSTRUCTIONS = (
-    "The calendar cannot be reached for this call. Do not offer to check times or book. Take a message: the "
-    "caller's name, phone number and reason for calling, and say {{user_name}} will call back."
-)
 LEGACY_ASSISTANT_KEYS = {
     ("serverUrl",): "use server.url",
     ("serverUrlSecret",): "use server.credentialId",
@@ -47,103 +64,6 @@ LEGACY_ASSISTANT_KEYS = {
     ("model", "systemPrompt"): "use a system message in model.messages",
     ("model", "functions"): "use model.tools",
 }
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """What a call gets when the calendar assistant cannot be served."""
-
-    action: FallbackAction
-    message: str = ""
-    number: str | None = None
-    template: str | None = None
-
-
-@dataclass(frozen=True)
-class Fallbacks:
-    unknown_number: Fallback = Fallback("reject", "Sorry, this number is not set up to take calls. Goodbye.")
-    no_calendar: Fallback = Fallback("take_message")
-    error: Fallback = Fallback("take_message")
-
-    def get(self, kind: FallbackKind) -> Fallback:
-        fallback: Fallback = getattr(self, kind)
-        return fallback
-
-
-@dataclass(frozen=True)
-class CalendarPlan:
-    """How a user's calendar reaches the assistant: Vapi's native tools or this proxy's own."""
-
-    settings: CalendarSettings = field(default_factory=CalendarSettings)
-    declare: ToolDeclaration = "inline"
-    tool_ids: tuple[str, ...] = ()
-    instructions: str = DEFAULT_CALENDAR_INSTRUCTIONS
-    tool_server: Mapping[str, object] | None = None
-
-    @property
-    def mode(self) -> str:
-        return self.settings.mode
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    path: str = "/vapi"
-    webhook_path: str = "/nango/webhook"
-    public_url: str | None = None
-    max_body_bytes: int = 1_048_576
-    deadline_seconds: float = 4.0
-    drain_seconds: float = 10.0
-    shutdown_delay_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class User:
-    id: str
-    name: str
-    timezone: ZoneInfo
-    connection_id: str | None
-    nango_user_id: str
-    email: str | None = None
-    template: str | None = None
-    assistant: Mapping[str, object] = field(default_factory=dict)
-    variables: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Route:
-    """A rule resolved against its user: everything needed to answer a call, computed at load."""
-
-    name: str
-    user: User
-    keys: RouteKeys
-    template: str
-    overrides: tuple[Mapping[str, object], ...]
-    variables: Mapping[str, str]
-    calendar: CalendarPlan
-    fallbacks: Fallbacks
-
-
-@dataclass(frozen=True)
-class Config:
-    file: str
-    version: str
-    server: ServerSettings
-    auth: AuthSettings
-    nango: NangoSettings
-    timezone: ZoneInfo
-    variables: Mapping[str, str]
-    templates: Mapping[str, Mapping[str, object]]
-    default_template: str
-    fallbacks: Fallbacks
-    users: Mapping[str, User]
-    routes: tuple[Route, ...]
-    routing: RoutingTable
-    warnings: tuple[ConfigIssue, ...] = ()
-
-    def __repr__(self) -> str:
-        return (
-            f"Config(file={self.file!r}, version={self.version!r}, users={len(self.users)}, routes={len(self.routes)})"
-        )
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
