@@ -264,3 +264,88 @@ async def test_one_log_line_per_call_masks_numbers_and_hides_secrets(caplog: pyt
     assert "+16505550100" not in caplog.text and "+14155550123" not in caplog.text
     assert str(fields["to"]).endswith("00") and "*" in str(fields["to"])
     assert VAPI_SECRET not in caplog.text and "nango-secret-key-value" not in caplog.text
+
+
+HMAC_KEY = "hmac-key-for-tests"
+
+
+def signed_config() -> str:
+    return CONFIG.replace(
+        '  vapi_secrets: ["${VAPI_SERVER_SECRET}"]\n',
+        f"  bearer: {{tokens: [old-token, new-token]}}\n  hmac: {{secrets: [{HMAC_KEY}], signature_prefix: 'sha256='}}\n",
+    )
+
+
+async def test_bearer_and_hmac_requests_are_accepted_and_forgeries_are_not() -> None:
+    import time
+
+    from proxy.auth import HmacPlan, hmac_signature
+    from proxy.secret import Secret
+
+    body = json.dumps(to_number("+16505550100")).encode()
+    stamp = str(int(time.time()))
+    plan = HmacPlan(secrets=(Secret(HMAC_KEY),), signature_prefix="sha256=")
+    signature = hmac_signature(plan, Secret(HMAC_KEY), body=body, timestamp=stamp)
+    stale = str(int(time.time()) - 3600)
+    async with proxy_client(config_from(signed_config())) as client:
+        ok = [
+            await post(client, body, {"Authorization": "Bearer new-token"}),
+            await post(client, body, {"Authorization": "bearer old-token"}),
+            await post(client, body, {"x-signature": signature, "x-timestamp": stamp}),
+        ]
+        refused = [
+            await post(client, body, {"X-Vapi-Secret": VAPI_SECRET}),
+            await post(client, body, {"Authorization": "Bearer newer-token"}),
+            await post(client, body, {"x-signature": signature, "x-timestamp": stale}),
+            await post(client, body + b" ", {"x-signature": signature, "x-timestamp": stamp}),
+            await post(client, body, {"x-signature": signature[:-2], "x-timestamp": stamp}),
+        ]
+    assert [r.status_code for r in ok] == [200, 200, 200]
+    assert [r.status_code for r in refused] == [401] * 5
+
+
+async def test_proxy_mode_assistant_carries_function_tools_and_no_credential() -> None:
+    text = CONFIG + "calendar: {mode: proxy}\nserver_extra: 1\n"
+    text = text.replace("server_extra: 1\n", "").replace(
+        "server:\n  deadline_seconds: 1.0\n",
+        "server:\n  deadline_seconds: 1.0\n  public_url: https://proxy.example.com\n",
+    )
+    async with proxy_client(config_from(text)) as client:
+        answer = (await post(client, to_number("+16505550100"))).json()
+    assert_assistant_request_response(answer)
+    tools = answer["assistant"]["model"]["tools"]
+    assert {t["function"]["name"] for t in tools} >= {"check_availability", "find_open_slots", "book_appointment"}
+    assert all(t["server"]["url"] == "https://proxy.example.com/vapi" for t in tools)
+    assert "credentials" not in answer["assistant"]
+    assert answer["assistant"]["metadata"]["calendarMode"] == "proxy"
+
+
+@respx.mock(base_url=NANGO, assert_all_called=False)
+async def test_nango_webhook_is_visible_on_the_very_next_call(respx_mock: respx.MockRouter) -> None:
+    import hashlib
+    import hmac
+
+    respx_mock.get("/connections").mock(return_value=connections())
+    webhook = json.dumps(
+        {
+            "from": "nango",
+            "type": "auth",
+            "operation": "creation",
+            "success": True,
+            "connectionId": "conn-just-connected",
+            "providerConfigKey": "google-calendar",
+            "provider": "google-calendar",
+            "authMode": "OAUTH2",
+            "environment": "prod",
+            "tags": {"end_user_id": "nango_user"},
+        }
+    ).encode()
+    signature = hmac.new(b"nango-secret-key-value", webhook, hashlib.sha256).hexdigest()
+    async with proxy_client(config_from(CONFIG)) as client:
+        before = (await post(client, to_number("+16505550111"))).json()
+        forged = await client.post("/nango/webhook", content=webhook, headers={"X-Nango-Hmac-Sha256": "0" * 64})
+        accepted = await client.post("/nango/webhook", content=webhook, headers={"X-Nango-Hmac-Sha256": signature})
+        after = (await post(client, to_number("+16505550111"))).json()
+    assert "credentials" not in before["assistant"]  # no connection yet: message taker
+    assert (forged.status_code, accepted.status_code) == (401, 200)
+    assert after["assistant"]["credentials"][0]["authorizationId"] == "conn-just-connected"

@@ -12,10 +12,13 @@ from proxy.slots import (
     CalendarSettings,
     WorkingHours,
     is_free,
+    join_words,
     open_slots,
     parse_time,
+    speak_choices,
     speak_datetime,
     speak_range,
+    speak_ranges,
     speak_time,
     within_working_hours,
 )
@@ -142,7 +145,7 @@ def test_first_slots_of_a_working_day() -> None:
     found = slots(start=at(NY, 2026, 3, 2, 7, 12))  # a Monday, before opening
     assert walls(found, NY) == ["Mon 09:00 EST", "Mon 09:30 EST", "Mon 10:00 EST"]
     assert all(e - s == HALF_HOUR for s, e in found)
-    assert all(s.tzinfo == NY for s, _ in found)
+    assert all(s.tzinfo == UTC for s, _ in found)  # instants: safe to subtract across DST
 
 
 def test_starts_align_to_the_local_quarter_hour() -> None:
@@ -274,7 +277,7 @@ def test_within_working_hours_and_is_free() -> None:
 def test_parse_time_with_offset_or_z() -> None:
     parsed = parse_time("2026-03-10T14:30:00-04:00", NY)
     assert parsed.value == utc(2026, 3, 10, 18, 30) and not parsed.assumed_zone
-    assert parsed.value.tzinfo == NY
+    assert parsed.value.tzinfo == UTC
     assert parse_time("2026-03-10T18:30:00Z", NY).value == utc(2026, 3, 10, 18, 30)
     assert parse_time("2026-03-10T18:30:00z", NY).value == utc(2026, 3, 10, 18, 30)
 
@@ -305,6 +308,22 @@ def test_speakable_times() -> None:
     assert speak_range(at(NY, 2026, 3, 10, 23), at(NY, 2026, 3, 11, 1), NY) == (
         "from Tuesday, March 10 at 11 PM to Wednesday, March 11 at 1 AM"
     )
+
+
+def test_speakable_lists_name_each_day_once() -> None:
+    starts = [at(NY, 2026, 3, 2, 16), at(NY, 2026, 3, 3, 9), at(NY, 2026, 3, 3, 9, 30)]
+    assert speak_choices(starts, NY) == "Monday, March 2 at 4 PM or Tuesday, March 3 at 9 AM or 9:30 AM"
+    assert speak_choices(starts[1:], NY) == "Tuesday, March 3 at 9 AM or 9:30 AM"
+    ranges = [
+        (at(NY, 2026, 3, 2, 10), at(NY, 2026, 3, 2, 11)),
+        (at(NY, 2026, 3, 2, 14), at(NY, 2026, 3, 2, 15)),
+        (at(NY, 2026, 3, 2, 23), at(NY, 2026, 3, 3, 1)),
+    ]
+    assert speak_ranges(ranges, NY) == (
+        "on Monday, March 2 from 10 AM to 11 AM, from 2 PM to 3 PM, "
+        "and from Monday, March 2 at 11 PM to Tuesday, March 3 at 1 AM"
+    )
+    assert join_words(["a"], "or") == "a" and join_words(["a", "b", "c"], "and") == "a, b, and c"
 
 
 # --- properties ------------------------------------------------------------------------------

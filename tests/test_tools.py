@@ -20,7 +20,15 @@ from proxy.slots import CalendarSettings, WorkingHours
 from proxy.tools import TOOL_NAMES, CalendarContext, answer_tool_calls, booking_id, caller_of, function_tools
 from tests.contract import assert_tool_calls_response, unknown_keys
 from tests.nango_fakes import BASE_URL
-from tests.test_gcal import DELETED, DUPLICATE, INVALID_CREDENTIALS, NOT_FOUND, REFRESH_FAILED, google_event, make_calendar
+from tests.test_gcal import (
+    DELETED,
+    DUPLICATE,
+    INVALID_CREDENTIALS,
+    NOT_FOUND,
+    REFRESH_FAILED,
+    google_event,
+    make_calendar,
+)
 
 NY = ZoneInfo("America/New_York")
 CALLER = "+14155550123"
@@ -120,7 +128,15 @@ class FakeGoogle:
             if start < high and end > low:
                 busy.append({"start": _z(max(start, low)), "end": _z(min(end, high))})
         calendars = {item["id"]: {"busy": busy} for item in body["items"]}
-        return httpx.Response(200, json={"kind": "calendar#freeBusy", "timeMin": body["timeMin"], "timeMax": body["timeMax"], "calendars": calendars})
+        return httpx.Response(
+            200,
+            json={
+                "kind": "calendar#freeBusy",
+                "timeMin": body["timeMin"],
+                "timeMax": body["timeMax"],
+                "calendars": calendars,
+            },
+        )
 
     def _insert(self, request: httpx.Request) -> httpx.Response:
         if failure := self._failure("insert"):
@@ -128,7 +144,11 @@ class FakeGoogle:
         body = json.loads(request.content)
         if body["id"] in self.events:
             return httpx.Response(409, json=DUPLICATE)
-        self.add(google_event(body["id"], body["start"]["dateTime"], body["end"]["dateTime"]) | body | {"status": "confirmed"})
+        self.add(
+            google_event(body["id"], body["start"]["dateTime"], body["end"]["dateTime"])
+            | body
+            | {"status": "confirmed"}
+        )
         if failure := self._failure("insert_after_store"):
             return failure
         return httpx.Response(200, json=self.events[body["id"]])
@@ -168,12 +188,18 @@ def _z(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def booked(event_id: str, start: str, end: str, *, number: str = CALLER, call_id: str = "earlier-call") -> dict[str, Any]:
+def booked(
+    event_id: str, start: str, end: str, *, number: str = CALLER, call_id: str = "earlier-call"
+) -> dict[str, Any]:
     return google_event(event_id, start, end, private={"vapiCallId": call_id, "vapiCallerNumber": number})
 
 
 async def answer(
-    msg: dict[str, Any], context: CalendarContext | None = None, *, metrics: Metrics | None = None, timeout: float = 5.0,
+    msg: dict[str, Any],
+    context: CalendarContext | None = None,
+    *,
+    metrics: Metrics | None = None,
+    timeout: float = 5.0,
     calendar: GoogleCalendar | None = None,
 ) -> list[dict[str, Any]]:
     async with httpx.AsyncClient() as http:
@@ -246,7 +272,7 @@ async def test_check_availability_speaks_busy_times_in_the_user_zone() -> None:
     assert result["result"] == (
         "Dr. Doe is busy on Monday, March 2 from 10 AM to 11 AM. The rest of that time is free."
     )
-    assert result["metadata"]["busy"] == [{"start": "2026-03-02T15:00:00+00:00", "end": "2026-03-02T16:00:00+00:00"}]
+    assert result["metadata"]["busy"] == [{"start": "2026-03-02T10:00:00-05:00", "end": "2026-03-02T11:00:00-05:00"}]
 
 
 @pytest.mark.anyio
@@ -266,9 +292,7 @@ async def test_find_open_slots_offers_exact_times_after_busy_and_notice() -> Non
         google = FakeGoogle(mock)
         google.other_busy = [("2026-03-02T14:00:00Z", "2026-03-02T15:00:00Z")]  # 09:00-10:00 local
         [result] = await answer(message(("find_open_slots", {})))
-    assert result["result"].startswith(
-        "The next open times are Monday, March 2 at 10 AM, Monday, March 2 at 10:30 AM, or Monday, March 2 at 11 AM."
-    )
+    assert result["result"].startswith("The next open times are Monday, March 2 at 10 AM, 10:30 AM, or 11 AM.")
     assert "2026-03-02T10:00:00-05:00" in result["result"]
     assert [s["start"] for s in result["metadata"]["slots"]] == [
         "2026-03-02T10:00:00-05:00",
@@ -301,10 +325,10 @@ async def test_book_appointment_creates_one_event_marked_with_the_caller() -> No
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         [result] = await answer(message(("book_appointment", args)))
-    event_id = booking_id(CALL_ID, datetime(2026, 3, 3, 19, 30, tzinfo=UTC), datetime(2026, 3, 3, 20, tzinfo=UTC), "primary")
-    assert result["result"] == (
-        f"Booked with Dr. Doe on Tuesday, March 3 from 2:30 PM to 3 PM. (Event id {event_id}.)"
+    event_id = booking_id(
+        CALL_ID, datetime(2026, 3, 3, 19, 30, tzinfo=UTC), datetime(2026, 3, 3, 20, tzinfo=UTC), "primary"
     )
+    assert result["result"] == (f"Booked with Dr. Doe on Tuesday, March 3 from 2:30 PM to 3 PM. (Event id {event_id}.)")
     assert result["metadata"] == {
         "booked": True,
         "eventId": event_id,
@@ -332,9 +356,10 @@ async def test_double_booking_is_refused_with_alternatives() -> None:
         [result] = await answer(message(("book_appointment", args)))
     assert result["result"].startswith(
         "I can't book Tuesday, March 3 at 2:30 PM: that time is already taken. The closest open times are "
-        "Tuesday, March 3 at 9 AM, Tuesday, March 3 at 9:30 AM, or Tuesday, March 3 at 10 AM."
+        "Tuesday, March 3 at 9 AM, 9:30 AM, or 10 AM."
     )
-    assert result["metadata"]["booked"] is False and len(result["metadata"]["alternatives"]) == 3
+    assert result["metadata"]["done"] is False and result["metadata"]["reason"] == "that time is already taken"
+    assert len(result["metadata"]["alternatives"]) == 3
     assert not google.insert.called
     assert [e["id"] for e in google.live()] == ["other0001"]
 
@@ -371,7 +396,9 @@ async def test_a_retry_after_a_lost_insert_answer_finds_the_event() -> None:
         [first] = await answer(msg)
         del google.fail["insert_after_store"]
         # Google's freeBusy can lag behind a fresh insert: the retry then reaches insert and gets a 409.
-        google.fail["freebusy"] = httpx.Response(200, json={"kind": "calendar#freeBusy", "calendars": {"primary": {"busy": []}}})
+        google.fail["freebusy"] = httpx.Response(
+            200, json={"kind": "calendar#freeBusy", "calendars": {"primary": {"busy": []}}}
+        )
         [second] = await answer(msg)
     assert "taking too long" in first["error"]
     assert second["result"].startswith("Booked")
@@ -388,6 +415,21 @@ async def test_rebooking_a_slot_cancelled_in_the_same_call_restores_the_event() 
         [again] = await answer(book)
     assert "is cancelled" in cancel["result"]
     assert again["result"].startswith("Booked") and len(google.live()) == 1 and google.patch.called
+
+
+@pytest.mark.anyio
+async def test_booking_across_the_spring_forward_jump_lasts_the_real_slot_length() -> None:
+    night = CalendarSettings(mode="proxy", working_hours=WorkingHours.parse({"default": ["00:00-04:00"]}))
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        [result] = await answer(
+            message(("book_appointment", {"start": "2026-03-08T01:30", "name": "Sam"})), ctx(settings=night)
+        )
+    body = json.loads(google.insert.calls.last.request.content)
+    assert body["start"]["dateTime"] == "2026-03-08T01:30:00-05:00"
+    assert body["end"]["dateTime"] == "2026-03-08T03:00:00-04:00"  # 30 real minutes: 02:00-03:00 does not exist
+    assert result["result"].startswith("Booked with Dr. Doe on Sunday, March 8 from 1:30 AM to 3 AM.")
+    assert "read as America/New_York time" in result["result"]
 
 
 @pytest.mark.parametrize(
@@ -511,7 +553,11 @@ async def test_reschedule_moves_the_event_even_onto_its_own_time() -> None:
         msg = message(("reschedule_appointment", {"new_start": "2026-03-04T10:15:00-05:00"}))
         [first] = await answer(msg)
         [retry] = await answer(msg)
-    assert first["result"] == retry["result"] == "Done: the appointment is now on Wednesday, March 4 from 10:15 AM to 10:45 AM."
+    assert (
+        first["result"]
+        == retry["result"]
+        == "Done: the appointment is now on Wednesday, March 4 from 10:15 AM to 10:45 AM."
+    )
     assert google.events["mine00001"]["start"]["dateTime"] == "2026-03-04T10:15:00-05:00"
     assert google.events["mine00001"]["end"]["dateTime"] == "2026-03-04T10:45:00-05:00"
 
@@ -523,7 +569,9 @@ async def test_reschedule_onto_a_taken_time_is_refused() -> None:
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
         google.add(booked("theirs001", "2026-03-04T11:00:00-05:00", "2026-03-04T12:00:00-05:00", number="+12125550000"))
         [result] = await answer(message(("reschedule_appointment", {"new_start": "2026-03-04T11:30:00-05:00"})))
-    assert result["result"].startswith("I can't move the appointment to Wednesday, March 4 at 11:30 AM: that time is already taken.")
+    assert result["result"].startswith(
+        "I can't move the appointment to Wednesday, March 4 at 11:30 AM: that time is already taken."
+    )
     assert not google.patch.called
 
 
@@ -569,7 +617,9 @@ async def test_the_overall_timeout_answers_every_call() -> None:
     metrics = Metrics()
     msg = message(("find_open_slots", {}), ("check_availability", {"start": "2026-03-03", "end": "2026-03-04"}))
     async with httpx.AsyncClient() as http:
-        slow = SlowCalendar(http, nango_base_url=BASE_URL, secret_key=make_calendar(http)._secret, integration_id="g", timeout=1)
+        slow = SlowCalendar(
+            http, nango_base_url=BASE_URL, secret_key=make_calendar(http)._secret, integration_id="g", timeout=1
+        )
         with anyio.fail_after(2):
             results = await answer(msg, calendar=slow, timeout=0.2, metrics=metrics)
     assert [r["toolCallId"] for r in results] == ["toolu_0", "toolu_1"]
@@ -599,7 +649,10 @@ async def test_unknown_tools_get_an_error_and_known_ones_still_run() -> None:
 
 @pytest.mark.anyio
 async def test_tool_with_tool_call_list_and_object_arguments_are_tolerated() -> None:
-    msg = message(("check_availability", {"start": "2026-03-03T09:00:00-05:00", "end": "2026-03-03T10:00:00-05:00"}), raw_arguments=True)
+    msg = message(
+        ("check_availability", {"start": "2026-03-03T09:00:00-05:00", "end": "2026-03-03T10:00:00-05:00"}),
+        raw_arguments=True,
+    )
     del msg["toolCallList"]
     async with respx.mock(assert_all_called=False) as mock:
         FakeGoogle(mock)
@@ -633,8 +686,11 @@ async def test_two_bookings_of_one_slot_in_one_message_make_one_event() -> None:
 @pytest.mark.anyio
 async def test_custom_working_hours_and_calendar_id_are_used() -> None:
     settings = CalendarSettings(
-        mode="proxy", calendar_id="team@group.calendar.google.com", working_hours=WorkingHours.parse({"default": ["07:00-08:30"]}),
-        min_notice_minutes=0, max_slots=2,
+        mode="proxy",
+        calendar_id="team@group.calendar.google.com",
+        working_hours=WorkingHours.parse({"default": ["07:00-08:30"]}),
+        min_notice_minutes=0,
+        max_slots=2,
     )
     async with respx.mock(assert_all_called=False) as mock:
         route = mock.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy").respond(
@@ -642,4 +698,7 @@ async def test_custom_working_hours_and_calendar_id_are_used() -> None:
         )
         [result] = await answer(message(("find_open_slots", {})), replace(ctx(), settings=settings))
     assert json.loads(route.calls.last.request.content)["items"] == [{"id": "team@group.calendar.google.com"}]
-    assert [s["start"] for s in result["metadata"]["slots"]] == ["2026-03-02T08:00:00-05:00", "2026-03-03T07:00:00-05:00"]
+    assert [s["start"] for s in result["metadata"]["slots"]] == [
+        "2026-03-02T08:00:00-05:00",
+        "2026-03-03T07:00:00-05:00",
+    ]
