@@ -272,7 +272,8 @@ HMAC_KEY = "hmac-key-for-tests"
 def signed_config() -> str:
     return CONFIG.replace(
         '  vapi_secrets: ["${VAPI_SERVER_SECRET}"]\n',
-        f"  bearer: {{tokens: [old-token, new-token]}}\n  hmac: {{secrets: [{HMAC_KEY}], signature_prefix: 'sha256='}}\n",
+        "  bearer: {tokens: [old-token, new-token]}\n"
+        f"  hmac: {{secrets: [{HMAC_KEY}], signature_prefix: 'sha256='}}\n",
     )
 
 
