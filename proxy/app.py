@@ -58,8 +58,6 @@ class Runtime:
         """Swap in a validated snapshot; requests already running keep the one they started with."""
         self.config = config
         self.config_error = None
-        if self.service is not None:
-            self.service.config = config
         if self.directory is not None:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
             self.directory.start_index_refresh()
@@ -122,9 +120,9 @@ def create_app(
         runtime.metrics.server_messages.labels(message_type if len(message_type) <= 64 else "other").inc()
         assert runtime.service is not None
         if message_type == ASSISTANT_REQUEST:
-            return json_response(await runtime.service.assistant_request(message))
+            return json_response(await runtime.service.assistant_request(config, message))
         if message_type == TOOL_CALLS:
-            return json_response(await runtime.service.tool_calls(message))
+            return json_response(await runtime.service.tool_calls(config, message))
         return json_response({})
 
     async def nango_webhook(request: Request) -> Response:
@@ -178,7 +176,7 @@ def create_app(
         )
         client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
         runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
-        runtime.service = CallService(runtime.config, runtime.directory, runtime.metrics, http=runtime.http)
+        runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http)
         if client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
         try:

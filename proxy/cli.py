@@ -68,8 +68,8 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
     async with httpx.AsyncClient() as http:
         client = NangoClient(http, config.nango, metrics) if config.nango.secret_key else None
         directory = ConnectionDirectory(client, config.nango, metrics)
-        service = CallService(config, directory, metrics, http=http)
-        resolution = await service.resolve(message)
+        service = CallService(directory, metrics, http=http)
+        resolution = await service.resolve(config, message)
         await directory.aclose()
     route = resolution.match.route if resolution.match is not None else None
     return {

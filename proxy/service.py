@@ -62,11 +62,10 @@ def _outcome(answer: Json) -> str:
 
 
 class CallService:
-    """Answers assistant-requests against whatever config snapshot is current."""
+    """Answers assistant-requests; each call names the config snapshot it runs against."""
 
     def __init__(
         self,
-        config: Config,
         directory: ConnectionDirectory,
         metrics: Metrics,
         *,
@@ -74,7 +73,6 @@ class CallService:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.config = config
         self.directory = directory
         self.metrics = metrics
         self.http = http
@@ -88,10 +86,9 @@ class CallService:
             return Lookup(user.connection_id, "fixed")
         return await self.directory.lookup(user.nango_user_id, timeout=timeout)
 
-    async def resolve(self, message: Json) -> Resolution:
+    async def resolve(self, config: Config, message: Json) -> Resolution:
         """Decide the answer for one assistant-request. Never raises."""
         started = self._clock()
-        config = self.config  # one snapshot for the whole request, even if a reload lands meanwhile
         now = datetime.fromtimestamp(self._wall_clock(), UTC)
         call = inbound_call(message)
         match: Match | None = None
@@ -127,9 +124,9 @@ class CallService:
             answer = {"error": LAST_RESORT_ERROR}
         return Resolution(answer, _outcome(answer), "error", call, match, "error")
 
-    async def assistant_request(self, message: Json) -> Json:
+    async def assistant_request(self, config: Config, message: Json) -> Json:
         started = self._clock()
-        resolution = await self.resolve(message)
+        resolution = await self.resolve(config, message)
         elapsed = self._clock() - started
         self.metrics.assistant_requests.labels(resolution.outcome, resolution.reason).inc()
         self.metrics.assistant_request_latency.observe(elapsed)
@@ -154,10 +151,9 @@ class CallService:
         )
         return resolution.answer
 
-    async def tool_calls(self, message: Json) -> Json:
+    async def tool_calls(self, config: Config, message: Json) -> Json:
         """Calendar tools in proxy mode. The user comes from the message's own call, through the same
         routing, so any replica can serve any call without remembering the assistant-request."""
-        config = self.config
         started = self._clock()
         call = inbound_call(message)
         match = config.routing.match(call)
