@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -69,16 +69,24 @@ LEGACY_ASSISTANT_KEYS = {
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError listing every issue, each located."""
     file = os.fspath(path)
+    return parse_config(read_config_text(file), file, os.environ if environ is None else environ)
+
+
+def read_config_text(file: str) -> str:
     try:
-        text = FilePath(file).read_text(encoding="utf-8")
+        return FilePath(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
-    return parse_config(text, file, os.environ if environ is None else environ)
+
+
+def config_version(text: str) -> str:
+    """The `Config.version` that `text` would load as: a hash of the file's content."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def parse_config(text: str, file: str, environ: Mapping[str, str]) -> Config:
     document = parse_document(text, file, environ)
-    return _Builder(document, hashlib.sha256(text.encode()).hexdigest()[:12]).build()
+    return _Builder(document, config_version(text)).build()
 
 
 class _Builder:
@@ -170,6 +178,7 @@ class _Builder:
             deadline_seconds=s.number("deadline_seconds", 4.0, minimum=0.1, maximum=7.0),
             drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
             shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
+            reload_poll_seconds=s.number("reload_poll_seconds", 1.0, minimum=0.0, maximum=3600.0),
         )
         s.finish()
         return settings
@@ -390,6 +399,16 @@ class _Builder:
             self._plans[key] = plan
         return plan
 
+    def overrides(self, s: Section, templates: Mapping[str, object]) -> _Overrides:
+        template = s.optional_str("template")
+        if template is not None and template not in templates:
+            s.error(s.at("template"), f"names no template: {template!r}")
+        assistant = s.mapping("assistant")
+        self.warn_legacy(s.at("assistant"), assistant)
+        return _Overrides(
+            template, assistant, self.variables(s, "variables"), self.calendar_layer(s.section("calendar"))
+        )
+
     # -- users and routes -------------------------------------------------------------------------
 
     def user(
@@ -406,13 +425,7 @@ class _Builder:
         connection_id = s.optional_str("connection_id")
         nango_user_id = s.text("nango_user_id", user_id)
         email = s.optional_str("email")
-        template = s.optional_str("template")
-        if template is not None and template not in templates:
-            s.error(s.at("template"), f"names no template: {template!r}")
-        assistant = s.mapping("assistant")
-        self.warn_legacy(s.at("assistant"), assistant)
-        variables = self.variables(s, "variables")
-        calendar = self.calendar_layer(s.section("calendar"))
+        own = self.overrides(s, templates)
         own_fallbacks = self.fallbacks(s.section("fallbacks"), fallbacks, templates)
         s.finish()
         if not user_id:
@@ -427,11 +440,11 @@ class _Builder:
             connection_id=connection_id,
             nango_user_id=nango_user_id,
             email=email,
-            template=template,
-            assistant=assistant,
-            variables=variables,
+            template=own.template,
+            assistant=own.assistant,
+            variables=own.variables,
         )
-        layers[user_id] = (calendar, own_fallbacks)
+        layers[user_id] = (own.calendar, own_fallbacks)
 
     def route(
         self,
@@ -454,13 +467,7 @@ class _Builder:
                     continue
                 entries.append(KeyEntry(kind, value, path))  # type: ignore[arg-type]
         is_default = s.flag("default", False)
-        template = s.optional_str("template")
-        if template is not None and template not in templates:
-            s.error(s.at("template"), f"names no template: {template!r}")
-        assistant = s.mapping("assistant")
-        self.warn_legacy(s.at("assistant"), assistant)
-        route_variables = self.variables(s, "variables")
-        calendar = self.calendar_layer(s.section("calendar"))
+        own = self.overrides(s, templates)
         user = users.get(user_id)
         if user_id and user is None:
             s.error(s.at("user"), f"names no user: {user_id!r}")
@@ -476,12 +483,22 @@ class _Builder:
             name=name,
             user=user,
             keys=RouteKeys(tuple(entries), is_default, s.at("default")),
-            template=template or user.template or default_template,
-            overrides=tuple(layer for layer in (user.assistant, assistant) if layer),
-            variables={**variables, **user.variables, **route_variables},
-            calendar=self.calendar_plan((global_calendar, user_calendar, calendar)),
+            template=own.template or user.template or default_template,
+            overrides=tuple(layer for layer in (user.assistant, own.assistant) if layer),
+            variables={**variables, **user.variables, **own.variables},
+            calendar=self.calendar_plan((global_calendar, user_calendar, own.calendar)),
             fallbacks=fallbacks,
         )
+
+
+@dataclass(frozen=True)
+class _Overrides:
+    """What a user or a route may set over the global config."""
+
+    template: str | None
+    assistant: dict[str, object]
+    variables: dict[str, str]
+    calendar: dict[str, object]
 
 
 def _route_label(path: Path) -> str:

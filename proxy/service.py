@@ -168,7 +168,8 @@ class CallService:
             timezone=route.user.timezone if route is not None else config.timezone,
             connection_id=connection_id if config.nango.secret_key is not None else None,
             settings=route.calendar.settings if route is not None else CalendarSettings(),
-            call_id=call.call_id,
+            # Bookings are idempotent per call id: a message without one must not share "-" with others.
+            call_id=call.call_id if call.call_id != "-" else _tool_call_key(message),
             caller_number=call.caller,
         )
         calendar = GoogleCalendar(
@@ -196,3 +197,10 @@ class CallService:
             },
         )
         return answer
+
+
+def _tool_call_key(message: Json) -> str:
+    calls = message.get("toolCallList")
+    first = calls[0] if isinstance(calls, list) and calls else None
+    tool_call_id = first.get("id") if isinstance(first, dict) else None
+    return f"tool-call-{tool_call_id}" if isinstance(tool_call_id, str) and tool_call_id else "unknown-call"

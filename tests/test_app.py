@@ -350,3 +350,75 @@ async def test_nango_webhook_is_visible_on_the_very_next_call(respx_mock: respx.
     assert "credentials" not in before["assistant"]  # no connection yet: message taker
     assert (forged.status_code, accepted.status_code) == (401, 200)
     assert after["assistant"]["credentials"][0]["authorizationId"] == "conn-just-connected"
+
+
+def tool_calls_body(to: str, *calls: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    body = to_number(to)
+    message = body["message"]
+    message["type"] = "tool-calls"
+    message["toolCallList"] = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        for call_id, name, arguments in calls
+    ]
+    message["toolWithToolCallList"] = [
+        {"type": "function", "function": {"name": name}, "toolCall": tool_call}
+        for (_, name, _), tool_call in zip(calls, message["toolCallList"], strict=True)
+    ]
+    return body
+
+
+PROXY_MODE = (
+    CONFIG.replace(
+        "server:\n  deadline_seconds: 1.0\n",
+        "server:\n  deadline_seconds: 1.0\n  public_url: https://proxy.example.com\n",
+    )
+    + "calendar: {mode: proxy}\n"
+)
+
+
+@respx.mock(base_url=NANGO, assert_all_called=False)
+async def test_tool_calls_are_answered_for_the_routed_users_calendar(respx_mock: respx.MockRouter) -> None:
+    from vapi.types import ServerMessageToolCalls
+
+    from tests.contract import assert_tool_calls_response
+
+    free_busy = respx_mock.post("/proxy/calendar/v3/freeBusy").respond(
+        200,
+        json={
+            "kind": "calendar#freeBusy",
+            "timeMin": "2030-03-04T14:00:00.000Z",
+            "timeMax": "2030-03-04T22:00:00.000Z",
+            "calendars": {"primary": {"busy": [{"start": "2030-03-04T15:00:00Z", "end": "2030-03-04T16:00:00Z"}]}},
+        },
+    )
+    body = tool_calls_body(
+        "+16505550100",
+        ("tc-1", "check_availability", {"start": "2030-03-04T09:00:00-05:00", "end": "2030-03-04T17:00:00-05:00"}),
+        ("tc-2", "send_fax", {}),
+    )
+    ServerMessageToolCalls.model_validate(body["message"])  # the request is shaped like Vapi's own
+    async with proxy_client(config_from(PROXY_MODE)) as client:
+        response = await post(client, body)
+    assert response.status_code == 200
+    answer = response.json()
+    assert_tool_calls_response(answer)
+    first, second = answer["results"]
+    assert first["toolCallId"] == "tc-1" and "result" in first and "10 AM" in first["result"]
+    assert second["toolCallId"] == "tc-2" and "send_fax" in second["error"]
+    request = free_busy.calls.last.request
+    assert request.headers["connection-id"] == "conn-doe"
+    assert request.headers["provider-config-key"] == "google-calendar"
+
+
+@respx.mock(base_url=NANGO, assert_all_called=False)
+async def test_tool_calls_when_google_is_down_get_a_speakable_error(respx_mock: respx.MockRouter) -> None:
+    respx_mock.post("/proxy/calendar/v3/freeBusy").respond(503, json={"error": {"code": 503, "message": "x"}})
+    body = tool_calls_body(
+        "+16505550100",
+        ("tc-1", "check_availability", {"start": "2030-03-04T09:00:00-05:00", "end": "2030-03-04T17:00:00-05:00"}),
+    )
+    async with proxy_client(config_from(PROXY_MODE)) as client:
+        response = await post(client, body)
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert result["error"].startswith("I can't reach the calendar right now")
