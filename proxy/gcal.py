@@ -216,7 +216,7 @@ class GoogleCalendar:
         error = classify(response.status_code, body)
         self._count(operation, error.kind)
         detail = error.detail.replace(str(self._secret), "**********") if self._secret else error.detail
-        logger.warning("calendar %s failed: %s %s", operation, error.kind, detail)
+        logger.debug("calendar %s failed: %s %s", operation, error.kind, detail)
         raise CalendarError(error.kind, f"{operation}: {detail}", status=error.status)
 
     def _count(self, operation: str, result: str) -> None:

@@ -1,8 +1,9 @@
 """Calendar settings and open-slot arithmetic: pure functions, no I/O.
 
 Everything is computed on UTC instants; wall-clock times exist only at the edges (working hours in,
-speakable text out). Aware datetimes sharing a `ZoneInfo` add and compare as *wall* times in Python,
-which is wrong across a DST change, so nothing here does arithmetic on zone-local datetimes.
+speakable text out). Aware datetimes sharing a `ZoneInfo` add, subtract and compare as *wall* times in
+Python, which is wrong across a DST change, so every datetime this module returns is in UTC: convert
+with `.astimezone(tz)` only to display it.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def open_slots(
     buffer: timedelta,
     horizon: timedelta,
 ) -> list[Interval]:
-    """The first `count` free slots of `length` in working hours, in order, as datetimes in `tz`.
+    """The first `count` free slots of `length` in working hours, in order, as UTC instants.
 
     `start` is the earliest allowed moment (the caller adds the minimum notice to now); slots end by
     `start + horizon`. Busy intervals are widened by `buffer` on both sides. Starts are aligned to the
@@ -120,7 +121,7 @@ def open_slots(
     for low, high in free:
         at = _ceil_to_grid(low, tz)
         while len(slots) < count and at + length <= high:
-            slots.append((at.astimezone(tz), (at + length).astimezone(tz)))
+            slots.append((at, at + length))
             at = _ceil_to_grid(at + length, tz)
     return slots
 
@@ -188,14 +189,14 @@ def subtract(base: Sequence[Interval], remove: Sequence[Interval]) -> list[Inter
 
 @dataclass(frozen=True)
 class ParsedTime:
-    """A tool-argument datetime; `assumed_zone` says it had no offset and was read in the user's zone."""
+    """A tool-argument instant (UTC); `assumed_zone` says it had no offset and was read in the user's zone."""
 
     value: datetime
     assumed_zone: bool
 
 
 def parse_time(text: object, tz: ZoneInfo) -> ParsedTime:
-    """Read an ISO 8601 date-time (a bare date means local midnight) into an aware datetime in `tz`."""
+    """Read an ISO 8601 date-time (a bare date means local midnight in `tz`) into a UTC instant."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected {_ISO_HINT}")
     raw = text.strip()
@@ -205,9 +206,9 @@ def parse_time(text: object, tz: ZoneInfo) -> ParsedTime:
     except ValueError:
         raise ValueError(f"{text!r} is not {_ISO_HINT}") from None
     if value.tzinfo is not None:
-        return ParsedTime(value.astimezone(tz), assumed_zone=False)
-    aware = _instant(value.date(), value.time(), tz).astimezone(tz)
-    return ParsedTime(aware, assumed_zone="T" in raw or " " in raw or ":" in raw)
+        return ParsedTime(value.astimezone(UTC), assumed_zone=False)
+    instant = _instant(value.date(), value.time(), tz)
+    return ParsedTime(instant, assumed_zone="T" in raw or " " in raw or ":" in raw)
 
 
 def speak_time(moment: datetime, tz: ZoneInfo) -> str:
