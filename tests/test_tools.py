@@ -19,8 +19,7 @@ from proxy.metrics import Metrics
 from proxy.slots import CalendarSettings, WorkingHours
 from proxy.tools import TOOL_NAMES, CalendarContext, answer_tool_calls, booking_id, caller_of, function_tools
 from tests.contract import assert_tool_calls_response, unknown_keys
-from tests.nango_fakes import BASE_URL
-from tests.test_gcal import (
+from tests.google_fakes import (
     DELETED,
     DUPLICATE,
     INVALID_CREDENTIALS,
@@ -29,6 +28,7 @@ from tests.test_gcal import (
     google_event,
     make_calendar,
 )
+from tests.nango_fakes import BASE_URL
 
 NY = ZoneInfo("America/New_York")
 CALLER = "+14155550123"
@@ -54,7 +54,7 @@ def ctx(**overrides: Any) -> CalendarContext:
 
 def message(*calls: tuple[str, dict[str, Any]], raw_arguments: bool = False) -> dict[str, Any]:
     """A tool-calls message as Vapi sends it; `arguments` is a JSON string as the SDK types it."""
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "id": f"toolu_{i}",
             "type": "function",
@@ -430,6 +430,24 @@ async def test_booking_across_the_spring_forward_jump_lasts_the_real_slot_length
     assert body["end"]["dateTime"] == "2026-03-08T03:00:00-04:00"  # 30 real minutes: 02:00-03:00 does not exist
     assert result["result"].startswith("Booked with Dr. Doe on Sunday, March 8 from 1:30 AM to 3 AM.")
     assert "read as America/New_York time" in result["result"]
+
+
+@pytest.mark.anyio
+async def test_a_time_offered_at_the_notice_edge_stays_bookable_for_a_while() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        FakeGoogle(mock)
+        [offer] = await answer(message(("find_open_slots", {})))
+        first = offer["metadata"]["slots"][0]["start"]
+        async with httpx.AsyncClient() as http:
+            later = await answer_tool_calls(
+                message(("book_appointment", {"start": first, "name": "Sam"})),
+                ctx(),
+                make_calendar(http),
+                Metrics(),
+                now=NOW + timedelta(minutes=5),
+            )
+    assert first == "2026-03-02T09:00:00-05:00"
+    assert later["results"][0]["result"].startswith("Booked")  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

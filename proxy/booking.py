@@ -1,0 +1,375 @@
+"""The calendar tools behind proxy mode: availability, open slots, and booking, cancelling and moving appointments.
+
+A `CalendarTools` answers one tool call: it reads the call's arguments, asks Google Calendar, and returns an
+`Outcome` whose text is short and speakable yet carries the exact ISO times the model needs for a follow-up
+call, with the same facts as structured data. `proxy.tools` turns outcomes into Vapi tool results.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from proxy.gcal import CalendarError, GoogleCalendar
+from proxy.slots import (
+    Interval,
+    is_free,
+    join_words,
+    merge,
+    open_slots,
+    parse_time,
+    speak_choices,
+    speak_datetime,
+    speak_range,
+    speak_ranges,
+    subtract,
+    within_working_hours,
+)
+
+if TYPE_CHECKING:  # proxy.tools imports this module; the context is only named in annotations here.
+    from proxy.tools import CalendarContext
+
+__all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# freeBusy is read in windows: one request covers a usual horizon, a long one is read only as far as needed.
+_WINDOW = timedelta(days=15)
+# A time offered at the edge of the notice window stays bookable while the caller makes up their mind.
+_NOTICE_GRACE = timedelta(minutes=15)
+_NOT_YOURS = "I can only change appointments that were booked from this phone number."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a tool call came to: `text` for the model, `label` for metrics, `data` as Vapi metadata."""
+
+    text: str
+    label: str
+    ok: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ArgError(ValueError):
+    """Arguments a tool can't use; the message says why, in words fit to read to the caller."""
+
+
+def booking_id(call_id: str, start: datetime, end: datetime, calendar_id: str) -> str:
+    """A Google event id (base32hex, 52 chars) fixed by call and slot, so a retried booking is the same event."""
+    key = "\n".join((call_id, _iso(start.astimezone(UTC)), _iso(end.astimezone(UTC)), calendar_id))
+    return base64.b32hexencode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=").lower()
+
+
+class CalendarTools:
+    """The five tools for one call; methods are named after the tools."""
+
+    def __init__(
+        self, ctx: CalendarContext, calendar: GoogleCalendar, connection: str, now: datetime, args: dict[str, Any]
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.ctx, self.cal, self.conn, self.args = ctx, calendar, connection, args
+        self.s, self.tz, self.now = ctx.settings, ctx.timezone, now.astimezone(UTC)
+        self.earliest = self.now + timedelta(minutes=self.s.min_notice_minutes)
+        self.limit = self.now + timedelta(days=self.s.horizon_days)
+        self.buffer = timedelta(minutes=self.s.buffer_minutes)
+        self.assumed = False
+
+    async def check_availability(self) -> Outcome:
+        start, end = self._time("start"), self._time("end")
+        if end <= start or end - start > timedelta(days=31):
+            raise ArgError("the end must be after the start and at most 31 days later")
+        busy = await self._busy(start, end)
+        clipped = [(max(a, start), min(b, end)) for a, b in merge(busy) if a < end and b > start]
+        data = {"timezone": self.tz.key, "busy": [self._span(a, b) for a, b in clipped]}
+        if not clipped:
+            return Outcome(f"{self.ctx.user_name} is free {speak_range(start, end, self.tz)}.", "ok", data=data)
+        more = f", and {len(clipped) - 4} more times" if len(clipped) > 4 else ""
+        spoken = speak_ranges(clipped[:4], self.tz)
+        text = f"{self.ctx.user_name} is busy {spoken}{more}. The rest of that time is free."
+        return Outcome(text, "ok", data=data)
+
+    async def find_open_slots(self) -> Outcome:
+        after, before = self._maybe_time("after"), self._maybe_time("before")
+        length = timedelta(minutes=self._minutes("duration_minutes"))
+        start, stop = max(self.earliest, after or self.earliest), min(self.limit, before or self.limit)
+        if start >= stop:
+            text = f"I can only offer times from {self._say(self.earliest)} to {self._say(self.limit)}."
+            return Outcome(text, "out_of_range")
+        found = await self._search(start, stop, length)
+        minutes = int(length.total_seconds() // 60)
+        data: dict[str, Any] = {"timezone": self.tz.key, "durationMinutes": minutes, "slots": self._spans(found)}
+        if not found:
+            text = f"There are no open {minutes}-minute times between {self._say(start)} and {self._say(stop)}."
+            return Outcome(text, "none", data=data)
+        text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. " + self._exact(
+            found, minutes
+        )
+        return Outcome(text, "ok", data=data)
+
+    async def book_appointment(self) -> Outcome:
+        start = self._time("start")
+        end = self._maybe_time("end") or start + timedelta(minutes=self.s.slot_minutes)
+        name, email = self._text("name", 100, required=True), self._text("email", 254)
+        phone, notes = self._text("phone", 40) or self.ctx.caller_number, self._text("notes", 1000)
+        if email and not _EMAIL.match(email):
+            raise ArgError("that email address doesn't look complete")
+        self._check_length(start, end)
+        event_id = booking_id(self.ctx.call_id, start, end, self.s.calendar_id)
+        problem = self._problem(start, end)
+        if problem is None:
+            busy = await self._busy(start - self.buffer, end + self.buffer)
+            if is_free(busy, start, end, buffer=self.buffer):
+                lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
+                private = {"vapiCallId": self.ctx.call_id}
+                if self.ctx.caller_number:
+                    private["vapiCallerNumber"] = self.ctx.caller_number
+                event: dict[str, Any] = {
+                    "summary": self._text("summary", 200) or f"Appointment with {name}",
+                    "description": "\n".join(line for line in lines if line) + "\nBooked by the voice assistant.",
+                    "start": self._google_time(start),
+                    "end": self._google_time(end),
+                    "extendedProperties": {"private": private},
+                }
+                if email:
+                    event["attendees"] = [{"email": email, "displayName": name}]
+                inserted = await self.cal.insert_event(
+                    self.conn, self.s.calendar_id, event, event_id=event_id, send_updates="all" if email else "none"
+                )
+                return self._booked(event_id, start, end, created=inserted.created)
+            existing = await self._event_or_none(event_id)
+            if existing is not None and existing.get("status") != "cancelled":
+                return self._booked(event_id, start, end, created=False)
+            problem = "that time is already taken"
+        return await self._refuse(f"book {self._say(start)}", problem, start, end - start)
+
+    async def cancel_appointment(self) -> Outcome:
+        found = await self._find_booking(None)
+        if isinstance(found, Outcome):
+            return found
+        start, _ = _event_span(found)
+        if found.get("status") != "cancelled":
+            updates = "all" if found.get("attendees") else "none"
+            await self.cal.delete_event(self.conn, self.s.calendar_id, str(found["id"]), send_updates=updates)
+        data = {"cancelled": True, "eventId": found["id"], "start": self._iso(start)}
+        return Outcome(f"The appointment on {self._say(start)} is cancelled.", "ok", data=data)
+
+    async def reschedule_appointment(self) -> Outcome:
+        new_start = self._time("new_start")
+        found = await self._find_booking(new_start)
+        if isinstance(found, Outcome):
+            return found
+        if found.get("status") == "cancelled":
+            return Outcome("That appointment was cancelled, so it can't be moved.", "not_found")
+        old_start, old_end = _event_span(found)
+        new_end = self._maybe_time("new_end") or new_start + (old_end - old_start)
+        self._check_length(new_start, new_end)
+        problem = self._problem(new_start, new_end)
+        if problem is None:
+            # freeBusy counts the appointment itself, which may overlap its own new time.
+            busy = subtract(await self._busy(new_start - self.buffer, new_end + self.buffer), [(old_start, old_end)])
+            if is_free(busy, new_start, new_end, buffer=self.buffer):
+                changes = {"start": self._google_time(new_start), "end": self._google_time(new_end)}
+                updates = "all" if found.get("attendees") else "none"
+                await self.cal.patch_event(
+                    self.conn, self.s.calendar_id, str(found["id"]), changes, send_updates=updates
+                )
+                data = {"rescheduled": True, "eventId": found["id"], **self._span(new_start, new_end)}
+                return Outcome(
+                    f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}.", "ok", data=data
+                )
+            problem = "that time is already taken"
+        action = f"move the appointment to {self._say(new_start)}"
+        return await self._refuse(action, problem, new_start, new_end - new_start)
+
+    async def _find_booking(self, also_at: datetime | None) -> dict[str, Any] | Outcome:
+        """The caller's appointment named by `event_id`, by `appointment_start`, or their only upcoming one."""
+        event_id, when = self._text("event_id", 1024), self._maybe_time("appointment_start")
+        if event_id:
+            event = await self._event_or_none(event_id)
+            if event is None:
+                return Outcome("I couldn't find that appointment.", "not_found")
+            return event if self._owned(event) else Outcome(_NOT_YOURS, "forbidden")
+        by_caller = (
+            {"vapiCallerNumber": self.ctx.caller_number} if self.ctx.caller_number else {"vapiCallId": self.ctx.call_id}
+        )
+        events = await self.cal.list_events(
+            self.conn, self.s.calendar_id, start=self.now, end=self.now + timedelta(days=366), private=by_caller
+        )
+        mine = [e for e in events if self._owned(e) and e.get("status") != "cancelled"]
+        matches = [e for e in mine if when is None or _event_span(e)[0] == when]
+        if not matches and also_at is not None:  # a retried reschedule: the appointment already moved
+            matches = [e for e in mine if _event_span(e)[0] == also_at]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            at = f" at {self._say(when)}" if when else ""
+            return Outcome(f"I couldn't find an upcoming appointment{at} booked from this phone number.", "not_found")
+        spoken = join_words([self._say(_event_span(e)[0]) for e in matches], "and")
+        data = {"appointments": [{"eventId": e.get("id"), **self._span(*_event_span(e))} for e in matches]}
+        return Outcome(
+            f"There are {len(matches)} appointments booked from this number: {spoken}. Which one?",
+            "ambiguous",
+            data=data,
+        )
+
+    async def _refuse(self, action: str, problem: str, around: datetime, length: timedelta) -> Outcome:
+        """Say why `action` can't be done and offer the open times nearest to `around` (same day first)."""
+        intro = f"I can't {action}: {problem}."
+        day_start = around.astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        start = max(self.earliest, day_start)
+        found = await self._search(start, self.limit, length) if start < self.limit else []
+        minutes = int(length.total_seconds() // 60)
+        data = {"done": False, "reason": problem, "alternatives": self._spans(found)}
+        if not found:
+            return Outcome(f"{intro} I couldn't find another open time soon.", "refused", data=data)
+        offers = speak_choices([a for a, _ in found], self.tz)
+        return Outcome(
+            f"{intro} The closest open times are {offers}. {self._exact(found, minutes)}", "refused", data=data
+        )
+
+    def _booked(self, event_id: str, start: datetime, end: datetime, *, created: bool) -> Outcome:
+        data = {"booked": True, "eventId": event_id, "alreadyExisted": not created, **self._span(start, end)}
+        text = f"Booked with {self.ctx.user_name} {speak_range(start, end, self.tz)}. (Event id {event_id}.)"
+        return Outcome(text, "ok", data=data)
+
+    def _problem(self, start: datetime, end: datetime) -> str | None:
+        if start < self.now:
+            return "that time has already passed"
+        if start < self.earliest - _NOTICE_GRACE:
+            return f"that's too soon, I need at least {_speak_minutes(self.s.min_notice_minutes)} notice"
+        if end > self.limit:
+            return f"I can only book up to {self.s.horizon_days} days ahead"
+        if not within_working_hours(start, end, tz=self.tz, hours=self.s.working_hours):
+            return f"that's outside {self.ctx.user_name}'s working hours"
+        return None
+
+    async def _search(self, start: datetime, stop: datetime, length: timedelta) -> list[Interval]:
+        """Open slots in [start, stop), reading freeBusy a window at a time until enough are found."""
+        busy: list[Interval] = []
+        reached = start - self.buffer
+        while True:
+            window_end = min(stop, reached + _WINDOW)
+            # Read a buffer past the window: a slot ending at the window's edge needs that much clear after it.
+            busy += await self._busy(reached, window_end + self.buffer)
+            found = open_slots(
+                busy,
+                tz=self.tz,
+                hours=self.s.working_hours,
+                start=start,
+                length=length,
+                count=self.s.max_slots,
+                buffer=self.buffer,
+                horizon=window_end - start,
+            )
+            if len(found) >= self.s.max_slots or window_end >= stop:
+                return found
+            reached = window_end
+
+    async def _busy(self, start: datetime, end: datetime) -> list[Interval]:
+        return await self.cal.free_busy(self.conn, self.s.calendar_id, start=start, end=end)
+
+    async def _event_or_none(self, event_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.cal.get_event(self.conn, self.s.calendar_id, event_id)
+        except CalendarError as exc:
+            if exc.kind == "not_found":
+                return None
+            raise
+
+    def _owned(self, event: Mapping[str, Any]) -> bool:
+        props = event.get("extendedProperties")
+        private = props.get("private") if isinstance(props, dict) else None
+        if not isinstance(private, dict):
+            return False
+        number = self.ctx.caller_number
+        return private.get("vapiCallId") == self.ctx.call_id or (
+            number is not None and private.get("vapiCallerNumber") == number
+        )
+
+    def _time(self, key: str) -> datetime:
+        value = self._maybe_time(key)
+        if value is None:
+            raise ArgError(f"{key} is missing")
+        return value
+
+    def _maybe_time(self, key: str) -> datetime | None:
+        raw = self.args.get(key)
+        if raw is None or raw == "":
+            return None
+        try:
+            parsed = parse_time(raw, self.tz)
+        except ValueError as exc:
+            raise ArgError(f"{key}: {exc}") from None
+        self.assumed = self.assumed or parsed.assumed_zone
+        return parsed.value
+
+    def _minutes(self, key: str) -> int:
+        raw = self.args.get(key)
+        if raw is None or raw == "":
+            return self.s.slot_minutes
+        if isinstance(raw, str) and raw.strip().isdigit():
+            raw = int(raw)
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 5 <= raw <= 480:
+            raise ArgError(f"{key} must be a whole number of minutes from 5 to 480")
+        return raw
+
+    def _text(self, key: str, limit: int, *, required: bool = False) -> str | None:
+        raw = self.args.get(key)
+        value = str(raw).strip()[:limit] if isinstance(raw, str | int | float) else ""
+        if required and not value:
+            raise ArgError(f"{key} is missing")
+        return value or None
+
+    def _check_length(self, start: datetime, end: datetime) -> None:
+        if not timedelta(0) < end - start <= timedelta(hours=8):
+            raise ArgError("an appointment must end after it starts and last at most 8 hours")
+
+    def _google_time(self, moment: datetime) -> dict[str, str]:
+        return {"dateTime": self._iso(moment), "timeZone": self.tz.key}
+
+    def _say(self, moment: datetime) -> str:
+        return speak_datetime(moment, self.tz)
+
+    def _iso(self, moment: datetime) -> str:
+        """Times go out in the user's local offset: what the model should send back, and easier to check."""
+        return _iso(moment.astimezone(self.tz))
+
+    def _span(self, start: datetime, end: datetime) -> dict[str, str]:
+        return {"start": self._iso(start), "end": self._iso(end)}
+
+    def _spans(self, intervals: Sequence[Interval]) -> list[dict[str, str]]:
+        return [self._span(a, b) for a, b in intervals]
+
+    def _exact(self, slots: Sequence[Interval], minutes: int) -> str:
+        starts = ", ".join(self._iso(a) for a, _ in slots)
+        return f"(Each is {minutes} minutes; exact start times for booking: {starts}.)"
+
+
+def _event_span(event: Mapping[str, Any]) -> Interval:
+    def read(key: str) -> datetime:
+        value = event.get(key)
+        text = value.get("dateTime") if isinstance(value, dict) else None
+        if not isinstance(text, str):
+            raise CalendarError("invalid", f"event has no {key}.dateTime")
+        return datetime.fromisoformat(text).astimezone(UTC)
+
+    return read("start"), read("end")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _speak_minutes(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if rest or not hours:
+        return f"{minutes} minutes'"
+    return f"{hours} hour's" if hours == 1 else f"{hours} hours'"
