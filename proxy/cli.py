@@ -126,19 +126,20 @@ async def _print_connections(config: Config, client: NangoClient) -> int:
         for found_connection in page:
             if found_connection.user_id is not None:
                 by_user.setdefault(found_connection.user_id, []).append(found_connection)
-    index: dict[str, Connection | None] = {user: pick_connection(found) for user, found in by_user.items()}
     missing = 0
     for user in config.users.values():
+        found = by_user.get(user.nango_user_id, [])
+        usable = pick_connection(found)
         if user.connection_id is not None:
             state, detail = "fixed", user.connection_id
-        elif (connection := index.get(user.nango_user_id)) is None:
-            state, detail = "missing", f"run: vapi-calendar-proxy connect-link --user {user.id}"
-            missing += 1
-        elif not connection.healthy:
-            state, detail = "error", f"{connection.connection_id} needs reconnecting"
+        elif usable is not None:
+            state, detail = "connected", usable.connection_id
+        elif found:
+            state, detail = "error", f"{found[0].connection_id} needs reconnecting"
             missing += 1
         else:
-            state, detail = "connected", connection.connection_id
+            state, detail = "missing", f"run: vapi-calendar-proxy connect-link --user {user.id}"
+            missing += 1
         print(f"{user.id}\t{user.name}\t{state}\t{detail}")
     print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import respx
 
 from proxy.cli import main
 from tests.contract import assert_assistant_request_response
@@ -77,3 +78,78 @@ def test_serve_refuses_to_start_without_authentication(tmp_path: Path, capsys: p
 def test_nango_commands_need_a_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["connections", "--config", EXAMPLE]) == 1
     assert "NANGO_SECRET_KEY" in capsys.readouterr().err
+
+
+NANGO_CONFIG = """\
+auth: {vapi_secrets: [x]}
+nango: {base_url: "https://nango.test", secret_key: cli-nango-key}
+templates:
+  default: {model: {provider: openai, model: gpt-4o}}
+users:
+  - {id: u_connected, name: Connected, email: c@example.com}
+  - {id: u_missing, name: Missing}
+  - {id: u_broken, name: Broken}
+  - {id: u_fixed, name: Fixed, connection_id: conn-fixed}
+routes:
+  - {to: "+1 415 555 0100", user: u_connected}
+"""
+
+
+def nango_connection(connection_id: str, user_id: str, errors: list[object] | None = None) -> dict[str, object]:
+    return {
+        "id": 1,
+        "connection_id": connection_id,
+        "provider_config_key": "google-calendar",
+        "provider": "google-calendar",
+        "created": "2026-10-02T09:12:44.120Z",
+        "metadata": None,
+        "errors": errors or [],
+        "tags": {"end_user_id": user_id},
+    }
+
+
+@respx.mock(base_url="https://nango.test")
+def test_connections_lists_who_can_book(
+    respx_mock: respx.MockRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    respx_mock.get("/connections").respond(
+        200,
+        json={
+            "connections": [
+                nango_connection("conn-1", "u_connected"),
+                nango_connection("conn-2", "u_broken", errors=[{"type": "auth", "log_id": "x"}]),
+            ]
+        },
+    )
+    config = tmp_path / "routing.yaml"
+    config.write_text(NANGO_CONFIG)
+    assert main(["connections", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    rows = {line.split("\t")[0]: line.split("\t")[2] for line in out.splitlines()}
+    assert rows == {"u_connected": "connected", "u_missing": "missing", "u_broken": "error", "u_fixed": "fixed"}
+    assert "2/4 users can book" in err
+    assert "cli-nango-key" not in out + err
+
+
+@respx.mock(base_url="https://nango.test")
+def test_connect_link_creates_a_tagged_session(
+    respx_mock: respx.MockRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route = respx_mock.post("/connect/sessions").respond(
+        201,
+        json={
+            "data": {
+                "token": "session-token",
+                "connect_link": "https://connect.nango.dev?session_token=abc",
+                "expires_at": "2026-11-26T12:30:00.000Z",
+            }
+        },
+    )
+    config = tmp_path / "routing.yaml"
+    config.write_text(NANGO_CONFIG)
+    assert main(["connect-link", "--config", str(config), "--user", "u_connected"]) == 0
+    assert capsys.readouterr().out.strip() == "https://connect.nango.dev?session_token=abc"
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["tags"]["end_user_id"] == "u_connected"
+    assert sent["allowed_integrations"] == ["google-calendar"]
+    assert main(["connect-link", "--config", str(config), "--user", "nobody"]) == 1
