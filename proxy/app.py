@@ -22,10 +22,11 @@ from starlette.routing import Route
 from proxy.auth import authenticate
 from proxy.config import Config
 from proxy.directory import ConnectionDirectory
-from proxy.logs import get_logger
+from proxy.logs import call_context, get_logger
 from proxy.messages import BadRequest, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient
+from proxy.reload import ConfigWatcher
 from proxy.service import CallService
 from proxy.webhooks import handle_nango_webhook
 
@@ -52,6 +53,7 @@ class Runtime:
     service: CallService | None = None
     draining: bool = False
     config_error: str | None = None
+    watcher: ConfigWatcher | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def apply(self, config: Config) -> None:
@@ -119,10 +121,11 @@ def create_app(
         message_type = str(message["type"])
         runtime.metrics.server_messages.labels(message_type if len(message_type) <= 64 else "other").inc()
         assert runtime.service is not None
-        if message_type == ASSISTANT_REQUEST:
-            return json_response(await runtime.service.assistant_request(config, message))
-        if message_type == TOOL_CALLS:
-            return json_response(await runtime.service.tool_calls(config, message))
+        with call_context(_call_id(message)):  # every log line about this call, from any module
+            if message_type == ASSISTANT_REQUEST:
+                return json_response(await runtime.service.assistant_request(config, message))
+            if message_type == TOOL_CALLS:
+                return json_response(await runtime.service.tool_calls(config, message))
         return json_response({})
 
     async def nango_webhook(request: Request) -> Response:
@@ -179,6 +182,9 @@ def create_app(
         runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http)
         if client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
+        if config_path is not None:
+            runtime.watcher = ConfigWatcher(config_path, runtime)
+            runtime.background.append(await runtime.watcher.start())
         try:
             yield
         finally:
@@ -207,3 +213,9 @@ def create_app(
 
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "-"
+
+
+def _call_id(message: dict[str, object]) -> str:
+    call = message.get("call")
+    call_id = call.get("id") if isinstance(call, dict) else None
+    return call_id if isinstance(call_id, str) and call_id else "-"

@@ -1,13 +1,17 @@
 """Structured logs: one JSON object per line by default, readable text with `--log-format text`.
 
 Callers pass their fields as `extra={"fields": {...}}`; nothing here ever sees a request body, so a
-body (which can carry provider tokens) cannot reach a log by accident.
+body (which can carry provider tokens) cannot reach a log by accident. While a call is being answered
+(`call_context`), every line logged in it, by any module, carries that call's id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -16,14 +20,40 @@ import orjson
 LOGGER_NAME = "vapi_calendar_proxy"
 LogFormat = Literal["json", "text"]
 
+_CALL_ID: ContextVar[str | None] = ContextVar("call_id", default=None)
+
 
 def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
+@contextlib.contextmanager
+def call_context(call_id: str) -> Iterator[None]:
+    """Tag every log line written inside the block (and in tasks it starts) with `call_id`."""
+    token = _CALL_ID.set(call_id)
+    try:
+        yield
+    finally:
+        _CALL_ID.reset(token)
+
+
+class CallIdFilter(logging.Filter):
+    """Copies the current call id onto the record when it is created, in the caller's context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call_id = _CALL_ID.get()
+        if call_id is not None:
+            record.call_id = call_id
+        return True
+
+
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     fields = getattr(record, "fields", None)
-    return fields if isinstance(fields, dict) else {}
+    fields = fields if isinstance(fields, dict) else {}
+    call_id = getattr(record, "call_id", None)
+    if call_id is not None and "call_id" not in fields:
+        return {"call_id": call_id, **fields}
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +85,9 @@ def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> No
     """Route the proxy's and uvicorn's logs through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
+    handler.addFilter(CallIdFilter())
+    # "proxy" covers the modules that log under their own __name__ (nango, directory, tools, ...).
+    for name in (LOGGER_NAME, "proxy", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from typing import Any, Self
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 # Vapi drops an assistant-request after 7.5 s: buckets are dense below that and stop just above it.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 7.5, 10.0)
+
+
+class _LabelCache:
+    """`labels()` with a dict in front. prometheus_client validates the values and takes a lock on every
+    call (about 1 us, most of what a count costs); the child for given values never changes, so the
+    hot path looks it up once. Only for metrics whose children are never removed."""
+
+    _children: dict[object, Any]
+
+    def labels(self, *values: Any, **named: Any) -> Self:
+        key = values or tuple(named.items())
+        try:
+            child: Self = self._children[key]
+        except AttributeError:
+            self._children = {}
+        except KeyError:
+            pass
+        else:
+            return child
+        child = super().labels(*values, **named)  # type: ignore[misc]
+        self._children[key] = child
+        return child
+
+
+class Counter(_LabelCache, _Counter):
+    pass
+
+
+class Histogram(_LabelCache, _Histogram):
+    pass
 
 
 class Metrics:
@@ -64,6 +98,11 @@ class Metrics:
         )
         self.config_info = Gauge(
             "vapi_proxy_config_info", "The loaded config: 1 for its version hash.", ["version"], registry=r
+        )
+        self.config_file_invalid = Gauge(
+            "vapi_proxy_config_file_invalid",
+            "1 while the config file on disk is invalid (the last good config keeps serving), else 0.",
+            registry=r,
         )
         self.webhooks = Counter(
             "vapi_proxy_nango_webhooks",

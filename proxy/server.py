@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 from types import FrameType
@@ -24,7 +25,8 @@ logger = get_logger("server")
 class DrainingServer(uvicorn.Server):
     """On the first SIGTERM/SIGINT: /readyz turns 503 while requests are still served for
     `shutdown_delay` seconds (so load balancers stop sending new calls), then uvicorn's own shutdown
-    waits for in-flight requests. A second signal exits at once."""
+    closes the listener and waits for in-flight requests, and the process exits 0. A second signal
+    exits at once."""
 
     def __init__(self, config: uvicorn.Config, runtime: Runtime, shutdown_delay: float) -> None:
         super().__init__(config)
@@ -37,15 +39,28 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)  # type: ignore[arg-type]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.runtime.draining or self._loop is None:
-            super().handle_exit(sig, frame)
+        # Not super().handle_exit: uvicorn would re-raise the signal once shut down, so a clean drain
+        # would end in death by SIGTERM instead of exit status 0.
+        if self._loop is None or self.runtime.draining:
+            self.force_exit = self.runtime.draining
+            self.should_exit = True
             return
         self.runtime.draining = True
-        logger.info("draining", extra={"fields": {"signal": signal.Signals(sig).name, "delay_s": self.shutdown_delay}})
-        self._loop.call_soon_threadsafe(self._loop.call_later, self.shutdown_delay, self._exit, sig, frame)
+        self._loop.call_soon_threadsafe(self._drain, signal.Signals(sig).name)
 
-    def _exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
+    def _drain(self, signal_name: str) -> None:
+        logger.info("draining", extra={"fields": {"signal": signal_name, "delay_s": self.shutdown_delay}})
+        assert self._loop is not None
+        self._loop.call_later(self.shutdown_delay, self._stop)
+
+    def _stop(self) -> None:
+        logger.info("shutting down", extra={"fields": {"drain_s": self.config.timeout_graceful_shutdown}})
+        self.should_exit = True
+
+
+def drain_timeout(config: Config) -> int:
+    """uvicorn's graceful-shutdown budget (whole seconds): 0 cancels in-flight requests at once."""
+    return math.ceil(config.server.drain_seconds)
 
 
 def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool, log_format: LogFormat) -> int:
@@ -61,7 +76,7 @@ def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool,
             port=port,
             workers=workers,
             log_config=None,
-            timeout_graceful_shutdown=int(config.server.drain_seconds) or None,
+            timeout_graceful_shutdown=drain_timeout(config),
         )
         return 0
     app = create_app(config, insecure=insecure, config_path=config.file)
@@ -71,7 +86,7 @@ def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool,
         port=port,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=int(config.server.drain_seconds) or None,
+        timeout_graceful_shutdown=drain_timeout(config),
     )
     runtime: Runtime = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)

@@ -55,10 +55,11 @@ class Resolution:
         return f"{self.match.route.name} ({self.match.rule})" if self.match is not None else "-"
 
 
-def _outcome(answer: Json) -> str:
-    if "assistant" in answer:
-        return "assistant"
-    return "transfer" if "destination" in answer else "rejected"
+def _outcome(fallback: Json) -> str:
+    """The metric/log outcome of a fallback answer (the calendar assistant itself is "assistant")."""
+    if "assistant" in fallback:
+        return "take_message"
+    return "transfer" if "destination" in fallback else "rejected"
 
 
 class CallService:

@@ -77,6 +77,7 @@ class ServerSettings:
     deadline_seconds: float = 4.0
     drain_seconds: float = 10.0
     shutdown_delay_seconds: float = 2.0
+    reload_poll_seconds: float = 1.0
 
 
 @dataclass(frozen=True)

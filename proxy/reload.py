@@ -1,0 +1,201 @@
+"""Config hot reload: notice that the routing file changed (stat polling, like uvicorn's statreload)
+or receive SIGHUP, validate the new file off the event loop, and swap it in only when it is valid.
+
+The file is watched through its symlinks and as a name: Kubernetes updates a mounted ConfigMap by
+swapping a `..data` symlink, and editors save by writing a new file and renaming it over the old one.
+Either way the inode behind the path changes, which `os.stat` (following links) and `os.lstat` see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Literal, Protocol
+
+from proxy.config import Config, config_version, parse_config, read_config_text
+from proxy.logs import get_logger
+from proxy.metrics import Metrics
+from proxy.nango import NangoSettings
+from proxy.yamlsource import ConfigError, ConfigIssue
+
+__all__ = ["ConfigWatcher", "Reloadable", "restart_needed"]
+
+logger = get_logger("reload")
+
+ReloadResult = Literal["ok", "unchanged", "invalid"]
+Fingerprint = tuple[object, ...]
+
+# A changed file must look the same twice this far apart before it is read: a save in progress is
+# then read once finished rather than half-written (which would count as an invalid reload).
+SETTLE_SECONDS = 0.05
+
+# Settings read once at startup (routes, uvicorn's shutdown, the Nango client and caches).
+RESTART_ONLY_SERVER = ("path", "webhook_path", "drain_seconds", "shutdown_delay_seconds")
+NANGO_KEYS = {  # NangoSettings field -> YAML key, where they differ
+    "cache_ttl": "cache_ttl_seconds",
+    "negative_ttl": "negative_ttl_seconds",
+    "index_refresh_interval": "index_refresh_seconds",
+}
+NANGO_LIVE = frozenset({"webhook_signing_keys"})
+NO_AUTH = "no Vapi authentication configured (vapi_secrets, bearer or hmac); refusing to serve it"
+
+
+class Reloadable(Protocol):
+    """What the watcher reloads: `proxy.app.Runtime`."""
+
+    config: Config
+    config_error: str | None
+    metrics: Metrics
+    insecure: bool
+
+    def apply(self, config: Config) -> None: ...
+
+
+def fingerprint(path: str) -> Fingerprint | None:
+    """What changes when the file behind `path` does; None while there is no file."""
+    try:
+        target = os.stat(path)
+        name = os.lstat(path)
+    except OSError:
+        return None
+    return (target.st_dev, target.st_ino, target.st_size, target.st_mtime_ns, name.st_ino, name.st_mtime_ns)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Keys whose change only takes effect after a restart."""
+    changed = [f"server.{key}" for key in RESTART_ONLY_SERVER if getattr(old.server, key) != getattr(new.server, key)]
+    for field in fields(NangoSettings):
+        name = field.name
+        if name not in NANGO_LIVE and getattr(old.nango, name) != getattr(new.nango, name):
+            changed.append(f"nango.{NANGO_KEYS.get(name, name)}")
+    return changed
+
+
+class ConfigWatcher:
+    """Reloads `path` into `target` when the file changes (every `server.reload_poll_seconds`, 0 = off)
+    and on SIGHUP, from `start()` until its task is cancelled."""
+
+    def __init__(self, path: str, target: Reloadable) -> None:
+        self.path = path
+        self.target = target
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._seen: Fingerprint | None = fingerprint(path)
+
+    def trigger(self) -> None:
+        """Reload as soon as possible (the SIGHUP handler). Call from the event loop's thread."""
+        self._wake.set()
+
+    async def start(self) -> asyncio.Task[None]:
+        """Catch up with a change made since the first load (silently if none), then watch in a task."""
+        await self.reload("start", quiet=True)
+        return asyncio.create_task(self.run(), name="config-watcher")
+
+    async def run(self) -> None:
+        remove_handler = self._install_sighup()
+        try:
+            while True:
+                interval = self.target.config.server.reload_poll_seconds
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval or None)
+                try:
+                    if self._wake.is_set():
+                        self._wake.clear()
+                        await self.reload("SIGHUP")
+                    elif await self._changed():
+                        await self.reload("file changed")
+                except Exception:  # the watcher must outlive any bug in one reload
+                    logger.exception("config reload crashed; the running config stays")
+        finally:
+            remove_handler()
+
+    async def _changed(self) -> bool:
+        current = fingerprint(self.path)
+        if current == self._seen:
+            return False
+        await asyncio.sleep(SETTLE_SECONDS)
+        return fingerprint(self.path) == current
+
+    async def reload(self, reason: str, *, quiet: bool = False) -> ReloadResult:
+        """Read, validate and (when valid and different) apply the file. Never raises ConfigError."""
+        async with self._lock:
+            self._seen = fingerprint(self.path)
+            old = self.target.config
+            try:
+                text = await asyncio.to_thread(read_config_text, self.path)
+                if config_version(text) == old.version:
+                    return self._unchanged(reason, quiet)
+                new = await asyncio.to_thread(parse_config, text, self.path, os.environ)
+                if not new.auth.configured and not self.target.insecure:
+                    # `serve` refuses to start like this; served, it would answer every call 401.
+                    raise ConfigError([ConfigIssue(self.path, None, ("auth",), NO_AUTH)])
+            except ConfigError as exc:
+                return self._invalid(reason, old, exc)
+            self.target.apply(new)
+            self.target.metrics.config_reloads.labels("ok").inc()
+            self.target.metrics.config_file_invalid.set(0)
+            logger.info(
+                "config reloaded",
+                extra={
+                    "fields": {
+                        "reason": reason,
+                        "old_version": old.version,
+                        "new_version": new.version,
+                        "users": len(new.users),
+                        "routes": len(new.routes),
+                    }
+                },
+            )
+            for warning in new.warnings:
+                logger.warning("config warning", extra={"fields": {"issue": str(warning)}})
+            if keys := restart_needed(old, new):
+                logger.warning(
+                    "config reloaded, but these settings take effect only after a restart",
+                    extra={"fields": {"keys": keys}},
+                )
+            return "ok"
+
+    def _unchanged(self, reason: str, quiet: bool) -> ReloadResult:
+        # Also the way back from an invalid edit to the running content: the error is gone.
+        self.target.config_error = None
+        self.target.metrics.config_file_invalid.set(0)
+        if not quiet:
+            self.target.metrics.config_reloads.labels("unchanged").inc()
+            logger.info("config unchanged", extra={"fields": {"reason": reason, "version": self.target.config.version}})
+        return "unchanged"
+
+    def _invalid(self, reason: str, old: Config, exc: ConfigError) -> ReloadResult:
+        self.target.config_error = str(exc)
+        self.target.metrics.config_reloads.labels("invalid").inc()
+        self.target.metrics.config_file_invalid.set(1)
+        for issue in exc.issues:
+            logger.error("config error", extra={"fields": {"issue": str(issue)}})
+        logger.error(
+            "config reload refused; the running config stays",
+            extra={"fields": {"reason": reason, "file": self.path, "errors": len(exc.issues), "version": old.version}},
+        )
+        return "invalid"
+
+    def _install_sighup(self) -> Callable[[], None]:
+        """SIGHUP -> `trigger`; returns the undo. A no-op off the main thread or where there is no SIGHUP."""
+        sighup = getattr(signal, "SIGHUP", None)
+        if sighup is None or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(sighup)
+        try:
+            loop.add_signal_handler(sighup, self.trigger)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return lambda: None
+
+        def remove() -> None:
+            loop.remove_signal_handler(sighup)
+            if previous is not None:
+                signal.signal(sighup, previous)
+
+        return remove

@@ -1,0 +1,260 @@
+"""The real server in a subprocess: real files, real signals, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from proxy.config import config_version
+from tests.helpers import VAPI_SECRET, vapi_sample
+from tests.nango_fakes import connection_json
+from tests.routing_files import NUMBER, kubernetes_mount, kubernetes_swap, replace_file, routing_yaml
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLER = "+14155550123"  # the sample's customer: must never reach a log unmasked
+
+
+@dataclass
+class Proxy:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(config: Path, tmp_path: Path) -> AsyncIterator[Proxy]:
+    """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
+    port = free_port()
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", "json"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", *command],
+            cwd=ROOT,
+            env={**os.environ, "VAPI_SERVER_SECRET": VAPI_SECRET},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    proxy = Proxy(process, f"http://127.0.0.1:{port}", log)
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+
+            async def ready() -> bool:
+                assert process.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    return (await client.get("/readyz")).status_code == 200
+                return False
+
+            await eventually(ready)
+        yield proxy
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+
+
+def assistant_request(number: str = NUMBER) -> bytes:
+    body = vapi_sample("assistant-request.pstn")
+    body["message"]["phoneNumber"]["number"] = number
+    return json.dumps(body).encode()
+
+
+async def post_call(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post("/vapi", content=assistant_request(), headers={"X-Vapi-Secret": VAPI_SECRET})
+
+
+async def wait_for_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (code := process.poll()) is None:
+        assert time.monotonic() < deadline, "the proxy did not exit in time"
+        await asyncio.sleep(0.02)
+    return code
+
+
+async def test_file_changes_and_sighup_reload_the_running_server(tmp_path: Path) -> None:
+    watch = {"reload_poll_seconds": 0.05, "shutdown_delay_seconds": 0}
+    texts = {
+        "A": routing_yaml("A", server=watch),
+        "B": routing_yaml("B", server=watch),
+        "A2": routing_yaml("A", server=watch | {"reload_poll_seconds": 0}),  # from here on only SIGHUP reloads
+        "B2": routing_yaml("B", server=watch | {"reload_poll_seconds": 0}),
+    }
+    versions = {name: config_version(text) for name, text in texts.items()}
+    path = kubernetes_mount(tmp_path / "conf", texts["A"])
+    async with running_proxy(path, tmp_path) as proxy, httpx.AsyncClient(base_url=proxy.url) as client:
+
+        async def serving(name: str) -> bool:
+            return bool((await client.get("/readyz")).json()["config"]["version"] == versions[name])
+
+        kubernetes_swap(tmp_path / "conf", texts["B"])  # what the kubelet does on a ConfigMap update
+        await eventually(lambda: serving("B"))
+        replace_file(path, texts["A2"])  # what an editor does
+        await eventually(lambda: serving("A2"))
+
+        path.write_text(texts["B2"])
+        proxy.process.send_signal(signal.SIGHUP)
+        await eventually(lambda: serving("B2"))
+        answer = (await post_call(client)).json()
+        assert answer["assistant"]["firstMessage"] == "[B] You reached Bob Brown."
+
+        invalid = texts["A2"].replace("timezone: Europe/Paris", "timezone: Mars/Olympus")
+        line = invalid[: invalid.index("Mars/Olympus")].count("\n") + 1
+        issue = f"{path}:{line}: users[0].timezone: unknown IANA timezone 'Mars/Olympus' (e.g. America/New_York)"
+        replace_file(path, invalid)
+        proxy.process.send_signal(signal.SIGHUP)
+
+        async def refused() -> bool:
+            return (await client.get("/readyz")).json()["config_error"] is not None
+
+        await eventually(refused)
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["config"]["version"] == versions["B2"]
+        assert ready.json()["config_error"] == issue
+        metrics = (await client.get("/metrics")).text
+        assert 'vapi_proxy_config_reloads_total{result="ok"} 3.0' in metrics
+        assert 'vapi_proxy_config_reloads_total{result="invalid"} 1.0' in metrics
+        assert f'vapi_proxy_config_info{{version="{versions["B2"]}"}} 1.0' in metrics
+
+        proxy.process.send_signal(signal.SIGTERM)
+        assert await wait_for_exit(proxy.process, timeout=5) == 0
+    reloads = [line for line in proxy.log_lines() if line["msg"] == "config reloaded"]
+    assert [(r["reason"], r["old_version"], r["new_version"]) for r in reloads] == [
+        ("file changed", versions["A"], versions["B"]),
+        ("file changed", versions["B"], versions["A2"]),
+        ("SIGHUP", versions["A2"], versions["B2"]),
+    ]
+    errors = [line["issue"] for line in proxy.log_lines() if line["msg"] == "config error"]
+    assert errors == [issue]
+
+
+@dataclass
+class SlowNango:
+    """A Nango that holds every lookup until released, on a real loopback socket."""
+
+    server: ThreadingHTTPServer
+    arrived: threading.Event
+    release: threading.Event
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def slow_nango() -> Iterator[SlowNango]:
+    arrived, release = threading.Event(), threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            arrived.set()
+            release.wait(timeout=10)
+            user = parse_qs(urlparse(self.path).query)["tags[end_user_id]"][0]
+            body = json.dumps({"connections": [connection_json(f"conn-{user}", user)]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SlowNango(server, arrived, release)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_sigterm_turns_readyz_503_lets_the_call_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    delay, drain = 0.5, 5
+    with slow_nango() as nango:
+        text = routing_yaml("A", nango_url=nango.url, server={"shutdown_delay_seconds": delay, "drain_seconds": drain})
+        config = tmp_path / "routing.yaml"
+        config.write_text(text.replace("index_refresh_seconds: 0", "index_refresh_seconds: 0\n  read_timeout: 5"))
+        async with (
+            running_proxy(config, tmp_path) as proxy,
+            httpx.AsyncClient(base_url=proxy.url, timeout=10) as caller,
+            httpx.AsyncClient(base_url=proxy.url, limits=httpx.Limits(max_keepalive_connections=0)) as probe,
+        ):
+            in_flight = asyncio.create_task(post_call(caller))
+            await eventually(lambda: _now(nango.arrived.is_set()))  # the call waits on Nango
+
+            proxy.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+
+            async def readyz_is(status: int) -> bool:
+                return (await probe.get("/readyz")).status_code == status
+
+            await eventually(lambda: readyz_is(503))
+            assert not in_flight.done()
+
+            async def listener_closed() -> bool:
+                try:
+                    await probe.get("/livez")
+                except httpx.ConnectError:
+                    return True
+                return False
+
+            await eventually(listener_closed)  # uvicorn's shutdown has begun, the call is still in flight
+            assert not in_flight.done()
+            nango.release.set()
+            response = await in_flight
+            assert response.status_code == 200
+            assert response.json()["assistant"]["credentials"][0]["authorizationId"] == "conn-alice"
+            assert await wait_for_exit(proxy.process, timeout=delay + drain) == 0
+            assert time.monotonic() - signalled < delay + drain
+    lines = proxy.log_lines()
+    assert any(line["msg"] == "draining" and line["signal"] == "SIGTERM" for line in lines)
+    (call,) = [line for line in lines if line["msg"] == "assistant-request"]
+    assert call["outcome"] == "assistant" and call["connection"] == "nango"
+    assert call["call_id"] == "0198c3a1-5e2f-7d41-9b8e-2a6c1f0e4d37"
+    raw = proxy.log.read_text()
+    for secret in (NUMBER, CALLER, VAPI_SECRET, "nango-test-secret-key"):
+        assert secret not in raw
+
+
+async def _now(value: bool) -> bool:
+    return value
