@@ -13,14 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
 from typing import get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from proxy.auth import AuthSettings, BearerPlan, HmacPlan
-from proxy.nango import NangoSettings
 from proxy.numbers import normalize_number
 from proxy.routing import KeyEntry, RouteKeys, build_routing_table, route_key
 from proxy.schema import Section
-from proxy.secret import Secret
+from proxy.settings import read_auth, read_nango, read_server
 from proxy.slots import CalendarSettings, WorkingHours
 from proxy.snapshot import (
     DEFAULT_CALENDAR_INSTRUCTIONS,
@@ -103,10 +101,10 @@ class _Builder:
         top = Section(self.document, self.issues, (), self.document.data)
         version = top.integer("version", 1, minimum=1, maximum=1)
         del version
-        server = self.server(top.section("server"))
-        auth = self.auth(top.section("auth"))
-        nango = self.nango(top.section("nango"))
-        timezone = self.zone(top, "timezone", "UTC")
+        server = read_server(top.section("server"))
+        auth = read_auth(top.section("auth"))
+        nango = read_nango(top.section("nango"))
+        timezone = top.zone("timezone", "UTC")
         variables = self.variables(top, "variables")
         templates = self.templates(top)
         default_template = top.text("default_template", "default")
@@ -159,109 +157,6 @@ class _Builder:
             warnings=tuple(self.warnings),
         )
 
-    # -- sections ---------------------------------------------------------------------------------
-
-    def server(self, s: Section) -> ServerSettings:
-        path = s.text("path", "/vapi")
-        webhook_path = s.text("webhook_path", "/nango/webhook")
-        for key, value in (("path", path), ("webhook_path", webhook_path)):
-            if not value.startswith("/"):
-                s.error(s.at(key), "must start with /")
-        public_url = s.optional_str("public_url")
-        if public_url is not None and not public_url.startswith(("https://", "http://")):
-            s.error(s.at("public_url"), "must be an http(s) URL")
-        settings = ServerSettings(
-            path=path,
-            webhook_path=webhook_path,
-            public_url=public_url.rstrip("/") if public_url else None,
-            max_body_bytes=s.integer("max_body_bytes", 1_048_576, minimum=1024, maximum=64 * 1_048_576),
-            deadline_seconds=s.number("deadline_seconds", 4.0, minimum=0.1, maximum=7.0),
-            drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
-            shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
-            reload_poll_seconds=s.number("reload_poll_seconds", 1.0, minimum=0.0, maximum=3600.0),
-        )
-        s.finish()
-        return settings
-
-    def secrets(self, s: Section, key: str) -> tuple[Secret, ...]:
-        # An empty value (an unset `${VAR:-}`) disables that secret rather than accepting "".
-        return tuple(Secret(value) for _, value in s.str_list(key) if value)
-
-    def auth(self, s: Section) -> AuthSettings:
-        shared = self.secrets(s, "vapi_secrets")
-        bearer: BearerPlan | None = None
-        if s.has("bearer"):
-            b = s.section("bearer")
-            bearer = BearerPlan(
-                tokens=self.secrets(b, "tokens"),
-                header=b.text("header", "authorization").lower(),
-                prefix_enabled=b.flag("prefix", True),
-            )
-            b.finish()
-        hmac_plan: HmacPlan | None = None
-        if s.has("hmac"):
-            h = s.section("hmac")
-            algorithm = h.text("algorithm", "sha256")
-            encoding = h.text("encoding", "hex")
-            self.choice(h, "algorithm", algorithm, ("sha256", "sha512", "sha1"))
-            self.choice(h, "encoding", encoding, ("hex", "base64"))
-            hmac_plan = self.hmac_plan(
-                h,
-                HmacPlan,
-                dict(
-                    secrets=self.secrets(h, "secrets"),
-                    algorithm=algorithm,
-                    signature_header=h.text("signature_header", "x-signature").lower(),
-                    timestamp_header=(h.text("timestamp_header", "x-timestamp").lower() or None),
-                    signature_prefix=h.text("signature_prefix", ""),
-                    include_timestamp=h.flag("include_timestamp", True),
-                    payload_format=h.text("payload_format", "{timestamp}.{body}"),
-                    encoding=encoding,
-                    secret_is_base64=h.flag("secret_is_base64", False),
-                    tolerance_seconds=h.number("tolerance_seconds", 300.0, minimum=1.0, maximum=3600.0),
-                ),
-            )
-            h.finish()
-        s.finish()
-        return AuthSettings(shared_secrets=shared, bearer=bearer, hmac=hmac_plan)
-
-    def hmac_plan(self, s: Section, plan: type[HmacPlan], fields: dict[str, object]) -> HmacPlan | None:
-        if not fields["secrets"]:
-            return None
-        try:
-            return plan(**fields)  # type: ignore[arg-type]
-        except ValueError as exc:  # e.g. a secret_is_base64 key that is not base64; never the value itself
-            s.error(s.path, str(exc))
-            return None
-
-    def nango(self, s: Section) -> NangoSettings:
-        secret = s.text("secret_key")
-        settings = NangoSettings(
-            base_url=s.text("base_url", "https://api.nango.dev").rstrip("/"),
-            secret_key=Secret(secret) if secret else None,
-            integration_id=s.text("integration_id", "google-calendar"),
-            user_tag=s.text("user_tag", "end_user_id"),
-            legacy_end_user_id_lookup=s.flag("legacy_end_user_id_lookup", False),
-            connect_timeout=s.number("connect_timeout", 1.0, minimum=0.05, maximum=7.0),
-            read_timeout=s.number("read_timeout", 2.5, minimum=0.05, maximum=7.0),
-            cache_ttl=s.number("cache_ttl_seconds", 300.0, minimum=1.0),
-            negative_ttl=s.number("negative_ttl_seconds", 30.0, minimum=0.0),
-            cache_max_size=s.integer("cache_max_size", 100_000, minimum=1),
-            index_refresh_interval=s.number("index_refresh_seconds", 300.0, minimum=0.0),
-            index_page_size=s.integer("index_page_size", 2000, minimum=1, maximum=2000),
-            webhook_signing_keys=self.secrets(s, "webhook_signing_keys"),
-        )
-        s.finish()
-        return settings
-
-    def zone(self, s: Section, key: str, default: str) -> ZoneInfo:
-        name = s.text(key, default)
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            s.error(s.at(key), f"unknown IANA timezone {name!r} (e.g. America/New_York)")
-            return ZoneInfo(default)
-
     def variables(self, s: Section, key: str) -> dict[str, str]:
         result: dict[str, str] = {}
         for name, value in s.mapping(key).items():
@@ -272,10 +167,6 @@ class _Builder:
                     value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
                 )
         return result
-
-    def choice(self, s: Section, key: str, value: str, allowed: tuple[str, ...]) -> None:
-        if value not in allowed:
-            s.error(s.at(key), f"must be one of {', '.join(allowed)}, got {value!r}")
 
     def templates(self, top: Section) -> dict[str, Mapping[str, object]]:
         templates: dict[str, Mapping[str, object]] = {}
@@ -306,7 +197,7 @@ class _Builder:
                 continue
             f = s.section(kind)
             action = f.text("action", required=True)
-            self.choice(f, "action", action, get_args(FallbackAction))
+            f.choice("action", action, get_args(FallbackAction))
             message, template = f.text("message"), f.optional_str("template")
             number_raw = f.optional_str("number")
             number = normalize_number(number_raw) if number_raw else None
@@ -332,10 +223,10 @@ class _Builder:
             return layer
         if s.has("mode"):
             layer["mode"] = s.text("mode")
-            self.choice(s, "mode", str(layer["mode"]), ("native", "proxy"))
+            s.choice("mode", str(layer["mode"]), ("native", "proxy"))
         if s.has("declare"):
             layer["declare"] = s.text("declare")
-            self.choice(s, "declare", str(layer["declare"]), get_args(ToolDeclaration))
+            s.choice("declare", str(layer["declare"]), get_args(ToolDeclaration))
         if s.has("tool_ids"):
             layer["tool_ids"] = tuple(value for _, value in s.str_list("tool_ids"))
         for key in ("instructions", "calendar_id"):
@@ -421,7 +312,7 @@ class _Builder:
     ) -> None:
         user_id = s.text("id", required=True)
         name = s.text("name", required=True)
-        timezone = self.zone(s, "timezone", "UTC") if s.has("timezone") else self.default_timezone
+        timezone = s.zone("timezone", "UTC") if s.has("timezone") else self.default_timezone
         connection_id = s.optional_str("connection_id")
         nango_user_id = s.text("nango_user_id", user_id)
         email = s.optional_str("email")

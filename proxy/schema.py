@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from proxy.secret import Secret
 from proxy.yamlsource import ConfigIssue, Document, Path
 
 T = TypeVar("T")
@@ -112,6 +114,22 @@ class Section:
             else:
                 self.error((*self.at(key), i), f"must be a string, got {_kind(item)}")
         return items
+
+    def secrets(self, key: str) -> tuple[Secret, ...]:
+        # An empty value (an unset `${VAR:-}`) disables that secret rather than accepting "".
+        return tuple(Secret(value) for _, value in self.str_list(key) if value)
+
+    def choice(self, key: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            self.error(self.at(key), f"must be one of {', '.join(allowed)}, got {value!r}")
+
+    def zone(self, key: str, default: str) -> ZoneInfo:
+        name = self.text(key, default)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.error(self.at(key), f"unknown IANA timezone {name!r} (e.g. America/New_York)")
+            return ZoneInfo(default)
 
     def mapping(self, key: str) -> dict[str, object]:
         value = self.raw(key)

@@ -1,0 +1,104 @@
+"""Readers for the infrastructure sections of the config: `server`, `auth`, `nango`.
+
+Each is a pure function of its YAML section; problems are recorded on the section, located.
+"""
+
+from __future__ import annotations
+
+from proxy.auth import AuthSettings, BearerPlan, HmacPlan
+from proxy.nango import NangoSettings
+from proxy.schema import Section
+from proxy.secret import Secret
+from proxy.snapshot import ServerSettings
+
+
+def read_server(s: Section) -> ServerSettings:
+    path = s.text("path", "/vapi")
+    webhook_path = s.text("webhook_path", "/nango/webhook")
+    for key, value in (("path", path), ("webhook_path", webhook_path)):
+        if not value.startswith("/"):
+            s.error(s.at(key), "must start with /")
+    public_url = s.optional_str("public_url")
+    if public_url is not None and not public_url.startswith(("https://", "http://")):
+        s.error(s.at("public_url"), "must be an http(s) URL")
+    settings = ServerSettings(
+        path=path,
+        webhook_path=webhook_path,
+        public_url=public_url.rstrip("/") if public_url else None,
+        max_body_bytes=s.integer("max_body_bytes", 1_048_576, minimum=1024, maximum=64 * 1_048_576),
+        deadline_seconds=s.number("deadline_seconds", 4.0, minimum=0.1, maximum=7.0),
+        drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
+        shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
+        reload_poll_seconds=s.number("reload_poll_seconds", 1.0, minimum=0.0, maximum=3600.0),
+    )
+    s.finish()
+    return settings
+
+
+def read_auth(s: Section) -> AuthSettings:
+    shared = s.secrets("vapi_secrets")
+    bearer: BearerPlan | None = None
+    if s.has("bearer"):
+        b = s.section("bearer")
+        bearer = BearerPlan(
+            tokens=b.secrets("tokens"),
+            header=b.text("header", "authorization").lower(),
+            prefix_enabled=b.flag("prefix", True),
+        )
+        b.finish()
+    hmac_plan: HmacPlan | None = None
+    if s.has("hmac"):
+        h = s.section("hmac")
+        algorithm = h.text("algorithm", "sha256")
+        encoding = h.text("encoding", "hex")
+        h.choice("algorithm", algorithm, ("sha256", "sha512", "sha1"))
+        h.choice("encoding", encoding, ("hex", "base64"))
+        hmac_plan = _hmac_plan(
+            h,
+            dict(
+                secrets=h.secrets("secrets"),
+                algorithm=algorithm,
+                signature_header=h.text("signature_header", "x-signature").lower(),
+                timestamp_header=(h.text("timestamp_header", "x-timestamp").lower() or None),
+                signature_prefix=h.text("signature_prefix", ""),
+                include_timestamp=h.flag("include_timestamp", True),
+                payload_format=h.text("payload_format", "{timestamp}.{body}"),
+                encoding=encoding,
+                secret_is_base64=h.flag("secret_is_base64", False),
+                tolerance_seconds=h.number("tolerance_seconds", 300.0, minimum=1.0, maximum=3600.0),
+            ),
+        )
+        h.finish()
+    s.finish()
+    return AuthSettings(shared_secrets=shared, bearer=bearer, hmac=hmac_plan)
+
+
+def _hmac_plan(s: Section, fields: dict[str, object]) -> HmacPlan | None:
+    if not fields["secrets"]:
+        return None
+    try:
+        return HmacPlan(**fields)  # type: ignore[arg-type]
+    except ValueError as exc:  # e.g. a secret_is_base64 key that is not base64; never the value itself
+        s.error(s.path, str(exc))
+        return None
+
+
+def read_nango(s: Section) -> NangoSettings:
+    secret = s.text("secret_key")
+    settings = NangoSettings(
+        base_url=s.text("base_url", "https://api.nango.dev").rstrip("/"),
+        secret_key=Secret(secret) if secret else None,
+        integration_id=s.text("integration_id", "google-calendar"),
+        user_tag=s.text("user_tag", "end_user_id"),
+        legacy_end_user_id_lookup=s.flag("legacy_end_user_id_lookup", False),
+        connect_timeout=s.number("connect_timeout", 1.0, minimum=0.05, maximum=7.0),
+        read_timeout=s.number("read_timeout", 2.5, minimum=0.05, maximum=7.0),
+        cache_ttl=s.number("cache_ttl_seconds", 300.0, minimum=1.0),
+        negative_ttl=s.number("negative_ttl_seconds", 30.0, minimum=0.0),
+        cache_max_size=s.integer("cache_max_size", 100_000, minimum=1),
+        index_refresh_interval=s.number("index_refresh_seconds", 300.0, minimum=0.0),
+        index_page_size=s.integer("index_page_size", 2000, minimum=1, maximum=2000),
+        webhook_signing_keys=s.secrets("webhook_signing_keys"),
+    )
+    s.finish()
+    return settings
