@@ -1,7 +1,7 @@
 """App wiring: HTTP in (Vapi, Nango webhooks, probes, metrics), one shared httpx client out.
 
 All mutable state lives on one `Runtime` per app instance; a config reload replaces
-`runtime.config` (and the service's snapshot) in a single assignment between requests.
+`runtime.config` in a single assignment, and each request keeps the snapshot it started with.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from proxy.auth import authenticate
 from proxy.config import Config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import call_context, get_logger
-from proxy.messages import BadRequest, parse_message
+from proxy.messages import BadRequest, call_id_of, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient
 from proxy.reload import ConfigWatcher
@@ -121,7 +121,7 @@ def create_app(
         message_type = str(message["type"])
         runtime.metrics.server_messages.labels(message_type if len(message_type) <= 64 else "other").inc()
         assert runtime.service is not None
-        with call_context(_call_id(message)):  # every log line about this call, from any module
+        with call_context(call_id_of(message)):  # every log line about this call, from any module
             if message_type == ASSISTANT_REQUEST:
                 return json_response(await runtime.service.assistant_request(config, message))
             if message_type == TOOL_CALLS:
@@ -213,9 +213,3 @@ def create_app(
 
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "-"
-
-
-def _call_id(message: dict[str, object]) -> str:
-    call = message.get("call")
-    call_id = call.get("id") if isinstance(call, dict) else None
-    return call_id if isinstance(call_id, str) and call_id else "-"

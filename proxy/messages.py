@@ -59,13 +59,17 @@ def _number_or_uri(party: Mapping[str, object] | None) -> str | None:
     return route_key(party.get("number")) or route_key(party.get("sipUri"))
 
 
+def call_id_of(message: Mapping[str, object]) -> str:
+    return _text(_object(message, "call"), "id") or "-"
+
+
 def inbound_call(message: Mapping[str, object]) -> InboundCall:
     """Routing keys of the message's call: called line, its Vapi id, and the caller."""
     call = _object(message, "call")
     phone_number = _object(message, "phoneNumber") or _object(call, "phoneNumber")
     customer = _object(message, "customer") or _object(call, "customer")
     return InboundCall(
-        call_id=_text(call, "id") or "-",
+        call_id=call_id_of(message),
         to=_number_or_uri(phone_number),
         phone_number_id=_text(phone_number, "id") or _text(call, "phoneNumberId"),
         caller=_number_or_uri(customer) or _number_or_uri(_object(call, "customer")),

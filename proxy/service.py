@@ -25,7 +25,7 @@ from proxy.numbers import mask_number
 from proxy.routing import InboundCall, Match
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
-from proxy.tools import CalendarContext, answer_tool_calls
+from proxy.tools import CalendarContext, answer_tool_calls, failed_results, owns_any
 
 # Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
 TOOL_CALLS_TIMEOUT_SECONDS = 10.0
@@ -154,7 +154,19 @@ class CallService:
 
     async def tool_calls(self, config: Config, message: Json) -> Json:
         """Calendar tools in proxy mode. The user comes from the message's own call, through the same
-        routing, so any replica can serve any call without remembering the assistant-request."""
+        routing, so any replica can serve any call without remembering the assistant-request.
+        Never raises: whatever breaks becomes a speakable error for each tool call."""
+        if not owns_any(message):
+            # Another server's tools (or none): acknowledge, as for any notification.
+            logger.info("tool-calls for tools this proxy does not own", extra={"fields": {}})
+            return {}
+        try:
+            return await self._tool_calls(config, message)
+        except Exception:
+            logger.exception("tool-calls failed; answering with a speakable error")
+            return failed_results(message)
+
+    async def _tool_calls(self, config: Config, message: Json) -> Json:
         started = self._clock()
         call = inbound_call(message)
         match = config.routing.match(call)

@@ -23,7 +23,16 @@ from proxy.gcal import CalendarError, GoogleCalendar
 from proxy.metrics import Metrics
 from proxy.slots import CalendarSettings
 
-__all__ = ["TOOL_NAMES", "CalendarContext", "answer_tool_calls", "booking_id", "caller_of", "function_tools"]
+__all__ = [
+    "TOOL_NAMES",
+    "CalendarContext",
+    "answer_tool_calls",
+    "booking_id",
+    "caller_of",
+    "failed_results",
+    "function_tools",
+    "owns_any",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +205,16 @@ def _calls_of(message: Mapping[str, object]) -> list[_Call]:
         if isinstance(call_id, str) and call_id and isinstance(function, dict):
             calls.append(_Call(call_id, str(function.get("name") or ""), function.get("arguments")))
     return calls
+
+
+def owns_any(message: Mapping[str, object]) -> bool:
+    """Whether any call of a tool-calls message is for one of this proxy's tools."""
+    return any(call.name in TOOL_NAMES for call in _calls_of(message))
+
+
+def failed_results(message: Mapping[str, object], text: str = UNREACHABLE) -> dict[str, object]:
+    """The same speakable error for every call of a message: the answer when something unforeseen broke."""
+    return {"results": [_result(call, Outcome(text, "error", False)) for call in _calls_of(message)]}
 
 
 def _result(call: _Call, outcome: Outcome) -> dict[str, object]:

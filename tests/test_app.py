@@ -422,3 +422,28 @@ async def test_tool_calls_when_google_is_down_get_a_speakable_error(respx_mock: 
     assert response.status_code == 200
     [result] = response.json()["results"]
     assert result["error"].startswith("I can't reach the calendar right now")
+
+
+async def test_tool_calls_for_tools_the_proxy_does_not_own_are_acknowledged() -> None:
+    body = tool_calls_body("+16505550100", ("tc-1", "lookup_order", {"order": "42"}))
+    async with proxy_client(config_from(PROXY_MODE)) as client:
+        response = await post(client, body)
+    assert (response.status_code, response.json()) == (200, {})
+
+
+async def test_tool_calls_that_break_unexpectedly_still_get_speakable_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import service
+
+    async def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "answer_tool_calls", broken)
+    body = tool_calls_body(
+        "+16505550100",
+        ("tc-1", "check_availability", {"start": "2030-03-04T09:00:00-05:00", "end": "2030-03-04T17:00:00-05:00"}),
+    )
+    async with proxy_client(config_from(PROXY_MODE)) as client:
+        response = await post(client, body)
+    assert response.status_code == 200
+    assert response.json()["results"][0]["toolCallId"] == "tc-1"
+    assert response.json()["results"][0]["error"].startswith("I can't reach the calendar right now")
