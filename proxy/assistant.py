@@ -6,6 +6,7 @@ contract tests validate each of them against the SDK's types.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -57,18 +58,26 @@ def render(value: object, variables: Mapping[str, str]) -> object:
 def template_variables(
     *, user_id: str, user_name: str, timezone: ZoneInfo, now: datetime, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    local = now.astimezone(timezone)
-    offset = local.strftime("%z")
-    example = local.replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
     return {
         **extra,
         "user_id": user_id,
         "user_name": user_name,
+        **_clock_variables(timezone, int(now.timestamp()) // 60),
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _clock_variables(timezone: ZoneInfo, minute: int) -> dict[str, str]:
+    """The time variables, which change once a minute: formatted once per zone and minute, not per call.
+    Callers only read the dict (they copy it into their own)."""
+    local = datetime.fromtimestamp(minute * 60, timezone)
+    offset = local.strftime("%z")
+    return {
         "timezone": timezone.key,
         "today": f"{local:%A}, {local:%B} {local.day}, {local.year}",
         "now": local.isoformat(timespec="minutes"),
         "utc_offset": f"{offset[:3]}:{offset[3:]}",
-        "example_datetime": example,
+        "example_datetime": local.replace(hour=15, minute=0).isoformat(),
     }
 
 

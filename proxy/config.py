@@ -7,11 +7,14 @@ swapped in. Nothing in a snapshot is mutated after load.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
+from types import MappingProxyType
 from typing import get_args
 from zoneinfo import ZoneInfo
 
@@ -83,8 +86,22 @@ def config_version(text: str) -> str:
 
 
 def parse_config(text: str, file: str, environ: Mapping[str, str]) -> Config:
-    document = parse_document(text, file, environ)
-    return _Builder(document, config_version(text)).build()
+    with _collector_paused():
+        document = parse_document(text, file, environ)
+        return _Builder(document, config_version(text)).build()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A load allocates up to millions of objects that all survive: the cyclic collector would scan them
+    over and over while they are built (a third of the load time for 100,000 users) and find nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Builder:
@@ -182,6 +199,8 @@ class _Builder:
         return templates
 
     def warn_legacy(self, path: Path, assistant: Mapping[str, object]) -> None:
+        if not assistant:
+            return
         for keys, advice in LEGACY_ASSISTANT_KEYS.items():
             node: object = assistant
             for key in keys:
@@ -212,7 +231,7 @@ class _Builder:
             f.finish()
             chosen[kind] = Fallback(action, message, number, template)  # type: ignore[arg-type]
         s.finish()
-        return replace(base, **chosen)
+        return replace(base, **chosen) if chosen else base
 
     # -- calendar ---------------------------------------------------------------------------------
 
@@ -296,8 +315,12 @@ class _Builder:
             s.error(s.at("template"), f"names no template: {template!r}")
         assistant = s.mapping("assistant")
         self.warn_legacy(s.at("assistant"), assistant)
+        # Most users and routes set neither: one shared empty mapping each, not 200,000 empty dicts.
         return _Overrides(
-            template, assistant, self.variables(s, "variables"), self.calendar_layer(s.section("calendar"))
+            template,
+            assistant or _NOTHING,
+            self.variables(s, "variables") or _NO_VARIABLES,
+            self.calendar_layer(s.section("calendar")),
         )
 
     # -- users and routes -------------------------------------------------------------------------
@@ -373,10 +396,13 @@ class _Builder:
         return Route(
             name=name,
             user=user,
-            keys=RouteKeys(tuple(entries), is_default, s.at("default")),
+            keys=RouteKeys(tuple(entries), is_default, s.at("default") if is_default else ()),
             template=own.template or user.template or default_template,
             overrides=tuple(layer for layer in (user.assistant, own.assistant) if layer),
-            variables={**variables, **user.variables, **own.variables},
+            # Shared, not copied, when neither the user nor the route adds any: 100,000 routes, one dict.
+            variables={**variables, **user.variables, **own.variables}
+            if user.variables or own.variables
+            else variables,
             calendar=self.calendar_plan((global_calendar, user_calendar, own.calendar)),
             fallbacks=fallbacks,
         )
@@ -387,9 +413,13 @@ class _Overrides:
     """What a user or a route may set over the global config."""
 
     template: str | None
-    assistant: dict[str, object]
-    variables: dict[str, str]
+    assistant: Mapping[str, object]
+    variables: Mapping[str, str]
     calendar: dict[str, object]
+
+
+_NOTHING: Mapping[str, object] = MappingProxyType({})
+_NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
 
 
 def _route_label(path: Path) -> str:

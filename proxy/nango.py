@@ -43,6 +43,14 @@ T = TypeVar("T")
 MAX_PAGES = 1000
 # Nango's codes are snake_case; anything else in that field is not echoed into logs.
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# httpx's read timeout bounds each wait for bytes, not the whole answer: a server dripping a byte at a
+# time would hold a lookup (and a pooled connection) for as long as it likes. This bounds the whole.
+TOTAL_TIMEOUT_READS = 4
+# Requests in flight at once; the rest wait their turn here. httpx's pool (100 connections, shared with
+# the calendar tools) does the same bookkeeping in O(queued x connections) per event: with Nango hanging,
+# hundreds of queued lookups stalled the event loop for 100 ms at a time and calls overshot the deadline.
+# 20 at Nango's usual 100-300 ms is well above any plan's rate limit (2,000 a minute at most).
+MAX_CONCURRENT_REQUESTS = 20
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,8 @@ class NangoClient:
         self._sleep = sleep
         self._base_url = settings.base_url.rstrip("/")
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        self._total_timeout = settings.connect_timeout + TOTAL_TIMEOUT_READS * settings.read_timeout
+        self._in_flight = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self.rate_limit = RateLimit()
 
     def __repr__(self) -> str:
@@ -300,15 +310,16 @@ class NangoClient:
             self._count(operation, "skipped")
             raise NangoError(operation, None, "rate_limited", retry_after=wait)
         try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                params=params,
-                json=json,
-                headers={"Authorization": f"Bearer {self._key}"},
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self._total_timeout), self._in_flight:
+                response = await self._http.request(
+                    method,
+                    self._base_url + path,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {self._key}"},
+                    timeout=self._timeout,
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise self._failed(operation, None, "timeout", "timeout") from exc
         except httpx.HTTPError as exc:
             raise self._failed(operation, None, "network_error", "network_error") from exc

@@ -36,14 +36,14 @@ def route_key(raw: object) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyEntry:
     kind: KeyKind
     value: str
     path: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteKeys:
     entries: tuple[KeyEntry, ...] = ()
     is_default: bool = False
