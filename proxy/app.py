@@ -104,7 +104,10 @@ def create_app(
         if runtime.insecure and not auth_settings.configured:
             auth_settings = type(auth_settings)(insecure=True)
         # HMAC payloads may sign the URL: the public one Vapi called, not the one seen behind a load balancer.
-        url = config.server.public_url + config.server.path if config.server.public_url else str(request.url)
+        # Building request.url costs more than the rest of authentication: only when it is signed.
+        url = ""
+        if auth_settings.hmac is not None and "{url}" in auth_settings.hmac.payload_format:
+            url = config.server.public_url + config.server.path if config.server.public_url else str(request.url)
         result = authenticate(
             auth_settings, method=request.method, url=url, headers=request.headers, body=body, now=time.time()
         )
@@ -123,7 +126,8 @@ def create_app(
         assert runtime.service is not None
         with call_context(call_id_of(message)):  # every log line about this call, from any module
             if message_type == ASSISTANT_REQUEST:
-                return json_response(await runtime.service.assistant_request(config, message))
+                answer = await runtime.service.assistant_request(config, message)
+                return Response(answer, media_type="application/json")
             if message_type == TOOL_CALLS:
                 return json_response(await runtime.service.tool_calls(config, message))
         return json_response({})

@@ -2,15 +2,22 @@
 
 Every shape here is Vapi's (`ServerMessageResponseAssistantRequest` in vapi-server-sdk); the
 contract tests validate each of them against the SDK's types.
+
+An assistant is assembled (template, overrides, calendar) and JSON-encoded once per config snapshot,
+with its `{{variables}}` left in; a call only fills those in the encoded bytes. Building and encoding
+the whole tree on every call cost more than everything else the proxy does per call together.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from proxy.config import (
     DEFAULT_TAKE_MESSAGE_INSTRUCTIONS,
@@ -25,7 +32,12 @@ CALENDAR_CREDENTIAL_PROVIDER = "google.calendar.oauth2-authorization"
 NATIVE_CALENDAR_TOOLS = ("google.calendar.availability.check", "google.calendar.event.create")
 LAST_RESORT_ERROR = "Sorry, we can't take your call right now. Please try again later."
 
-_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# In JSON-encoded text, so `\s` can only be a space or a tab (a newline there is encoded as `\n`).
+_VARIABLE = re.compile(rb"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# Filled in per call but not passed to Vapi as variableValues.
+CONNECTION_ID = "__connection_id__"
+ROUTE_NAME = "__route__"
+CREDENTIAL_NAME = "__credential_name__"
 
 Json = dict[str, object]
 
@@ -42,17 +54,43 @@ def deep_merge(base: Mapping[str, object], override: Mapping[str, object]) -> Js
     return merged
 
 
-def render(value: object, variables: Mapping[str, str]) -> object:
-    """Fill `{{name}}` for known names; leave the rest (e.g. Liquid filters) for Vapi to render."""
-    if isinstance(value, str):
-        if "{{" not in value:
-            return value
-        return _VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
-    if isinstance(value, dict):
-        return {key: render(item, variables) for key, item in value.items()}
-    if isinstance(value, list):
-        return [render(item, variables) for item in value]
-    return value
+@dataclass(frozen=True)
+class PreparedAssistant:
+    """An assistant JSON-encoded with its `{{variables}}` still in it, split at each of them."""
+
+    literals: tuple[bytes, ...]  # one more than `sites`: the text around the variables
+    sites: tuple[tuple[str, bytes], ...]  # (variable name, its text as written)
+
+    @classmethod
+    def encode(cls, assistant: Json) -> PreparedAssistant:
+        encoded = orjson.dumps(assistant)
+        literals: list[bytes] = []
+        sites: list[tuple[str, bytes]] = []
+        start = 0
+        for match in _VARIABLE.finditer(encoded):
+            literals.append(encoded[start : match.start()])
+            sites.append((match.group(1).decode("ascii"), match.group(0)))
+            start = match.end()
+        literals.append(encoded[start:])
+        return cls(tuple(literals), tuple(sites))
+
+    def answer(self, variables: Mapping[str, str], internal: Mapping[str, str] | None = None) -> bytes:
+        """The full answer: known `{{name}}`s filled (JSON-escaped), the rest left for Vapi (e.g. Liquid)."""
+        out = [b'{"assistant":', self.literals[0]]
+        filled: dict[str, bytes] = {}  # a name used at several sites is escaped once
+        for (name, written), literal in zip(self.sites, self.literals[1:], strict=True):
+            piece = filled.get(name)
+            if piece is None:
+                value = variables.get(name)
+                if value is None and internal is not None:
+                    value = internal.get(name)
+                piece = filled[name] = written if value is None else orjson.dumps(value)[1:-1]
+            out.append(piece)
+            out.append(literal)
+        out.append(b',"assistantOverrides":')
+        out.append(orjson.dumps({"variableValues": variables}))
+        out.append(b"}")
+        return b"".join(out)
 
 
 def template_variables(
@@ -95,7 +133,7 @@ def _append_system_prompt(assistant: Json, text: str) -> None:
     assistant["model"] = model
 
 
-def _add_calendar(assistant: Json, plan: CalendarPlan, connection_id: str, user_id: str) -> None:
+def _add_calendar(assistant: Json, plan: CalendarPlan) -> None:
     model: Json = dict(assistant["model"])  # type: ignore[call-overload]
     if plan.mode == "proxy":
         assert plan.tool_server is not None  # refused at load otherwise
@@ -107,8 +145,8 @@ def _add_calendar(assistant: Json, plan: CalendarPlan, connection_id: str, user_
             model["tools"] = [*_list(model.get("tools")), *({"type": t} for t in NATIVE_CALENDAR_TOOLS)]
         credential = {
             "provider": CALENDAR_CREDENTIAL_PROVIDER,
-            "authorizationId": connection_id,
-            "name": f"calendar {user_id}"[:40],
+            "authorizationId": f"{{{{{CONNECTION_ID}}}}}",
+            "name": f"{{{{{CREDENTIAL_NAME}}}}}",
         }
         assistant["credentials"] = [*_list(assistant.get("credentials")), credential]
     assistant["model"] = model
@@ -169,33 +207,63 @@ def _variables(config: Config, route: Route | None, now: datetime) -> dict[str, 
     )
 
 
-def _answer(assistant: Json, variables: dict[str, str]) -> Json:
-    return {"assistant": render(assistant, variables), "assistantOverrides": {"variableValues": variables}}
+def _prepared(config: Config, key: tuple[object, ...], build: Callable[[], Json]) -> PreparedAssistant:
+    # Memoised on the snapshot: keys hold ids of objects that live exactly as long as it does.
+    prepared = config.prepared.get(key)
+    if prepared is None:
+        prepared = config.prepared[key] = PreparedAssistant.encode(build())
+    return prepared  # type: ignore[return-value]
 
 
-def calendar_assistant(config: Config, route: Route, connection_id: str, now: datetime) -> Json:
-    """The success answer: the route's assistant, with the user's calendar attached."""
-    variables = _variables(config, route, now)
-    assistant = _base(config, route.template, route)
-    _append_system_prompt(assistant, route.calendar.instructions)
-    _add_calendar(assistant, route.calendar, connection_id, route.user.id)
-    _with_metadata(assistant, {"userId": route.user.id, "route": route.name, "calendarMode": route.calendar.mode})
-    return _answer(assistant, variables)
+def prepare_calendar_assistant(config: Config, route: Route) -> PreparedAssistant:
+    """The route's assistant with the calendar attached, ready to fill in per call."""
+
+    def build() -> Json:
+        assistant = _base(config, route.template, route)
+        _append_system_prompt(assistant, route.calendar.instructions)
+        _add_calendar(assistant, route.calendar)
+        _with_metadata(
+            assistant,
+            {"userId": "{{user_id}}", "route": f"{{{{{ROUTE_NAME}}}}}", "calendarMode": route.calendar.mode},
+        )
+        return assistant
+
+    key = ("calendar", route.template, tuple(map(id, route.overrides)), id(route.calendar))
+    return _prepared(config, key, build)
 
 
-def fallback_answer(config: Config, fallback: Fallback, route: Route | None, now: datetime) -> Json:
-    """Transfer, spoken rejection, or an assistant that takes a message instead of booking."""
+def calendar_assistant(config: Config, route: Route, connection_id: str, now: datetime) -> bytes:
+    """The success answer: the route's assistant, with the user's calendar attached (JSON bytes)."""
+    internal = {
+        CONNECTION_ID: connection_id,
+        ROUTE_NAME: route.name,
+        CREDENTIAL_NAME: f"calendar {route.user.id}"[:40],
+    }
+    return prepare_calendar_assistant(config, route).answer(_variables(config, route, now), internal)
+
+
+def fallback_answer(config: Config, fallback: Fallback, route: Route | None, now: datetime) -> bytes:
+    """Transfer, spoken rejection, or an assistant that takes a message instead of booking (JSON bytes)."""
     if fallback.action == "reject":
-        return {"error": fallback.message.strip() or LAST_RESORT_ERROR}
+        return orjson.dumps({"error": fallback.message.strip() or LAST_RESORT_ERROR})
     if fallback.action == "transfer":
         destination: Json = {"type": "number", "number": fallback.number}
         if fallback.message:
             destination["message"] = fallback.message
-        return {"destination": destination}
+        return orjson.dumps({"destination": destination})
     template = fallback.template or (route.template if route is not None else config.default_template)
-    assistant = _base(config, template, route)
-    _strip_calendar(assistant, route.calendar if route is not None else None)
-    _append_system_prompt(assistant, fallback.message or DEFAULT_TAKE_MESSAGE_INSTRUCTIONS)
-    if route is not None:
-        _with_metadata(assistant, {"userId": route.user.id, "route": route.name, "calendarMode": "none"})
-    return _answer(assistant, _variables(config, route, now))
+
+    def build() -> Json:
+        assistant = _base(config, template, route)
+        _strip_calendar(assistant, route.calendar if route is not None else None)
+        _append_system_prompt(assistant, fallback.message or DEFAULT_TAKE_MESSAGE_INSTRUCTIONS)
+        if route is not None:
+            _with_metadata(
+                assistant, {"userId": "{{user_id}}", "route": f"{{{{{ROUTE_NAME}}}}}", "calendarMode": "none"}
+            )
+        return assistant
+
+    overrides = tuple(map(id, route.overrides)) if route is not None else ()
+    key = ("take_message", template, id(fallback), overrides, id(route.calendar) if route is not None else None)
+    internal = {ROUTE_NAME: route.name} if route is not None else None
+    return _prepared(config, key, build).answer(_variables(config, route, now), internal)

@@ -158,7 +158,6 @@ def cmd_connections(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    configure_logging(args.log_format, args.log_level.upper())
     config = _load(args.config)
     if config is None:
         return 1
@@ -169,6 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    configure_logging(args.log_format, args.log_level.upper())
     return serve(
         config, host=args.host, port=args.port, workers=args.workers, insecure=args.insecure, log_format=args.log_format
     )

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 
 from proxy.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer
-from proxy.config import Config, FallbackKind, Route
+from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.directory import ConnectionDirectory, Lookup
 from proxy.gcal import GoogleCalendar
 from proxy.logs import get_logger
@@ -42,7 +43,7 @@ Json = dict[str, object]
 class Resolution:
     """Where a call's answer came from; `resolve` prints it and the call log records it."""
 
-    answer: Json
+    body: bytes
     outcome: str
     reason: str
     call: InboundCall
@@ -51,15 +52,19 @@ class Resolution:
     connection_detail: str = ""
 
     @property
+    def answer(self) -> Json:
+        """The JSON Vapi gets, decoded (for `resolve` and tests; the app sends `body` as it is)."""
+        decoded: Json = orjson.loads(self.body)
+        return decoded
+
+    @property
     def rule(self) -> str:
         return f"{self.match.route.name} ({self.match.rule})" if self.match is not None else "-"
 
 
-def _outcome(fallback: Json) -> str:
-    """The metric/log outcome of a fallback answer (the calendar assistant itself is "assistant")."""
-    if "assistant" in fallback:
-        return "take_message"
-    return "transfer" if "destination" in fallback else "rejected"
+def _outcome(fallback: Fallback) -> str:
+    """The metric/log outcome of a fallback (the calendar assistant itself is "assistant")."""
+    return {"take_message": "take_message", "transfer": "transfer"}.get(fallback.action, "rejected")
 
 
 class CallService:
@@ -98,7 +103,7 @@ class CallService:
             if match is None:
                 fallback = config.fallbacks.unknown_number
                 answer = fallback_answer(config, fallback, None, now)
-                return Resolution(answer, _outcome(answer), "unknown_number", call, None)
+                return Resolution(answer, _outcome(fallback), "unknown_number", call, None)
             route = match.route
             remaining = config.server.deadline_seconds - (self._clock() - started) - BUILD_MARGIN_SECONDS
             lookup = await self.connection_for(route, max(remaining, 0.0))
@@ -106,8 +111,9 @@ class CallService:
                 answer = calendar_assistant(config, route, lookup.connection_id, now)
                 return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail)
             kind: FallbackKind = "no_calendar" if lookup.source in ("negative", "unhealthy") else "error"
-            answer = fallback_answer(config, route.fallbacks.get(kind), route, now)
-            return Resolution(answer, _outcome(answer), kind, call, match, lookup.source, lookup.detail)
+            fallback = route.fallbacks.get(kind)
+            answer = fallback_answer(config, fallback, route, now)
+            return Resolution(answer, _outcome(fallback), kind, call, match, lookup.source, lookup.detail)
         except Exception:
             logger.exception(
                 "assistant-request failed; answering with the error fallback",
@@ -119,13 +125,14 @@ class CallService:
         route = match.route if match is not None else None
         fallback = (route.fallbacks if route is not None else config.fallbacks).error
         try:
-            answer = fallback_answer(config, fallback, route, now)
+            return Resolution(
+                fallback_answer(config, fallback, route, now), _outcome(fallback), "error", call, match, "error"
+            )
         except Exception:
             logger.exception("error fallback failed too", extra={"fields": {"call_id": call.call_id}})
-            answer = {"error": LAST_RESORT_ERROR}
-        return Resolution(answer, _outcome(answer), "error", call, match, "error")
+            return Resolution(orjson.dumps({"error": LAST_RESORT_ERROR}), "rejected", "error", call, match, "error")
 
-    async def assistant_request(self, config: Config, message: Json) -> Json:
+    async def assistant_request(self, config: Config, message: Json) -> bytes:
         started = self._clock()
         resolution = await self.resolve(config, message)
         elapsed = self._clock() - started
@@ -150,7 +157,7 @@ class CallService:
                 }
             },
         )
-        return resolution.answer
+        return resolution.body
 
     async def tool_calls(self, config: Config, message: Json) -> Json:
         """Calendar tools in proxy mode. The user comes from the message's own call, through the same

@@ -123,6 +123,8 @@ class Config:
     routes: tuple[Route, ...]
     routing: RoutingTable
     warnings: tuple[ConfigIssue, ...] = ()
+    # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
+    prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         return (
