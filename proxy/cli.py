@@ -170,7 +170,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     configure_logging(args.log_format, args.log_level.upper())
     return serve(
-        config, host=args.host, port=args.port, workers=args.workers, insecure=args.insecure, log_format=args.log_format
+        config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        insecure=args.insecure,
+        log_format=args.log_format,
+        log_level=args.log_level.upper(),
     )
 
 

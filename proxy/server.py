@@ -18,6 +18,7 @@ from proxy.logs import LogFormat, configure_logging, get_logger
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
 INSECURE_ENV = "VAPI_CALENDAR_PROXY_INSECURE"
 LOG_FORMAT_ENV = "VAPI_CALENDAR_PROXY_LOG_FORMAT"
+LOG_LEVEL_ENV = "VAPI_CALENDAR_PROXY_LOG_LEVEL"
 
 logger = get_logger("server")
 
@@ -63,12 +64,22 @@ def drain_timeout(config: Config) -> int:
     return math.ceil(config.server.drain_seconds)
 
 
-def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool, log_format: LogFormat) -> int:
+def serve(
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    insecure: bool,
+    log_format: LogFormat,
+    log_level: str = "INFO",
+) -> int:
     if workers > 1:
         # Each worker process builds its own app from the file: uvicorn forks before the app exists.
         os.environ[CONFIG_ENV] = config.file
         os.environ[INSECURE_ENV] = "1" if insecure else ""
         os.environ[LOG_FORMAT_ENV] = log_format
+        os.environ[LOG_LEVEL_ENV] = log_level
         uvicorn.run(
             "proxy.server:app_from_environment",
             factory=True,
@@ -95,6 +106,6 @@ def serve(config: Config, *, host: str, port: int, workers: int, insecure: bool,
 
 
 def app_from_environment() -> Starlette:
-    configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"))  # type: ignore[arg-type]
+    configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"), os.environ.get(LOG_LEVEL_ENV, "INFO"))  # type: ignore[arg-type]
     path = os.environ[CONFIG_ENV]
     return create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
