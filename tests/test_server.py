@@ -211,7 +211,11 @@ def slow_nango() -> Iterator[SlowNango]:
 async def test_sigterm_turns_readyz_503_lets_the_call_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
     delay, drain = 0.5, 5
     with slow_nango() as nango:
-        text = routing_yaml("A", nango_url=nango.url, server={"shutdown_delay_seconds": delay, "drain_seconds": drain})
+        text = routing_yaml(
+            "A",
+            nango_url=nango.url,
+            server={"shutdown_delay_seconds": delay, "drain_seconds": drain, "deadline_seconds": 7.0},
+        )
         config = tmp_path / "routing.yaml"
         config.write_text(text.replace("index_refresh_seconds: 0", "index_refresh_seconds: 0\n  read_timeout: 5"))
         async with (
