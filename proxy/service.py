@@ -32,7 +32,7 @@ from proxy.tools import CalendarContext, answer_tool_calls, failed_results, owns
 TOOL_CALLS_TIMEOUT_SECONDS = 10.0
 
 # Time kept back from the deadline for building and sending the answer after the lookup returns.
-BUILD_MARGIN_SECONDS = 0.05
+BUILD_MARGIN_SECONDS = 0.1
 
 logger = get_logger("calls")
 
