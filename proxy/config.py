@@ -55,6 +55,9 @@ __all__ = [
     "parse_config",
 ]
 
+FALLBACK_KINDS: tuple[FallbackKind, ...] = get_args(FallbackKind)
+FALLBACK_ACTIONS: tuple[str, ...] = get_args(FallbackAction)
+
 LEGACY_ASSISTANT_KEYS = {
     ("serverUrl",): "use server.url",
     ("serverUrlSecret",): "use server.credentialId",
@@ -130,15 +133,18 @@ class _Builder:
         fallbacks = self.fallbacks(top.section("fallbacks"), Fallbacks(), templates)
         global_calendar, self.tool_server = self.global_calendar(top.section("calendar"), server)
         self.default_timezone = timezone
-        users_raw = list(top.items("users"))
-        routes_raw = list(top.items("routes"))
+        users_raw: list[tuple[Path, object] | None] = list(top.items("users"))
+        routes_raw: list[tuple[Path, object] | None] = list(top.items("routes"))
         top.finish()
+        # From here the entries are read once each: let each parsed entry go as soon as it is built, so a
+        # large file does not hold its whole parsed tree and its whole snapshot in memory at once.
+        top.data.clear()
         users: dict[str, User] = {}
-        user_layers: dict[str, tuple[dict[str, object], Fallbacks]] = {}
-        for path, raw in users_raw:
+        user_layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
+        for path, raw in _consume(users_raw):
             self.user(Section(self.document, self.issues, path, raw), templates, fallbacks, users, user_layers)
         routes: list[Route] = []
-        for path, raw in routes_raw:
+        for path, raw in _consume(routes_raw):
             section = Section(self.document, self.issues, path, raw)
             route = self.route(section, users, user_layers, templates, default_template, variables, global_calendar)
             if route is not None:
@@ -211,12 +217,12 @@ class _Builder:
 
     def fallbacks(self, s: Section, base: Fallbacks, templates: Mapping[str, object]) -> Fallbacks:
         chosen: dict[str, Fallback] = {}
-        for kind in get_args(FallbackKind):
+        for kind in FALLBACK_KINDS:
             if not s.has(kind):
                 continue
             f = s.section(kind)
             action = f.text("action", required=True)
-            f.choice("action", action, get_args(FallbackAction))
+            f.choice("action", action, FALLBACK_ACTIONS)
             message, template = f.text("message"), f.optional_str("template")
             number_raw = f.optional_str("number")
             number = normalize_number(number_raw) if number_raw else None
@@ -280,7 +286,7 @@ class _Builder:
         s.finish()
         return layer, tool_server
 
-    def calendar_plan(self, layers: tuple[dict[str, object], ...]) -> CalendarPlan:
+    def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
         # Most users set nothing of their own: share one plan object between them.
         key = tuple(id(layer) for layer in layers if layer)
         plan = self._plans.get(key)
@@ -314,13 +320,14 @@ class _Builder:
         if template is not None and template not in templates:
             s.error(s.at("template"), f"names no template: {template!r}")
         assistant = s.mapping("assistant")
-        self.warn_legacy(s.at("assistant"), assistant)
+        if assistant:
+            self.warn_legacy(s.at("assistant"), assistant)
         # Most users and routes set neither: one shared empty mapping each, not 200,000 empty dicts.
         return _Overrides(
             template,
             assistant or _NOTHING,
             self.variables(s, "variables") or _NO_VARIABLES,
-            self.calendar_layer(s.section("calendar")),
+            self.calendar_layer(s.section("calendar")) if s.has("calendar") else _NO_LAYER,
         )
 
     # -- users and routes -------------------------------------------------------------------------
@@ -331,7 +338,7 @@ class _Builder:
         templates: Mapping[str, object],
         fallbacks: Fallbacks,
         users: dict[str, User],
-        layers: dict[str, tuple[dict[str, object], Fallbacks]],
+        layers: dict[str, tuple[Mapping[str, object], Fallbacks]],
     ) -> None:
         user_id = s.text("id", required=True)
         name = s.text("name", required=True)
@@ -340,7 +347,9 @@ class _Builder:
         nango_user_id = s.text("nango_user_id", user_id)
         email = s.optional_str("email")
         own = self.overrides(s, templates)
-        own_fallbacks = self.fallbacks(s.section("fallbacks"), fallbacks, templates)
+        own_fallbacks = (
+            self.fallbacks(s.section("fallbacks"), fallbacks, templates) if s.has("fallbacks") else fallbacks
+        )
         s.finish()
         if not user_id:
             return
@@ -364,11 +373,11 @@ class _Builder:
         self,
         s: Section,
         users: Mapping[str, User],
-        user_layers: Mapping[str, tuple[dict[str, object], Fallbacks]],
+        user_layers: Mapping[str, tuple[Mapping[str, object], Fallbacks]],
         templates: Mapping[str, object],
         default_template: str,
         variables: Mapping[str, str],
-        global_calendar: dict[str, object],
+        global_calendar: Mapping[str, object],
     ) -> Route | None:
         name = s.text("name") or _route_label(s.path)
         user_id = s.text("user", required=True)
@@ -388,7 +397,9 @@ class _Builder:
         if not any(s.has(key) for key in ("to", "phone_number_id", "from")) and not is_default:
             s.error(s.path, "needs at least one of to, phone_number_id, from, or default: true")
         base_fallbacks = user_layers[user_id][1] if user is not None else Fallbacks()
-        fallbacks = self.fallbacks(s.section("fallbacks"), base_fallbacks, templates)
+        fallbacks = (
+            self.fallbacks(s.section("fallbacks"), base_fallbacks, templates) if s.has("fallbacks") else base_fallbacks
+        )
         s.finish()
         if user is None:
             return None
@@ -408,6 +419,14 @@ class _Builder:
         )
 
 
+def _consume(entries: list[tuple[Path, object] | None]) -> Iterator[tuple[Path, object]]:
+    """Yield the entries in order, dropping the list's reference to each as it is taken."""
+    for index, entry in enumerate(entries):
+        entries[index] = None
+        if entry is not None:
+            yield entry
+
+
 @dataclass(frozen=True)
 class _Overrides:
     """What a user or a route may set over the global config."""
@@ -415,11 +434,12 @@ class _Overrides:
     template: str | None
     assistant: Mapping[str, object]
     variables: Mapping[str, str]
-    calendar: dict[str, object]
+    calendar: Mapping[str, object]
 
 
 _NOTHING: Mapping[str, object] = MappingProxyType({})
 _NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
+_NO_LAYER: Mapping[str, object] = MappingProxyType({})
 
 
 def _route_label(path: Path) -> str:

@@ -40,8 +40,11 @@ class Section:
         return (*self.path, key)
 
     def raw(self, key: str, default: object = None) -> object:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
         self._known.add(key)
-        return self.data.get(key, default)
+        return value
 
     def has(self, key: str) -> bool:
         return key in self.data
@@ -66,6 +69,8 @@ class Section:
         if type(value) is str:  # the common case, read 1,000,000 times in a file of 100,000 users
             self._known.add(key)
             return value
+        if value is None and not required and key not in self.data:  # the next most common: not set
+            return default
 
         def check(value: object) -> str | None:
             # Unquoted numbers are a common slip for ids and phone numbers: accept them as text.
