@@ -394,7 +394,7 @@ class _Builder:
         user = users.get(user_id)
         if user_id and user is None:
             s.error(s.at("user"), f"names no user: {user_id!r}")
-        if not any(s.has(key) for key in ("to", "phone_number_id", "from")) and not is_default:
+        if not (entries or is_default or s.has("to") or s.has("phone_number_id") or s.has("from")):
             s.error(s.path, "needs at least one of to, phone_number_id, from, or default: true")
         base_fallbacks = user_layers[user_id][1] if user is not None else Fallbacks()
         fallbacks = (

@@ -219,7 +219,7 @@ class _EventWalker(_Walker):
         if kind is yaml.SequenceStartEvent:
             items: list[object] = []
             while not isinstance(event := self.next_event(), yaml.SequenceEndEvent):
-                items.append(self.event_value(event, (*path, len(items))))
+                items.append(self.child_value(event, path, len(items)))
             return items
         if kind is not yaml.MappingStartEvent:
             raise _Unsupported(kind.__name__)
@@ -243,10 +243,21 @@ class _EventWalker(_Walker):
                 self.issues.append(ConfigIssue(file, key_line, (*path, name), "duplicate key"))
                 self.skip(self.next_event())
                 continue
-            result[name] = self.event_value(self.next_event(), (*path, name))
+            result[name] = self.child_value(self.next_event(), path, name)
             if self.record_lines:
                 self.lines[(*path, name)] = key_line  # errors point at the key, not its value
         return result
+
+    def child_value(self, event: yaml.Event, parent: Path, key: str | int) -> object:
+        # Most values are plain scalars whose path is never needed: build it only when it is.
+        if (
+            type(event) is yaml.ScalarEvent
+            and not self.record_lines
+            and event.anchor is None
+            and "${" not in event.value
+        ):
+            return self.scalar(event, parent)
+        return self.event_value(event, (*parent, key))
 
     def skip(self, event: yaml.Event) -> None:
         """Consume the rest of a node the node walker would not have looked into."""
