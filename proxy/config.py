@@ -88,10 +88,13 @@ def config_version(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def parse_config(text: str, file: str, environ: Mapping[str, str]) -> Config:
+def parse_config(text: str, file: str, environ: Mapping[str, str], *, fast_paths: bool = True) -> Config:
+    """`fast_paths=False` builds every user and route through the general readers (tests compare both)."""
     with _collector_paused():
         document = parse_document(text, file, environ)
-        return _Builder(document, config_version(text)).build()
+        builder = _Builder(document, config_version(text))
+        builder.fast = fast_paths
+        return builder.build()
 
 
 @contextlib.contextmanager
@@ -116,6 +119,11 @@ class _Builder:
         self._plans: dict[tuple[int, ...], CalendarPlan] = {}
         self.tool_server: Mapping[str, object] | None = None
         self.default_timezone = ZoneInfo("UTC")
+        # The fast paths below build the common flat user or route without a Section each; anything
+        # else they leave to the general readers, which also report every error. Tests turn them off
+        # to check that both build the same snapshot.
+        self.fast = True
+        self._zones: dict[str, ZoneInfo] = {}
 
     def build(self) -> Config:
         top = Section(self.document, self.issues, (), self.document.data)
@@ -142,11 +150,15 @@ class _Builder:
         users: dict[str, User] = {}
         user_layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
         for path, raw in _consume(users_raw):
-            self.user(Section(self.document, self.issues, path, raw), templates, fallbacks, users, user_layers)
+            if not (self.fast and self.flat_user(raw, templates, fallbacks, users, user_layers)):
+                self.user(Section(self.document, self.issues, path, raw), templates, fallbacks, users, user_layers)
         routes: list[Route] = []
+        no_layers = (global_calendar, _NO_LAYER)
         for path, raw in _consume(routes_raw):
-            section = Section(self.document, self.issues, path, raw)
-            route = self.route(section, users, user_layers, templates, default_template, variables, global_calendar)
+            route = self.flat_route(raw, path, users, user_layers, default_template, variables, no_layers)
+            if route is None:
+                section = Section(self.document, self.issues, path, raw)
+                route = self.route(section, users, user_layers, templates, default_template, variables, global_calendar)
             if route is not None:
                 routes.append(route)
         for route in routes:
@@ -369,6 +381,80 @@ class _Builder:
         )
         layers[user_id] = (own.calendar, own_fallbacks)
 
+    def flat_user(
+        self,
+        raw: object,
+        templates: Mapping[str, object],
+        fallbacks: Fallbacks,
+        users: dict[str, User],
+        layers: dict[str, tuple[Mapping[str, object], Fallbacks]],
+    ) -> bool:
+        """A user of plain, valid strings and no overrides, built directly; False leaves it to `user`."""
+        flat = _flat_strings(raw, _FLAT_USER_KEYS)
+        if flat is None or "id" not in flat or "name" not in flat or flat["id"] in users:
+            return False
+        timezone = self.default_timezone
+        if "timezone" in flat:
+            zone = self._zones.get(flat["timezone"])
+            if zone is None:
+                try:
+                    zone = self._zones[flat["timezone"]] = ZoneInfo(flat["timezone"])
+                except Exception:
+                    return False
+            timezone = zone
+        template = flat.get("template")
+        if template is not None and template not in templates:
+            return False
+        user_id = flat["id"]
+        users[user_id] = User(
+            id=user_id,
+            name=flat["name"],
+            timezone=timezone,
+            connection_id=flat.get("connection_id"),
+            nango_user_id=flat.get("nango_user_id", user_id),
+            email=flat.get("email"),
+            template=template,
+            assistant=_NOTHING,
+            variables=_NO_VARIABLES,
+        )
+        layers[user_id] = (_NO_LAYER, fallbacks)
+        return True
+
+    def flat_route(
+        self,
+        raw: object,
+        path: Path,
+        users: Mapping[str, User],
+        user_layers: Mapping[str, tuple[Mapping[str, object], Fallbacks]],
+        default_template: str,
+        variables: Mapping[str, str],
+        no_layers: tuple[Mapping[str, object], Mapping[str, object]],
+    ) -> Route | None:
+        """A route of plain, valid strings and no overrides, built directly; None leaves it to `route`."""
+        flat = _flat_strings(raw, _FLAT_ROUTE_KEYS) if self.fast else None
+        if flat is None or (user := users.get(flat.get("user", ""))) is None:
+            return None
+        entries: list[KeyEntry] = []
+        for key in ("to", "phone_number_id", "from"):
+            if key in flat:
+                value = flat[key].strip() if key == "phone_number_id" else route_key(flat[key])
+                if not value:
+                    return None
+                entries.append(KeyEntry(key, value, (*path, key)))
+        if not entries:
+            return None
+        user_calendar, fallbacks = user_layers[user.id]
+        return Route(
+            name=flat.get("name") or _route_label(path),
+            user=user,
+            keys=RouteKeys(tuple(entries), False, ()),
+            template=user.template or default_template,
+            overrides=(user.assistant,) if user.assistant else (),
+            variables={**variables, **user.variables} if user.variables else variables,
+            calendar=self.calendar_plan((no_layers[0], user_calendar, no_layers[1])),
+            fallbacks=fallbacks,
+        )
+
     def route(
         self,
         s: Section,
@@ -417,6 +503,20 @@ class _Builder:
             calendar=self.calendar_plan((global_calendar, user_calendar, own.calendar)),
             fallbacks=fallbacks,
         )
+
+
+_FLAT_USER_KEYS = frozenset({"id", "name", "timezone", "connection_id", "nango_user_id", "email", "template"})
+_FLAT_ROUTE_KEYS = frozenset({"user", "name", "to", "phone_number_id", "from"})
+
+
+def _flat_strings(raw: object, allowed: frozenset[str]) -> dict[str, str] | None:
+    """`raw` if it is a mapping of allowed keys to non-empty strings, else None."""
+    if type(raw) is not dict:
+        return None
+    for key, value in raw.items():
+        if key not in allowed or type(value) is not str or not value:
+            return None
+    return raw
 
 
 def _consume(entries: list[tuple[Path, object] | None]) -> Iterator[tuple[Path, object]]:

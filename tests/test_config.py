@@ -159,3 +159,55 @@ def test_kubernetes_configmap_carries_the_example_config() -> None:
 
     manifest = yaml.safe_load((ROOT / "deploy/kubernetes/configmap.yaml").read_text())
     assert manifest["data"]["config.yaml"] == (ROOT / "config.example.yaml").read_text()
+
+
+MIXED = """\
+auth: {vapi_secrets: [x]}
+timezone: Europe/London
+templates:
+  default: {model: {provider: openai, model: gpt-4o}}
+  other: {model: {provider: openai, model: gpt-4o-mini}}
+users:
+  - {id: flat, name: Flat, timezone: America/New_York, connection_id: c1, email: f@example.com}
+  - {id: no_zone, name: No Zone, nango_user_id: nz-tag, template: other}
+  - {id: merged, name: Merged, assistant: {voice: {provider: vapi, voiceId: Hana}}, variables: {x: "1"}}
+  - {id: own_fallback, name: Own, fallbacks: {no_calendar: {action: reject, message: Bye}}}
+  - {id: numeric, name: 42}
+routes:
+  - {to: "+1 415 555 0100", user: flat}
+  - {to: ["+1 415 555 0101", "+1 415 555 0102"], user: no_zone}
+  - {phone_number_id: " pn-1 ", user: merged, name: merged-line}
+  - {from: "+1 415 555 0123", to: "+1 415 555 0100", user: own_fallback}
+  - {from: "415-555-0124", user: numeric}
+  - {to: "sip:desk@pbx.example.org", user: flat}
+  - {default: true, user: flat}
+  - {to: "+1 415 555 0109", user: merged, calendar: {buffer_minutes: 10}}
+"""
+
+
+def test_fast_and_general_readers_build_the_same_snapshot() -> None:
+    fast = parse_config(MIXED, "routing.yaml", {})
+    general = parse_config(MIXED, "routing.yaml", {}, fast_paths=False)
+    assert fast.users == general.users
+    assert fast.routes == general.routes
+    assert [route.calendar for route in fast.routes] == [route.calendar for route in general.routes]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        MIXED.replace("timezone: America/New_York", "timezone: Mars/Base"),
+        MIXED.replace("{id: numeric, name: 42}", "{id: flat, name: Again}"),
+        MIXED.replace('{to: "+1 415 555 0100", user: flat}', '{to: "not a number", user: flat}'),
+        MIXED.replace("{default: true, user: flat}", "{to: '+1 415 555 0199', user: ghost}"),
+        MIXED.replace('{to: "sip:desk@pbx.example.org", user: flat}', '{to: "+1 415 555 0100", user: numeric}'),
+        MIXED.replace("{id: no_zone, name: No Zone,", "{id: no_zone, name: No Zone, template: nope,"),
+    ],
+)
+def test_fast_and_general_readers_report_the_same_errors(broken: str) -> None:
+    with pytest.raises(ConfigError) as fast:
+        parse_config(broken, "routing.yaml", {})
+    with pytest.raises(ConfigError) as general:
+        parse_config(broken, "routing.yaml", {}, fast_paths=False)
+    assert [str(i) for i in fast.value.issues] == [str(i) for i in general.value.issues]
+    assert fast.value.issues
