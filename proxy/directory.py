@@ -73,6 +73,11 @@ def _add_to_index(index: dict[str, Connection], conn: Connection) -> None:
     index[conn.user_id] = conn if current is None else max(current, conn, key=rank_connection)
 
 
+# A lookup that just failed is not repeated for this long: during a Nango outage each user then costs
+# one request every few seconds, not one per call (the calls get the stale id or the error fallback).
+FAILURE_TTL_SECONDS = 2.0
+
+
 class ConnectionDirectory:
     """Finds the Nango connection of a user; see the module docstring for the order and the bounds."""
 
@@ -94,6 +99,7 @@ class ConnectionDirectory:
         self._cache: TTLCache[str, Connection] = TTLCache(size, settings.cache_ttl, timer=clock)
         self._negative: TTLCache[str, Negative] = TTLCache(size, settings.negative_ttl, timer=clock)
         self._last_good: LRUCache[str, str] = LRUCache(size)
+        self._failures: TTLCache[str, str] = TTLCache(size, FAILURE_TTL_SECONDS, timer=clock)
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         self._refresh: asyncio.Task[bool] | None = None
         # Webhook effects seen while a refresh pages through Nango, replayed onto the new index.
@@ -113,6 +119,9 @@ class ConnectionDirectory:
             return known
         if self._client is None:
             return Lookup(None, "error", "nango not configured")
+        if (code := self._failures.get(user_id)) is not None:
+            self._event("recent_failure")
+            return self._stale_or(user_id, Lookup(None, "error", f"{code} (recent)"), code)
         self._event("miss")
         task = self._inflight.get(user_id) or self._start_fetch(user_id)
         try:
@@ -162,6 +171,7 @@ class ConnectionDirectory:
 
     def _failed(self, user_id: str, code: str) -> Lookup:
         self._last_error = code
+        self._failures[user_id] = code
         logger.warning("nango lookup for user %s failed: %s", user_id, code)
         return self._stale_or(user_id, Lookup(None, "error", code), code)
 
@@ -183,6 +193,7 @@ class ConnectionDirectory:
                 self._settings.integration_id,
                 best.connection_id if best else "none (all have errors)",
             )
+        self._failures.pop(user_id, None)
         if best is not None:
             self._cache[user_id] = best
             self._last_good[user_id] = best.connection_id
@@ -202,6 +213,7 @@ class ConnectionDirectory:
         conn = Connection(connection_id, user_id, datetime.now(UTC).isoformat(), healthy=True)
         self._generation += 1
         self._apply(functools.partial(_put, user_id=user_id, conn=conn))
+        self._failures.pop(user_id, None)
         self._cache[user_id] = conn
         self._last_good[user_id] = connection_id
         self._negative.pop(user_id, None)

@@ -80,7 +80,7 @@ class Metrics:
         )
         self.cache_events = Counter(
             "vapi_proxy_connection_cache",
-            "Connection lookups, by event (fixed, index_hit, hit, miss, negative_hit, stale_served).",
+            "Connection lookups, by event (fixed, index_hit, hit, miss, negative_hit, recent_failure, stale_served, timeout).",
             ["event"],
             registry=r,
         )

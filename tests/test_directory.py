@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from proxy.directory import ConnectionDirectory, Lookup
+from proxy.directory import FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
 from proxy.nango import NangoClient
 from tests.nango_fakes import (
@@ -314,6 +314,7 @@ async def test_a_retry_after_window_serves_stale_without_asking_nango() -> None:
         await e.directory.lookup("usr_1", timeout=1)
         e.clock.advance(61)
         await e.directory.lookup("usr_1", timeout=1)
+        e.clock.advance(FAILURE_TTL_SECONDS + 0.5)  # past the recent-failure cache, still inside Retry-After
         assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c1", "stale", "rate_limited")
         assert route.call_count == 2
         e.clock.advance(5)
@@ -513,3 +514,30 @@ async def test_the_secret_key_stays_out_of_lookup_logs(caplog: pytest.LogCapture
     assert result == Lookup(None, "error", "invalid_credentials")
     assert SECRET_KEY not in caplog.text
     assert SECRET_KEY not in repr(result)
+
+
+@pytest.mark.anyio
+async def test_a_failed_lookup_is_not_repeated_for_every_call_during_an_outage() -> None:
+    async with env(cache_ttl=60) as e:
+        route = user_route(e.nango)
+        route.side_effect = [httpx.Response(500, json=error_body("server_error"))] * 2 + [httpx.Response(200, json=ONE)]
+        answers = [await e.directory.lookup("usr_1", timeout=1) for _ in range(20)]
+        assert (
+            answers == [Lookup(None, "error", "server_error")] + [Lookup(None, "error", "server_error (recent)")] * 19
+        )
+        assert route.call_count == 1  # 20 calls in an outage, one request
+        assert e.events("recent_failure") == 19
+        e.clock.advance(FAILURE_TTL_SECONDS + 0.1)
+        assert await e.directory.lookup("usr_1", timeout=1) == Lookup(None, "error", "server_error")
+        e.clock.advance(FAILURE_TTL_SECONDS + 0.1)
+        assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c1", "nango")
+        assert route.call_count == 3
+
+
+@pytest.mark.anyio
+async def test_a_webhook_clears_a_recent_failure() -> None:
+    async with env() as e:
+        user_route(e.nango).respond(500, json=error_body("server_error"))
+        await e.directory.lookup("usr_1", timeout=1)
+        e.directory.apply_connection("usr_1", "c-new")
+        assert (await e.directory.lookup("usr_1", timeout=1)).connection_id == "c-new"
