@@ -76,6 +76,9 @@ def _add_to_index(index: dict[str, Connection], conn: Connection) -> None:
 # A lookup that just failed is not repeated for this long: during a Nango outage each user then costs
 # one request every few seconds, not one per call (the calls get the stale id or the error fallback).
 FAILURE_TTL_SECONDS = 2.0
+# After this many lookups in a row fail the way an outage does (no answer, 5xx, 429), no user's lookup
+# asks Nango for FAILURE_TTL_SECONDS; then one is let through to probe. Calls get stale ids or fallbacks.
+BREAKER_THRESHOLD = 5
 
 
 class ConnectionDirectory:
@@ -100,6 +103,8 @@ class ConnectionDirectory:
         self._negative: TTLCache[str, Negative] = TTLCache(size, settings.negative_ttl, timer=clock)
         self._last_good: LRUCache[str, str] = LRUCache(size)
         self._failures: TTLCache[str, str] = TTLCache(size, FAILURE_TTL_SECONDS, timer=clock)
+        self._outage_streak = 0
+        self._breaker_open_until = 0.0
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         self._refresh: asyncio.Task[bool] | None = None
         # Webhook effects seen while a refresh pages through Nango, replayed onto the new index.
@@ -122,6 +127,9 @@ class ConnectionDirectory:
         if (code := self._failures.get(user_id)) is not None:
             self._event("recent_failure")
             return self._stale_or(user_id, Lookup(None, "error", f"{code} (recent)"), code)
+        if self._clock() < self._breaker_open_until:
+            self._event("breaker_open")
+            return self._stale_or(user_id, Lookup(None, "error", "nango unavailable"), "nango unavailable")
         self._event("miss")
         task = self._inflight.get(user_id) or self._start_fetch(user_id)
         try:
@@ -160,11 +168,16 @@ class ConnectionDirectory:
         try:
             conns = await self._client.find_user_connections(user_id)
         except NangoError as exc:
+            if exc.status is None or exc.status == 429 or exc.status >= 500:
+                self._outage_streak += 1
+                if self._outage_streak >= BREAKER_THRESHOLD:
+                    self._breaker_open_until = self._clock() + FAILURE_TTL_SECONDS
             return self._failed(user_id, exc.code)
         except Exception:  # a bug here must still leave the call with an answer
             logger.exception("nango lookup for user %s crashed", user_id)
             return self._failed(user_id, "internal_error")
         self._last_error = None
+        self._outage_streak = 0
         if generation != self._generation and (newer := self._known(user_id, count=False)) is not None:
             return newer
         return self._remember(user_id, conns)
@@ -315,6 +328,7 @@ class ConnectionDirectory:
             "cache_size": len(self._cache),
             "negative_cache_size": len(self._negative),
             "lookups_in_flight": len(self._inflight),
+            "breaker_open": self._clock() < self._breaker_open_until,
         }
 
     def _event(self, event: str, count: bool = True) -> None:

@@ -80,7 +80,8 @@ class Metrics:
         )
         self.cache_events = Counter(
             "vapi_proxy_connection_cache",
-            "Connection lookups, by event (fixed, index_hit, hit, miss, negative_hit, recent_failure, stale_served, timeout).",
+            "Connection lookups, by event (fixed, index_hit, hit, miss, negative_hit, recent_failure, "
+            "breaker_open, stale_served, timeout).",
             ["event"],
             registry=r,
         )

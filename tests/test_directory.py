@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from proxy.directory import FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
+from proxy.directory import BREAKER_THRESHOLD, FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
 from proxy.nango import NangoClient
 from tests.nango_fakes import (
@@ -541,3 +541,28 @@ async def test_a_webhook_clears_a_recent_failure() -> None:
         await e.directory.lookup("usr_1", timeout=1)
         e.directory.apply_connection("usr_1", "c-new")
         assert (await e.directory.lookup("usr_1", timeout=1)).connection_id == "c-new"
+
+
+@pytest.mark.anyio
+async def test_an_outage_across_many_users_opens_the_breaker_then_one_lookup_probes() -> None:
+    async with env() as e:
+        route = e.nango.get("/connections").respond(503, json=error_body("server_error"))
+        users = [f"usr_{n}" for n in range(40)]
+        answers = [await e.directory.lookup(user, timeout=1) for user in users]
+        assert route.call_count == BREAKER_THRESHOLD  # then no more requests while the breaker is open
+        assert answers[BREAKER_THRESHOLD:] == [Lookup(None, "error", "nango unavailable")] * (40 - BREAKER_THRESHOLD)
+        assert e.directory.status()["breaker_open"] is True
+        e.clock.advance(FAILURE_TTL_SECONDS + 0.1)
+        route.respond(200, json=ONE)
+        assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c1", "nango")
+        assert e.directory.status()["breaker_open"] is False
+
+
+@pytest.mark.anyio
+async def test_a_user_specific_error_does_not_open_the_breaker() -> None:
+    async with env() as e:
+        route = e.nango.get("/connections").respond(400, json=error_body("invalid_query_params"))
+        for n in range(BREAKER_THRESHOLD * 2):
+            await e.directory.lookup(f"usr_{n}", timeout=1)
+        assert route.call_count == BREAKER_THRESHOLD * 2
+        assert e.directory.status()["breaker_open"] is False
