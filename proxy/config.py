@@ -161,6 +161,19 @@ class _Builder:
                 route = self.route(section, users, user_layers, templates, default_template, variables, global_calendar)
             if route is not None:
                 routes.append(route)
+        tool_server = self.tool_server
+        unauthenticated = tool_server is not None and not (
+            tool_server.get("credentialId") or tool_server.get("headers")
+        )
+        if unauthenticated and any(route.calendar.mode == "proxy" for route in routes):
+            # The tools' server object is how Vapi authenticates its tool calls to us.
+            self.warnings.append(
+                self.document.issue(
+                    ("calendar", "tool_server"),
+                    "has no credentialId or headers: Vapi's tool calls will carry no authentication "
+                    "and be refused (401); set credentialId to your Vapi custom credential",
+                )
+            )
         for route in routes:
             if route.calendar.mode == "proxy" and self.tool_server is None:
                 self.issues.append(

@@ -211,3 +211,16 @@ def test_fast_and_general_readers_report_the_same_errors(broken: str) -> None:
         parse_config(broken, "routing.yaml", {}, fast_paths=False)
     assert [str(i) for i in fast.value.issues] == [str(i) for i in general.value.issues]
     assert fast.value.issues
+
+
+def test_proxy_mode_warns_when_vapi_could_not_authenticate_tool_calls() -> None:
+    base = MINIMAL + "server:\n  public_url: https://proxy.example.com\n"
+    warned = load(base + "calendar:\n  mode: proxy\n")
+    assert [str(w) for w in warned.warnings] == [
+        "routing.yaml:17: calendar.tool_server: has no credentialId or headers: Vapi's tool calls will carry no "
+        "authentication and be refused (401); set credentialId to your Vapi custom credential"
+    ]
+    quiet = load(
+        base + "calendar:\n  mode: proxy\n  tool_server: {url: https://p.example.com/vapi, credentialId: c-1}\n"
+    )
+    assert quiet.warnings == ()
