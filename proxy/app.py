@@ -72,11 +72,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BadRequest(f"body larger than {limit} bytes", 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"body larger than {limit} bytes", 413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(f"body larger than {limit} bytes", 413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -98,8 +101,6 @@ def create_app(
             body = await read_body(request, config.server.max_body_bytes)
         except BadRequest as exc:
             return json_response({"error": exc.reason}, exc.status_code)
-        except ClientDisconnect:
-            return Response(status_code=400)
         auth_settings = config.auth
         if runtime.insecure and not auth_settings.configured:
             auth_settings = type(auth_settings)(insecure=True)

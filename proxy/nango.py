@@ -30,6 +30,7 @@ __all__ = [
     "NangoError",
     "NangoSettings",
     "RateLimit",
+    "owner_of",
     "parse_connection",
     "pick_connection",
     "rank_connection",
@@ -115,19 +116,23 @@ def parse_connection(raw: object, user_tag: str) -> Connection | None:
     created = raw.get("created")
     return Connection(
         connection_id=connection_id,
-        user_id=_owner(raw, user_tag),
+        user_id=owner_of(raw, user_tag),
         created=created if isinstance(created, str) else "",
         healthy=not raw.get("errors"),
     )
 
 
-def _owner(raw: dict[Any, Any], user_tag: str) -> str | None:
+def owner_of(
+    raw: Mapping[str, object], user_tag: str, *, end_user_key: str = "end_user", id_key: str = "id"
+) -> str | None:
+    """The user a connection (or a webhook about one) belongs to: `tags[user_tag]`, else the deprecated
+    end-user record (`end_user.id` in the API, `endUser.endUserId` in webhooks)."""
     # Tags replace the deprecated end_user record; tag-only connections have no end_user at all.
     tags = raw.get("tags")
     if isinstance(tags, dict) and isinstance(value := tags.get(user_tag), str) and value:
         return value
-    end_user = raw.get("end_user")
-    if isinstance(end_user, dict) and isinstance(value := end_user.get("id"), str) and value:
+    end_user = raw.get(end_user_key)
+    if isinstance(end_user, dict) and isinstance(value := end_user.get(id_key), str) and value:
         return value
     return None
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
+from proxy.nango import owner_of
 from proxy.secret import Secret
 
 __all__ = ["SIGNATURE_HEADER", "handle_nango_webhook", "verify_nango_signature"]
@@ -51,16 +52,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         return value
     lowered = name.lower()
     return next((v for k, v in headers.items() if k.lower() == lowered), None)
-
-
-def _user_id(payload: Mapping[str, object], user_tag: str) -> str | None:
-    tags = payload.get("tags")
-    if isinstance(tags, dict) and isinstance(value := tags.get(user_tag), str) and value:
-        return value
-    end_user = payload.get("endUser")
-    if isinstance(end_user, dict) and isinstance(value := end_user.get("endUserId"), str) and value:
-        return value
-    return None
 
 
 async def handle_nango_webhook(
@@ -112,7 +103,7 @@ def _apply_auth(
     connection_id = payload.get("connectionId")
     if not isinstance(connection_id, str) or not connection_id:
         return "ignored"
-    user_id = _user_id(payload, user_tag)
+    user_id = owner_of(payload, user_tag, end_user_key="endUser", id_key="endUserId")
     if user_id is None:
         logger.warning("nango auth webhook for connection %s carries no user id; ignored", connection_id)
         return "no_user"

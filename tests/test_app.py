@@ -447,3 +447,20 @@ async def test_tool_calls_that_break_unexpectedly_still_get_speakable_errors(mon
     assert response.status_code == 200
     assert response.json()["results"][0]["toolCallId"] == "tc-1"
     assert response.json()["results"][0]["error"].startswith("I can't reach the calendar right now")
+
+
+async def test_a_client_that_disconnects_mid_body_gets_a_400_reason_not_a_crash() -> None:
+    from starlette.requests import Request
+
+    from proxy.app import read_body
+    from proxy.messages import BadRequest
+
+    events = [{"type": "http.request", "body": b'{"message": ', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, object]:
+        return events.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(BadRequest, match="client disconnected") as info:
+        await read_body(request, 1024)
+    assert info.value.status_code == 400
