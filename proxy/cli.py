@@ -10,19 +10,20 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
-from proxy.config import Config, load_config
+from proxy.config import Config, ConfigError, load_config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import normalize_number
 from proxy.service import CallService
-from proxy.yamlsource import ConfigError
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
+    """`secrets_optional`: for commands that never authenticate anything (check, resolve), an unset
+    secret variable is a warning, not an error."""
     try:
-        return load_config(path)
+        return load_config(path, secrets_optional=secrets_optional)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -31,7 +32,7 @@ def _load(path: str) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     for warning in config.warnings:
@@ -85,7 +86,7 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
@@ -180,6 +181,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from proxy.config.schema import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vapi-calendar-proxy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file; exit 1 with located errors")
     check.add_argument("--config", required=True)
     check.set_defaults(handler=cmd_check)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    schema.set_defaults(handler=cmd_schema)
 
     resolve = commands.add_parser("resolve", help="print the answer a call would get, and which rule matched")
     resolve.add_argument("--config", required=True)

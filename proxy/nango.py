@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from proxy.config.models import NangoSettings
 from proxy.metrics import Metrics
 from proxy.ratelimit import RateLimit
 from proxy.secret import Secret
@@ -52,23 +53,6 @@ TOTAL_TIMEOUT_READS = 4
 # hundreds of queued lookups stalled the event loop for 100 ms at a time and calls overshot the deadline.
 # 20 at Nango's usual 100-300 ms is well above any plan's rate limit (2,000 a minute at most).
 MAX_CONCURRENT_REQUESTS = 20
-
-
-@dataclass(frozen=True)
-class NangoSettings:
-    base_url: str = "https://api.nango.dev"
-    secret_key: Secret | None = None
-    integration_id: str = "google-calendar"
-    user_tag: str = "end_user_id"  # tags[<user_tag>]=<user id>
-    legacy_end_user_id_lookup: bool = False  # also try endUserId= when the tag finds nothing
-    connect_timeout: float = 1.0
-    read_timeout: float = 2.5
-    cache_ttl: float = 300.0
-    negative_ttl: float = 30.0
-    cache_max_size: int = 100_000
-    index_refresh_interval: float = 300.0  # seconds; 0 disables the periodic bulk index
-    index_page_size: int = 2000
-    webhook_signing_keys: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True)
