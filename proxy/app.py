@@ -22,7 +22,7 @@ from starlette.routing import Route
 from proxy.auth import authenticate
 from proxy.config import Config
 from proxy.directory import ConnectionDirectory
-from proxy.logs import call_context, get_logger
+from proxy.logs import CallLog, call_context, get_logger
 from proxy.messages import BadRequest, call_id_of, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient
@@ -94,6 +94,7 @@ def create_app(
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
+    call_log = CallLog.for_logger(get_logger("calls"))
 
     async def vapi(request: Request) -> Response:
         config = runtime.config
@@ -184,7 +185,7 @@ def create_app(
         )
         client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
         runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
-        runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http)
+        runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log)
         if client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
         if config_path is not None:
@@ -200,6 +201,7 @@ def create_app(
             await runtime.directory.aclose()
             if owns_client:
                 await runtime.http.aclose()
+            call_log.flush()
 
     server = config.server
     app = Starlette(
