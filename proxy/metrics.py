@@ -114,7 +114,7 @@ class Metrics:
 
         self.redis_up = Gauge(
             "vapi_proxy_redis_up",
-            "1 while the shared state's Redis answers; 0 while replicas fall back to local state, or without REDIS_URL.",
+            "1 while the shared state's Redis answers; 0 while replicas fall back to local state or without REDIS_URL.",
             registry=r,
         )
         self.redis_operations = Counter(
