@@ -19,7 +19,7 @@ from proxy.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answ
 from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.directory import ConnectionDirectory, Lookup
 from proxy.gcal import GoogleCalendar
-from proxy.logs import get_logger
+from proxy.logs import CallLog, get_logger
 from proxy.messages import inbound_call
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
@@ -78,12 +78,15 @@ class CallService:
         http: httpx.AsyncClient,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
+        call_log: CallLog | None = None,
     ) -> None:
         self.directory = directory
         self.metrics = metrics
         self.http = http
-        self._wall_clock = wall_clock
+        # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
+        self.wall_clock = wall_clock
         self._clock = clock
+        self.call_log = call_log or CallLog(logger, None)
 
     async def connection_for(self, route: Route, timeout: float) -> Lookup:
         user = route.user
@@ -95,7 +98,7 @@ class CallService:
     async def resolve(self, config: Config, message: Json) -> Resolution:
         """Decide the answer for one assistant-request. Never raises."""
         started = self._clock()
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        now = datetime.fromtimestamp(self.wall_clock(), UTC)
         call = inbound_call(message)
         match: Match | None = None
         try:
@@ -140,21 +143,19 @@ class CallService:
         self.metrics.assistant_request_latency.observe(elapsed)
         call = resolution.call
         route = resolution.match.route if resolution.match is not None else None
-        logger.info(
+        self.call_log.info(
             "assistant-request",
-            extra={
-                "fields": {
-                    "call_id": call.call_id,
-                    "to": mask_number(call.to),
-                    "from": mask_number(call.caller),
-                    "phone_number_id": call.phone_number_id,
-                    "rule": resolution.rule,
-                    "user": route.user.id if route is not None else None,
-                    "connection": resolution.connection_source,
-                    "outcome": resolution.outcome,
-                    "reason": resolution.reason,
-                    "latency_ms": round(elapsed * 1000, 2),
-                }
+            {
+                "call_id": call.call_id,
+                "to": mask_number(call.to),
+                "from": mask_number(call.caller),
+                "phone_number_id": call.phone_number_id,
+                "rule": resolution.rule,
+                "user": route.user.id if route is not None else None,
+                "connection": resolution.connection_source,
+                "outcome": resolution.outcome,
+                "reason": resolution.reason,
+                "latency_ms": round(elapsed * 1000, 2),
             },
         )
         return resolution.body
@@ -202,7 +203,7 @@ class CallService:
         )
         remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
         answer = await answer_tool_calls(
-            message, ctx, calendar, self.metrics, now=datetime.fromtimestamp(self._wall_clock(), UTC), timeout=remaining
+            message, ctx, calendar, self.metrics, now=datetime.fromtimestamp(self.wall_clock(), UTC), timeout=remaining
         )
         logger.info(
             "tool-calls",

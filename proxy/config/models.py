@@ -19,8 +19,10 @@ from msgspec import UNSET, Meta, UnsetType, field
 from msgspec.structs import force_setattr
 
 from proxy.secret import Secret
+from proxy.tags import TagRouting
 
 __all__ = [
+    "Addresses",
     "AuthSection",
     "AuthSettings",
     "BearerPlan",
@@ -49,6 +51,12 @@ def doc(text: str, **bounds: Any) -> Meta:
 class Secrets(tuple[Secret, ...]):
     """Secret values: a string or a list of strings in YAML. Empty values (an unset `${VAR:-}`) are
     dropped, so they disable that secret rather than accept an empty header."""
+
+    __slots__ = ()
+
+
+class Addresses(tuple[str, ...]):
+    """IP addresses or networks (or "*"), exactly as uvicorn reads them: a string or a list in YAML."""
 
     __slots__ = ()
 
@@ -85,6 +93,21 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     reload_poll_seconds: Annotated[
         float, doc("how often the config file is checked for changes; 0: only on SIGHUP", ge=0.0, le=3600.0)
     ] = 1.0
+    # Connection limits (proxy/connections.py), read once at start-up; docs/deployment.md says why these numbers.
+    max_header_bytes: Annotated[int, doc("request line plus headers above this get 431", ge=1024, le=1_048_576)] = (
+        16_384
+    )
+    header_timeout_seconds: Annotated[float, doc("time to receive the headers (408)", ge=0.1, le=300.0)] = 5.0
+    body_timeout_seconds: Annotated[float, doc("time to receive the body (408)", ge=0.1, le=300.0)] = 10.0
+    keepalive_timeout_seconds: Annotated[float, doc("idle keep-alive connections close after", ge=0.1, le=3600.0)] = 5.0
+    max_connections: Annotated[int, doc("concurrent connections; more are refused with 503", ge=1, le=1_000_000)] = 1000
+    max_unauthenticated_body_reads: Annotated[
+        int, doc("bodies read before authentication (HMAC, webhooks) at once; more get 503", ge=1, le=100_000)
+    ] = 32
+    forwarded_allow_ips: Annotated[
+        Addresses,
+        doc('peers whose X-Forwarded-For/-Proto are believed: addresses or networks, or "*" for any (not advised)'),
+    ] = Addresses()
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -229,6 +252,8 @@ class NangoSettings(Model, frozen=True, kw_only=True):
     webhook_signing_keys: Annotated[
         Secrets, doc("keys for X-Nango-Hmac-Sha256 (current and previous during a rotation); the secret key when empty")
     ] = Secrets()
+
+    tag_routing: Annotated[TagRouting | None, doc("which Nango connection tags route calls (opt-in)")] = None
 
     def __post_init__(self) -> None:
         force_setattr(self, "base_url", self.base_url.rstrip("/"))

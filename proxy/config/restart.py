@@ -15,7 +15,19 @@ from proxy.config.snapshot import Config
 
 __all__ = ["LIVE_NANGO", "RESTART_ONLY_SERVER", "keep_running_values"]
 
-RESTART_ONLY_SERVER = ("path", "webhook_path", "drain_seconds", "shutdown_delay_seconds")
+RESTART_ONLY_SERVER = (
+    "path",
+    "webhook_path",
+    "drain_seconds",
+    "shutdown_delay_seconds",
+    # uvicorn's settings and the connection limits (proxy/connections.py) are fixed when the listener starts.
+    "max_header_bytes",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
+    "keepalive_timeout_seconds",
+    "max_connections",
+    "forwarded_allow_ips",
+)
 # The webhook handler reads its keys per request: a rotation must not wait for a restart.
 LIVE_NANGO = ("webhook_signing_keys",)
 

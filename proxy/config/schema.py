@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from proxy.config.models import CalendarLayer, ConfigFile, IncludedFile, Secrets
+from proxy.config.models import Addresses, CalendarLayer, ConfigFile, IncludedFile, Secrets
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
 
@@ -43,7 +43,7 @@ def json_schema() -> dict[str, Any]:
 def schema_hook(kind: type) -> dict[str, Any]:
     if kind is Secret:
         return {"type": "string"}
-    if kind is Secrets:
+    if kind is Secrets or kind is Addresses:
         return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     raise NotImplementedError
 

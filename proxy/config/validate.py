@@ -8,6 +8,7 @@ admin's words: the key path, what was expected, and a "did you mean" for misspel
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import types
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
-from proxy.config.models import Secrets
+from proxy.config.models import Addresses, Secrets
 from proxy.config.yamlsource import ConfigIssue, Document, Path
 from proxy.secret import Secret
 
@@ -44,7 +45,22 @@ def decode_hook(kind: type, value: object) -> object:
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
             raise ValueError("must be a string or a list of strings")
         return Secrets(Secret(item) for item in items if item)
+    if kind is Addresses:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError("must be a string or a list of strings")
+        return Addresses(_address(item.strip()) for item in items)
     raise NotImplementedError
+
+
+def _address(value: str) -> str:
+    if value != "*":
+        try:
+            # Exactly as uvicorn reads them: a network with host bits set would silently be a literal there.
+            ipaddress.ip_network(value) if "/" in value else ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be IP addresses or networks (e.g. 10.0.0.0/8) or *, got {value!r}") from None
+    return value
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
