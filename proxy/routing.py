@@ -6,7 +6,7 @@ module is what the request path imports.
 
 from __future__ import annotations
 
-from proxy.config.snapshot import InboundCall, KeyEntry, Match, RouteKeys, RoutingTable
+from proxy.config.snapshot import InboundCall, KeyEntry, Match, RouteKeys, RoutingTable, Rule
 from proxy.numbers import route_key
 
-__all__ = ["InboundCall", "KeyEntry", "Match", "RouteKeys", "RoutingTable", "route_key"]
+__all__ = ["InboundCall", "KeyEntry", "Match", "RouteKeys", "RoutingTable", "Rule", "route_key"]

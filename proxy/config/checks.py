@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from msgspec import UNSET
 
-from proxy.config.models import CalendarLayer, FallbackModel, FallbacksModel, WorkingHoursModel
+from proxy.config.models import CalendarLayer, FallbackModel, FallbacksModel, NangoSettings, WorkingHoursModel
 from proxy.config.snapshot import Fallback, Fallbacks, Route, RoutingTable
 from proxy.config.validate import did_you_mean
 from proxy.config.yamlsource import ConfigIssue, Document, Path, format_path
 from proxy.numbers import normalize_number
 from proxy.slots import WorkingHours
+from proxy.tags import tag_key_problem
 
 __all__ = ["Report", "build_routing_table", "calendar_layer", "fallbacks", "zone"]
 
@@ -157,6 +158,20 @@ class Conflict:
     path: Path
     message: str
     document: Document | None = None
+
+
+def tag_routing(nango: NangoSettings, report: Report, document: Document) -> None:
+    routing = nango.tag_routing
+    if routing is None:
+        return
+    path: Path = ("nango", "tag_routing")
+    for role, key in routing.keys:
+        if (problem := tag_key_problem(key)) is not None:
+            report.error(document, (*path, f"{role}_tag"), problem)
+    if routing.number_tag is None and routing.phone_number_id_tag is None:
+        report.error(
+            document, path, "set number_tag or phone_number_id_tag (the tag keys that carry a user's Vapi line)"
+        )
 
 
 def build_routing_table(

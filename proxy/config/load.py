@@ -25,6 +25,7 @@ from proxy.config.checks import (
     build_routing_table,
     calendar_layer,
     fallbacks,
+    tag_routing,
     warn_legacy,
     zone,
 )
@@ -163,6 +164,7 @@ class _Builder:
         routes_raw = data.pop("routes", None)
         top = self.top(data)
         server, nango = top["server"], top["nango"]
+        tag_routing(nango, report, document)
         restart_needed: tuple[str, ...] = ()
         if running is not None:
             server, nango, restart_needed = keep_running_values(running, server, nango)
@@ -230,6 +232,7 @@ class _Builder:
             files=tuple(files),
             include_patterns=self.include_patterns,
             restart_needed=restart_needed,
+            calendar=builder.calendar_plan((global_layer,)),
         )
 
     def top(self, data: dict[str, object]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,7 +20,6 @@ from msgspec import UNSET, Meta, UnsetType, field
 from msgspec.structs import force_setattr
 
 from proxy.secret import Secret
-from proxy.tags import TagRouting
 
 __all__ = [
     "Addresses",
@@ -36,6 +36,7 @@ __all__ = [
     "RouteModel",
     "Secrets",
     "ServerSettings",
+    "TagRouting",
     "UserModel",
     "WorkingHoursModel",
 ]
@@ -223,6 +224,28 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # -- nango ------------------------------------------------------------------------------------
+
+
+class TagRouting(Model, frozen=True, kw_only=True):
+    """Which tag keys carry routing (`nango.tag_routing`). Each key is a lowercase Nango tag key or None;
+    at least one of number_tag and phone_number_id_tag is set (checked in `proxy.config.checks`)."""
+
+    number_tag: Annotated[str | None, doc("tag key holding the user's Vapi number (E.164)")] = None
+    phone_number_id_tag: Annotated[str | None, doc("tag key holding the user's Vapi phone-number id")] = None
+    template_tag: Annotated[str | None, doc("tag key naming the template for the user's calls")] = None
+    name_tag: Annotated[str | None, doc("tag key holding the user's display name")] = None
+    timezone_tag: Annotated[str | None, doc("tag key holding the user's IANA timezone")] = None
+    negative_ttl: Annotated[
+        float, doc('how long "no connection claims this line" is remembered before Nango is asked again', ge=0, le=300)
+    ] = field(default=5.0, name="negative_ttl_seconds")
+
+    @property
+    def keys(self) -> Iterator[tuple[str, str]]:
+        """(role, tag key) for every configured key."""
+        for role in ("number", "phone_number_id", "template", "name", "timezone"):
+            key: str | None = getattr(self, f"{role}_tag")
+            if key is not None:
+                yield role, key
 
 
 class NangoSettings(Model, frozen=True, kw_only=True):

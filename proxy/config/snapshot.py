@@ -205,6 +205,8 @@ class Config:
     include_patterns: tuple[str, ...] = ()
     # Restart-only settings that differ in the file from what runs (kept at their running values).
     restart_needed: tuple[str, ...] = ()
+    # The global calendar plan: what routes made from Nango connection tags get (users may override).
+    calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
