@@ -30,6 +30,7 @@ def read_server(s: Section) -> ServerSettings:
         drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
         shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
         reload_poll_seconds=s.number("reload_poll_seconds", 1.0, minimum=0.0, maximum=3600.0),
+        max_tool_calls=s.integer("max_tool_calls", 16, minimum=1, maximum=128),
     )
     s.finish()
     return settings

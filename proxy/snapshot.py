@@ -78,6 +78,7 @@ class ServerSettings:
     drain_seconds: float = 10.0
     shutdown_delay_seconds: float = 2.0
     reload_poll_seconds: float = 1.0
+    max_tool_calls: int = 16
 
 
 @dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory
