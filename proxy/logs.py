@@ -3,14 +3,24 @@
 Callers pass their fields as `extra={"fields": {...}}`; nothing here ever sees a request body, so a
 body (which can carry provider tokens) cannot reach a log by accident. While a call is being answered
 (`call_context`), every line logged in it, by any module, carries that call's id.
+
+The one line per call (`CallLog`) skips the logging module when the JSON handler is the only place it
+would go: the stdlib's record, filters and formatter cost a warm call more than everything else it
+does. The line is the same JSON object, written through the handler's `LineBuffer`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import logging
+import os
+import select
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
@@ -81,6 +91,148 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# POSIX makes a write of at most PIPE_BUF bytes to a pipe atomic: lines batched into such writes never
+# interleave with another worker process's lines on a shared stderr pipe (Docker, systemd).
+ATOMIC_WRITE_BYTES = select.PIPE_BUF
+FLUSH_BYTES = 65_536
+FLUSH_SECONDS = 0.2
+
+
+class LineBuffer:
+    """Whole lines for one file descriptor, written in batches instead of one write per line.
+
+    Lines are written at the latest `max_delay` seconds after the first one waits (a timer on the
+    running event loop; with no loop running, at once), as soon as `max_bytes` wait, before any other
+    log record (`JsonHandler` flushes first), and at exit. Each write(2) carries whole lines, and
+    at most ATOMIC_WRITE_BYTES of them unless one line alone is longer.
+    """
+
+    def __init__(self, fd: int, *, max_bytes: int = FLUSH_BYTES, max_delay: float = FLUSH_SECONDS) -> None:
+        self._fd = fd
+        self._max_bytes = max_bytes
+        self._max_delay = max_delay
+        self._lines: list[bytes] = []
+        self._size = 0
+        # Held while writing too: two flushes (the loop's timer, another thread's log record) must not
+        # reorder lines.
+        self._lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        """Queue one line, newline included."""
+        with self._lock:
+            first = not self._lines
+            self._lines.append(line)
+            self._size += len(line)
+            full = self._size >= self._max_bytes
+        if full:
+            self.flush()
+        elif first:
+            try:
+                asyncio.get_running_loop().call_later(self._max_delay, self.flush)
+            except RuntimeError:  # no event loop in this thread: nothing would flush later
+                self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._lines:
+                return
+            lines, self._lines, self._size = self._lines, [], 0
+            chunk: list[bytes] = []
+            size = 0
+            for line in lines:
+                if chunk and size + len(line) > ATOMIC_WRITE_BYTES:
+                    self._write(b"".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line)
+            self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:  # stderr closed or gone: nowhere left to report it
+            pass
+
+
+class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The JSON handler on stderr; it owns the `LineBuffer` that call lines are written through, and
+    flushes it before each record it writes, so lines keep their order."""
+
+    def __init__(self, lines: LineBuffer) -> None:
+        super().__init__(sys.stderr)
+        self.lines = lines
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.flush()
+        super().emit(record)
+
+
+class CallLog:
+    """Writes the one line per call: `{"ts", "level", "logger", "msg", **fields}` at INFO.
+
+    With `lines` (the JSON handler's buffer) it is one `orjson.dumps` of the fields behind a prefix
+    whose timestamp is formatted once per second; otherwise (text format, tests, other handlers) it
+    is an ordinary log record with the same fields.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, lines: LineBuffer | None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._logger = logger
+        self.lines = lines
+        self._clock = clock
+        self._second = -1
+        self._stamp = b""
+        self._middles: dict[str, bytes] = {}
+
+    @classmethod
+    def for_logger(cls, logger: logging.Logger) -> CallLog:
+        """Direct lines when `configure_logging(json)` left the JSON handler as the logger's only way out."""
+        return cls(logger, _only_json_handler(logger))
+
+    def info(self, message: str, fields: dict[str, object]) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        if self.lines is None:
+            self._logger.info(message, extra={"fields": fields})
+            return
+        now = self._clock()
+        second = int(now)
+        if second != self._second:
+            when = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._stamp = f'{{"ts":"{when}.'.encode()
+            self._second = second
+        middle = self._middles.get(message)
+        if middle is None:
+            tail = orjson.dumps({"level": "info", "logger": self._logger.name, "msg": message})
+            middle = self._middles[message] = b'+00:00",' + tail[1:-1] + b","
+        body = orjson.dumps(fields, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        self.lines.write(b"%s%03d%s%s" % (self._stamp, int((now - second) * 1000), middle, body[1:]))
+
+    def flush(self) -> None:
+        if self.lines is not None:
+            self.lines.flush()
+
+
+def _only_json_handler(logger: logging.Logger) -> LineBuffer | None:
+    found: LineBuffer | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            # CallIdFilter is the handler's own and adds nothing a call line lacks (its fields carry call_id).
+            other_filters = any(not isinstance(f, CallIdFilter) for f in handler.filters)
+            if not isinstance(handler, JsonHandler) or found is not None or other_filters:
+                return None
+            found = handler.lines
+        current = current.parent if current.propagate else None
+    return found
+
+
 def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
     """Route the proxy's and uvicorn's logs through one handler on stderr."""
     # The logging HOWTO's "Optimization" switches: a record then skips the caller's frame lookup and
@@ -89,8 +241,22 @@ def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> No
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    for old in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(old, JsonHandler):
+            old.lines.flush()
+            atexit.unregister(old.lines.flush)
+    handler: logging.Handler
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stderr (test capture): plain records
+        fd = -1
+    if log_format == "json" and fd >= 0:
+        lines = LineBuffer(fd)
+        atexit.register(lines.flush)  # a SIGTERM ends in a normal exit (uvicorn's and the drain's handlers)
+        handler = JsonHandler(lines)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(CallIdFilter())
     # "proxy" covers the modules that log under their own __name__ (nango, directory, tools, ...).
     for name in (LOGGER_NAME, "proxy", "uvicorn", "uvicorn.error"):

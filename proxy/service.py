@@ -20,7 +20,7 @@ from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.directory import ConnectionDirectory, Lookup
 from proxy.gcal import GoogleCalendar
 from proxy.locks import LocalUserLocks, UserLocks
-from proxy.logs import get_logger
+from proxy.logs import CallLog, get_logger
 from proxy.messages import inbound_call
 from proxy.metrics import Metrics
 from proxy.nango import RequestGate
@@ -82,6 +82,7 @@ class CallService:
         locks: UserLocks | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
+        call_log: CallLog | None = None,
     ) -> None:
         self.directory = directory
         self.metrics = metrics
@@ -89,8 +90,10 @@ class CallService:
         # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
         self.gate = gate
         self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
-        self._wall_clock = wall_clock
+        # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
+        self.wall_clock = wall_clock
         self._clock = clock
+        self.call_log = call_log or CallLog(logger, None)
 
     async def connection_for(self, route: Route, timeout: float) -> Lookup:
         user = route.user
@@ -102,7 +105,7 @@ class CallService:
     async def resolve(self, config: Config, message: Json) -> Resolution:
         """Decide the answer for one assistant-request. Never raises."""
         started = self._clock()
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        now = datetime.fromtimestamp(self.wall_clock(), UTC)
         call = inbound_call(message)
         match: Match | None = None
         try:
@@ -147,21 +150,19 @@ class CallService:
         self.metrics.assistant_request_latency.observe(elapsed)
         call = resolution.call
         route = resolution.match.route if resolution.match is not None else None
-        logger.info(
+        self.call_log.info(
             "assistant-request",
-            extra={
-                "fields": {
-                    "call_id": call.call_id,
-                    "to": mask_number(call.to),
-                    "from": mask_number(call.caller),
-                    "phone_number_id": call.phone_number_id,
-                    "rule": resolution.rule,
-                    "user": route.user.id if route is not None else None,
-                    "connection": resolution.connection_source,
-                    "outcome": resolution.outcome,
-                    "reason": resolution.reason,
-                    "latency_ms": round(elapsed * 1000, 2),
-                }
+            {
+                "call_id": call.call_id,
+                "to": mask_number(call.to),
+                "from": mask_number(call.caller),
+                "phone_number_id": call.phone_number_id,
+                "rule": resolution.rule,
+                "user": route.user.id if route is not None else None,
+                "connection": resolution.connection_source,
+                "outcome": resolution.outcome,
+                "reason": resolution.reason,
+                "latency_ms": round(elapsed * 1000, 2),
             },
         )
         return resolution.body
@@ -214,7 +215,7 @@ class CallService:
             ctx,
             calendar,
             self.metrics,
-            now=datetime.fromtimestamp(self._wall_clock(), UTC),
+            now=datetime.fromtimestamp(self.wall_clock(), UTC),
             timeout=remaining,
             max_calls=config.server.max_tool_calls,
             locks=self.locks,
