@@ -17,6 +17,7 @@ from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import normalize_number
+from proxy.onboarding import create_connect_session
 from proxy.service import CallService
 from proxy.yamlsource import ConfigError
 
@@ -111,7 +112,7 @@ async def _nango_call(config: Config, user_id: str | None) -> int:
                 if user is None:
                     print(f"error: no user {user_id!r} in {config.file}", file=sys.stderr)
                     return 1
-                session = await client.create_connect_session(user.nango_user_id, user.email, user.name)
+                session = await create_connect_session(client, user.nango_user_id, user.email, user.name)
                 print(session.connect_link)
                 print(f"expires at {session.expires_at}; send this link to {user.name}", file=sys.stderr)
                 return 0

@@ -58,12 +58,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(config: Path, tmp_path: Path) -> AsyncIterator[Proxy]:
+async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json") -> AsyncIterator[Proxy]:
     """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
     port = free_port()
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
-        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", "json"]
+        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format]
         process = subprocess.Popen(
             [sys.executable, "-m", "proxy", *command],
             cwd=ROOT,
