@@ -192,20 +192,41 @@ async def test_a_kept_alive_connection_is_closed_after_the_keepalive_timeout(tmp
         writer.close()
 
 
-async def test_connections_over_the_cap_get_503_and_the_cap_frees_up(tmp_path: Path) -> None:
+async def test_at_the_cap_a_new_connection_replaces_the_oldest_idle_one(tmp_path: Path) -> None:
     async with proxy_with(tmp_path, max_connections=20, header_timeout_seconds=30) as proxy:
         held = [await asyncio.open_connection(*address(proxy)) for _ in range(20)]
         await asyncio.sleep(0.2)  # the server has accepted them all
+        assert await authenticated_call(proxy) < 1.0
+        # The oldest made room, closed without a word; the call's own connection is gone again afterwards,
+        # so the next call fits without closing anyone.
+        assert await asyncio.wait_for(held[0][0].read(), 1) == b""
+        assert await authenticated_call(proxy) < 1.0
+        await asyncio.sleep(0.1)
+        assert not any(reader.at_eof() for reader, _ in held[1:])
+        for _, writer in held:
+            writer.close()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path, max_connections=20, body_timeout_seconds=30) as proxy:
+        body = call_body()
+        head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Vapi-Secret: {VAPI_SECRET}\r\nContent-Length: {len(body)}\r\n"
+        busy = []
+        for _ in range(20):  # authenticated requests whose bodies are still arriving
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(head.encode() + b"\r\n" + body[:100])
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
         reader, writer = await asyncio.open_connection(*address(proxy))
         answer = await read_until_closed(reader, 5)
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert answer.endswith(b"too many connections")
         writer.close()
-        for _, held_writer in held[:5]:
-            held_writer.close()
-        await asyncio.sleep(0.2)
+        busy_reader, busy_writer = busy.pop(0)
+        busy_writer.write(body[100:])  # one finishes: its answer comes, and the connection waits again
+        assert (await asyncio.wait_for(busy_reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         assert await authenticated_call(proxy) < 1.0
-        for _, held_writer in held[5:]:
+        for _, held_writer in [*busy, (busy_reader, busy_writer)]:
             held_writer.close()
 
 
