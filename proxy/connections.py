@@ -189,10 +189,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _mark_waiting(self) -> None:
         # Waiting (and so evictable) once the request is read and answered, unless a pipelined one is queued.
         cycle = self.cycle
-        if self.reading_head and not self.pipeline and (cycle is None or cycle.response_complete):
-            if not self.transport.is_closing():
-                self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
-                self.waiting[self] = None
+        idle = cycle is None or cycle.response_complete
+        if self.reading_head and idle and not self.pipeline and not self.transport.is_closing():
+            self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
+            self.waiting[self] = None
 
     def _disarm(self) -> None:
         if self.deadline is not None:
