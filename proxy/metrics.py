@@ -86,6 +86,14 @@ class Metrics:
             registry=r,
         )
         self.index_size = Gauge("vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r)
+        self.tagged_lines = Gauge(
+            "vapi_proxy_tag_routed_lines",
+            "Lines (numbers, Vapi phone-number ids) routed by connection tags.",
+            registry=r,
+        )
+        self.line_conflicts = Gauge(
+            "vapi_proxy_tag_routing_conflicts", "Lines claimed by more than one connection's tags.", registry=r
+        )
         self.index_age = Gauge(
             "vapi_proxy_nango_index_refreshed_timestamp_seconds",
             "When the Nango index was last refreshed.",
@@ -109,6 +117,24 @@ class Metrics:
             "vapi_proxy_nango_webhooks",
             "Nango webhooks received, by type/operation and result.",
             ["type", "result"],
+            registry=r,
+        )
+
+        self.redis_up = Gauge(
+            "vapi_proxy_redis_up",
+            "1 while the shared state's Redis answers; 0 while replicas fall back to local state or without REDIS_URL.",
+            registry=r,
+        )
+        self.redis_operations = Counter(
+            "vapi_proxy_redis_operations",
+            "Redis operations of the shared state, by operation and result (ok, timeout, error, skipped).",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.redis_fanout_delay = Histogram(
+            "vapi_proxy_redis_fanout_delay_seconds",
+            "From another replica announcing a change (webhook, index, breaker) to this replica receiving it.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
 

@@ -131,6 +131,8 @@ class Config:
     routes: tuple[Route, ...]
     routing: RoutingTable
     warnings: tuple[ConfigIssue, ...] = ()
+    # The global calendar plan: what routes made from Nango connection tags get (users may override).
+    calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
