@@ -46,9 +46,24 @@ from generate import (  # noqa: E402
     write_requests,
 )
 
-SCENARIOS = ("baseline", "fixed", "warm", "warm-index", "latency", "cold", "errors", "hang", "singleflight", "load")
+SCENARIOS = (
+    "baseline",
+    "fixed",
+    "warm",
+    "warm-stock",
+    "warm-index",
+    "latency",
+    "cold",
+    "errors",
+    "hang",
+    "singleflight",
+    "load",
+)
 SERVER_CPU, DRIVER_CPU = 0, 1
 PYTHON = sys.executable
+# The proxy runs under the protocol `serve` gives it (connection limits, proxy/connections.py); the
+# warm-stock scenario runs it under uvicorn's stock httptools protocol, to price those limits.
+PROXY_HTTP = "proxy.connections:LimitedHttpToolsProtocol"
 
 
 def free_port() -> int:
@@ -129,17 +144,17 @@ class Bench:
             argv += [flag] if value is True else [flag, str(value)]
         return self.start("fake_nango", argv, {}, self.cpu(DRIVER_CPU), "/_stats")
 
-    def uvicorn(self, name: str, app: str, env: dict[str, str], ready: str) -> Process:
+    def uvicorn(self, name: str, app: str, env: dict[str, str], ready: str, http: str = "httptools") -> Process:
         argv = [PYTHON, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", "{port}"]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]
+        argv += ["--loop", "uvloop", "--http", http, "--workers", "1", "--no-access-log"]
         argv += ["--log-level", "warning", "--lifespan", "on", "--app-dir", str(BENCH)]
         return self.start(name, argv, env, self.cpu(SERVER_CPU), ready)
 
-    def proxy(self, name: str, options: RoutingOptions) -> Process:
+    def proxy(self, name: str, options: RoutingOptions, http: str = PROXY_HTTP) -> Process:
         path = self.out / f"{name}.routing.yaml"
         path.write_text(routing_yaml(options))
         env = {**environment(), "VAPI_CALENDAR_PROXY_CONFIG": str(path), "VAPI_CALENDAR_PROXY_LOG_FORMAT": "json"}
-        return self.uvicorn(name, "proxy.server:app_from_environment", env, "/readyz")
+        return self.uvicorn(name, "proxy.server:app_from_environment", env, "/readyz", http)
 
     def baseline(self, answer: bytes) -> Process:
         path = self.out / "baseline.answer.json"
@@ -278,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         return RoutingOptions(**values)  # type: ignore[arg-type]
 
     try:
-        if {"baseline", "fixed", "warm", "warm-index"} & set(chosen):
+        if {"baseline", "fixed", "warm", "warm-stock", "warm-index"} & set(chosen):
             fake = bench.fake_nango()
             targets: dict[str, Process] = {}
             notes: dict[str, dict[str, object]] = {}
@@ -292,6 +307,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     "warm_up_s": round(time.monotonic() - started, 2),
                 }
                 targets["warm"] = warm
+            if "warm-stock" in chosen:
+                stock = bench.proxy("warm-stock", proxy_options(fake), http="httptools")
+                statuses, _, ids = burst(stock.url, list(range(args.users)), 1, connections=50)
+                assert set(statuses) == {200} and ids == [connection_id(i) for i in range(args.users)]
+                targets["warm-stock"] = stock
             if "warm-index" in chosen:
                 httpx.post(fake.url + "/_reset")
                 indexed = bench.proxy("warm-index", proxy_options(fake, index_refresh_seconds=300.0))
@@ -436,6 +456,13 @@ def table(results: dict[str, object]) -> str:
         lines.append(
             f"warm / baseline: throughput {warm['rps'] / baseline['rps']:.1%} (target >= 85%), "
             f"p99 {warm['p99_ms'] / baseline['p99_ms']:.2f}x (target < 2x)"
+        )
+    stock = rows.get("warm-stock")
+    if baseline and warm and stock:
+        lines.append(
+            f"warm-stock (uvicorn's protocol, no connection limits) / baseline: throughput "
+            f"{stock['rps'] / baseline['rps']:.1%}, p99 {stock['p99_ms'] / baseline['p99_ms']:.2f}x; "
+            f"warm / warm-stock: throughput {warm['rps'] / stock['rps']:.1%}"
         )
     if "singleflight" in rows:
         sf = rows["singleflight"]

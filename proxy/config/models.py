@@ -105,6 +105,9 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     max_unauthenticated_body_reads: Annotated[
         int, doc("bodies read before authentication (HMAC, webhooks) at once; more get 503", ge=1, le=100_000)
     ] = 32
+    max_tool_calls: Annotated[
+        int, doc("tool calls answered per message; each one beyond gets its own speakable error", ge=1, le=128)
+    ] = 16
     forwarded_allow_ips: Annotated[
         Addresses,
         doc('peers whose X-Forwarded-For/-Proto are believed: addresses or networks, or "*" for any (not advised)'),
