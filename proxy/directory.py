@@ -140,6 +140,15 @@ class ConnectionDirectory:
             logger.warning("nango lookup for user %s did not finish within %.2fs", user_id, timeout)
             return self._stale_or(user_id, Lookup(None, "timeout", f"no answer within {timeout:g}s"), "timeout")
 
+    def warm(self, user_id: str) -> tuple[str, str] | None:
+        """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
+        count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
+        if (conn := self._index.get(user_id)) is not None:
+            return (conn.connection_id, "index_hit") if conn.healthy else None
+        if (conn := self._cache.get(user_id)) is not None and conn.healthy:
+            return conn.connection_id, "hit"
+        return None
+
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
         if (conn := self._index.get(user_id)) is not None:
             self._event("index_hit", count)
