@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.auth import authenticate
+from proxy.auth import authenticate, authenticate_headers
 from proxy.config import Config
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
@@ -38,8 +38,10 @@ ASSISTANT_REQUEST = "assistant-request"
 TOOL_CALLS = "tool-calls"
 
 
-def json_response(content: object, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+def json_response(content: object, status_code: int = 200, *, close: bool = False) -> Response:
+    """`close`: the connection is closed after the answer (a refusal that left the body unread)."""
+    headers = {"connection": "close"} if close else None
+    return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Runtime:
     service: CallService | None = None
     draining: bool = False
     config_error: str | None = None
+    unauthenticated_reads: int = 0
     watcher: ConfigWatcher | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -99,29 +102,50 @@ def create_app(
     runtime.metrics.set_config_version(config.version)
     call_log = CallLog.for_logger(get_logger("calls"))
 
+    async def read_unauthenticated(request: Request, config: Config) -> bytes:
+        """A body that must be read before it can be authenticated: at most
+        `server.max_unauthenticated_body_reads` at once, so unauthenticated peers hold at most that many
+        times `max_body_bytes` of memory, however many of them there are."""
+        if runtime.unauthenticated_reads >= config.server.max_unauthenticated_body_reads:
+            raise BadRequest("too many unauthenticated requests in progress; retry shortly", 503)
+        runtime.unauthenticated_reads += 1
+        try:
+            return await read_body(request, config.server.max_body_bytes)
+        finally:
+            runtime.unauthenticated_reads -= 1
+
     async def vapi(request: Request) -> Response:
         config = runtime.config
-        try:
-            body = await read_body(request, config.server.max_body_bytes)
-        except BadRequest as exc:
-            return json_response({"error": exc.reason}, exc.status_code)
         auth_settings = config.auth
         if runtime.insecure and not auth_settings.configured:
             auth_settings = type(auth_settings)(insecure=True)
-        # HMAC payloads may sign the URL: the public one Vapi called, not the one seen behind a load balancer.
-        # Building request.url costs more than the rest of authentication: only when it is signed.
-        url = ""
-        if auth_settings.hmac is not None and "{url}" in auth_settings.hmac.payload_format:
-            url = config.server.public_url + config.server.path if config.server.public_url else str(request.url)
-        result = authenticate(
-            auth_settings, method=request.method, url=url, headers=request.headers, body=body, now=time.time()
-        )
+        # A shared secret or bearer token is checked before a byte of the body is read; only HMAC needs it.
+        result = authenticate_headers(auth_settings, headers=request.headers)
+        body = b""
+        try:
+            if result is None:
+                body = await read_unauthenticated(request, config)
+                # HMAC payloads may sign the URL: the public one Vapi called, not the one seen behind a load
+                # balancer. Building request.url costs more than the rest of authentication: only when signed.
+                url = ""
+                if auth_settings.hmac is not None and "{url}" in auth_settings.hmac.payload_format:
+                    url = (
+                        config.server.public_url + config.server.path if config.server.public_url else str(request.url)
+                    )
+                result = authenticate(
+                    auth_settings, method=request.method, url=url, headers=request.headers, body=body, now=time.time()
+                )
+            elif result.ok:
+                body = await read_body(request, config.server.max_body_bytes)
+        except BadRequest as exc:
+            return json_response({"error": exc.reason}, exc.status_code, close=result is None)
         if not result.ok:
             runtime.metrics.assistant_requests.labels("unauthorised", result.reason).inc()
             logger.warning(
                 "unauthorised request", extra={"fields": {"reason": result.reason, "client": _client(request)}}
             )
-            return json_response({"error": "unauthorized"}, 401)
+            # Closed: whatever of the body is still coming is not worth reading.
+            return json_response({"error": "unauthorized"}, 401, close=True)
         try:
             message = parse_message(body)
         except BadRequest as exc:
@@ -140,9 +164,9 @@ def create_app(
     async def nango_webhook(request: Request) -> Response:
         config = runtime.config
         try:
-            body = await read_body(request, config.server.max_body_bytes)
+            body = await read_unauthenticated(request, config)  # the signature covers the body
         except BadRequest as exc:
-            return json_response({"error": exc.reason}, exc.status_code)
+            return json_response({"error": exc.reason}, exc.status_code, close=True)
         nango = config.nango
         keys = nango.webhook_signing_keys or ((nango.secret_key,) if nango.secret_key else ())
         assert runtime.directory is not None

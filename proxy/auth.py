@@ -20,7 +20,15 @@ from starlette.datastructures import Headers
 
 from proxy.secret import Secret
 
-__all__ = ["AuthResult", "AuthSettings", "BearerPlan", "HmacPlan", "authenticate", "hmac_signature"]
+__all__ = [
+    "AuthResult",
+    "AuthSettings",
+    "BearerPlan",
+    "HmacPlan",
+    "authenticate",
+    "authenticate_headers",
+    "hmac_signature",
+]
 
 SHARED_SECRET_HEADER = "x-vapi-secret"
 PLACEHOLDERS = frozenset({"body", "timestamp", "method", "url"})
@@ -158,6 +166,33 @@ def authenticate(
     for result in results:
         if result.ok:
             return result
+    worst = max(results, key=lambda failure: _SEVERITY[failure.reason])
+    return worst if worst.reason != "missing" else AuthResult(False, None, "missing")
+
+
+def authenticate_headers(settings: AuthSettings, *, headers: Mapping[str, str]) -> AuthResult | None:
+    """Decide from the headers alone where the scheme allows, so that a body is read only when it must be.
+
+    Returns the verdict when a shared secret or bearer token decides it (success), or when nothing is left
+    that the body could change (failure: no HMAC configured, or no signature header sent). Returns None when
+    only an HMAC signature over the body can decide: then call `authenticate` with the body.
+    """
+    if not settings.configured:
+        return authenticate(settings, method="", url="", headers=headers, body=b"", now=0.0)
+    fields = _index_headers(headers)
+    results: list[AuthResult] = []
+    if settings.shared_secrets:
+        results.append(_check_shared_secret(settings.shared_secrets, fields))
+    if settings.bearer is not None and settings.bearer.tokens:
+        results.append(_check_bearer(settings.bearer, fields))
+    for result in results:
+        if result.ok:
+            return result
+    if settings.hmac is not None and settings.hmac.secrets:
+        signature = _single(fields, settings.hmac.signature_header)
+        if not isinstance(signature, str):
+            return None
+        results.append(AuthResult(False, "hmac", signature))
     worst = max(results, key=lambda failure: _SEVERITY[failure.reason])
     return worst if worst.reason != "missing" else AuthResult(False, None, "missing")
 

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
+from proxy import __version__
 from proxy.config import Config, load_config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import normalize_number
+from proxy.onboarding import create_connect_session
 from proxy.service import CallService
 from proxy.yamlsource import ConfigError
 
@@ -110,7 +112,7 @@ async def _nango_call(config: Config, user_id: str | None) -> int:
                 if user is None:
                     print(f"error: no user {user_id!r} in {config.file}", file=sys.stderr)
                     return 1
-                session = await client.create_connect_session(user.nango_user_id, user.email, user.name)
+                session = await create_connect_session(client, user.nango_user_id, user.email, user.name)
                 print(session.connect_link)
                 print(f"expires at {session.expires_at}; send this link to {user.name}", file=sys.stderr)
                 return 0
@@ -180,39 +182,120 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vapi-calendar-proxy", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+A Vapi server URL: answers each inbound call's assistant-request with the assistant of the user the
+call is for, carrying that user's Google Calendar (a Nango connection)."""
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", required=True, help="routing YAML file")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (each has its own cache)")
+EPILOG = """\
+examples:
+  vapi-calendar-proxy serve --config config.yaml --host 0.0.0.0 --port 8080
+  vapi-calendar-proxy check --config config.yaml
+  vapi-calendar-proxy resolve --config config.yaml --to "+1 415 555 0100"
+
+Secrets come from the environment (${VAR} in the config), e.g. VAPI_SERVER_SECRET, NANGO_SECRET_KEY.
+"command --help" shows a command's options."""
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _version() -> str:
+    return f"%(prog)s {__version__} (Python {sys.version.split()[0]})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vapi-calendar-proxy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    serve = commands.add_parser("serve", help="run the proxy", description="Run the proxy (an ASGI server).")
+    serve.add_argument("--config", required=True, metavar="FILE", help="routing YAML file (reloaded when it changes)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 in a container (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=_port, default=8080, help="TCP port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes, each with its own cache and Nango index; keep 1 in Kubernetes (default: %(default)s)",
+    )
     serve.add_argument("--insecure", action="store_true", help="allow running with no authentication (local only)")
-    serve.add_argument("--log-format", choices=("json", "text"), default="json")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one object a line, for log pipelines; text: for people (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="least severe level logged (default: %(default)s)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
-    check = commands.add_parser("check", help="validate a config file; exit 1 with located errors")
-    check.add_argument("--config", required=True)
+    check = commands.add_parser(
+        "check",
+        help="validate a config file; exit 1 with located errors",
+        description="Validate a config file exactly as serve and a reload would; exit 1 listing every error.",
+    )
+    check.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
     check.set_defaults(handler=cmd_check)
 
-    resolve = commands.add_parser("resolve", help="print the answer a call would get, and which rule matched")
-    resolve.add_argument("--config", required=True)
-    resolve.add_argument("--to", help="called number (or SIP URI)")
-    resolve.add_argument("--from", dest="caller", help="caller's number")
-    resolve.add_argument("--phone-number-id", help="Vapi phoneNumberId of the called line")
+    resolve = commands.add_parser(
+        "resolve",
+        help="print the answer a call would get, and which rule matched",
+        description="Print the answer a call would get, the rule that matched and where the connection id came from.",
+    )
+    resolve.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    resolve.add_argument("--to", metavar="NUMBER", help="called number, any common format (or a SIP URI)")
+    resolve.add_argument("--from", dest="caller", metavar="NUMBER", help="caller's number")
+    resolve.add_argument("--phone-number-id", metavar="ID", help="Vapi phoneNumberId of the called line")
     resolve.add_argument("--response-only", action="store_true", help="print only the JSON Vapi would receive")
     resolve.set_defaults(handler=cmd_resolve)
 
-    link = commands.add_parser("connect-link", help="create a Nango Connect link for a user to connect a calendar")
-    link.add_argument("--config", required=True)
-    link.add_argument("--user", required=True, help="user id from the config")
+    link = commands.add_parser(
+        "connect-link",
+        help="create a Nango Connect link for a user to connect a calendar",
+        description="Create a Nango Connect session for a user and print the link to send (needs NANGO_SECRET_KEY).",
+    )
+    link.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    link.add_argument("--user", required=True, metavar="ID", help="user id from the config")
     link.set_defaults(handler=cmd_connect_link)
 
-    connections = commands.add_parser("connections", help="list users and the state of their calendar connection")
-    connections.add_argument("--config", required=True)
+    connections = commands.add_parser(
+        "connections",
+        help="list users and the state of their calendar connection",
+        description="List every user of the config: connected, fixed, missing or in error in Nango.",
+    )
+    connections.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
     connections.set_defaults(handler=cmd_connections)
     return parser
 

@@ -5,12 +5,8 @@ the per-user TTL cache, the negative cache, then one Nango request per cold user
 concurrent caller and bounded by the caller's deadline. When Nango fails, the last known good
 connection id is served (stale-if-error).
 
-Freshness bounds. Nango sends no webhook on deletion, so while Nango answers, a deleted connection is
-served at most max(`index_refresh_interval`, `cache_ttl`) after its deletion (the next index refresh
-drops it, cache entries expire); while Nango fails, the last known id is served for as long as it fails.
-Each replica holds its own directory and a webhook reaches only one of them. The others see a user's
-first connection on their next lookup (after `negative_ttl` if they had cached "no connection"), a
-replaced or broken connection at their next index refresh (indexed users) or within `cache_ttl` (others).
+Seams: the index store (`proxy.connindex`), webhook effects (`confirm`, `apply_user_connections`,
+`forget_connection`, `suspend`) and lookups (`lookup`, `current`). Freshness bounds: docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -20,14 +16,14 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Literal
 
 from cachetools import LRUCache, TTLCache
 
+from proxy.connindex import ConnectionIndex
 from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection, rank_connection
+from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
 __all__ = ["ConnectionDirectory", "Lookup"]
 
@@ -35,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy", "fixed"]
 Negative = Literal["negative", "unhealthy"]
-IndexEffect = Callable[[dict[str, Connection]], None]
+IndexEffect = Callable[[ConnectionIndex], object]
 
 # After a failed index refresh, try again sooner than the full interval.
 REFRESH_RETRY_SECONDS = 30.0
@@ -50,29 +46,28 @@ class Lookup:
     detail: str = ""
 
 
-def _answer(conn: Connection, source: Source) -> Lookup:
+def answer_for(conn: Connection, source: Source) -> Lookup:
     if conn.healthy:
         return Lookup(conn.connection_id, source)
     return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
-def _put(index: dict[str, Connection], user_id: str, conn: Connection) -> None:
-    index[user_id] = conn
+@dataclass(frozen=True)
+class Confirmation:
+    """What Nango said about a connection a webhook named: `result` for the metric and the reply,
+    `connection_id` the one the user is served now."""
+
+    result: str
+    connection: Connection | None = None
+    connection_id: str | None = None
 
 
-def _mark(index: dict[str, Connection], user_id: str, connection_id: str) -> None:
-    current = index.get(user_id)
-    if current is not None and current.connection_id == connection_id:
-        index[user_id] = replace(current, healthy=False)
-
-
-def _add_to_index(index: dict[str, Connection], conn: Connection) -> None:
-    if conn.user_id is None:
-        return
-    current = index.get(conn.user_id)
-    index[conn.user_id] = conn if current is None else max(current, conn, key=rank_connection)
-
-
+# Webhooks waiting for Nango's answer at once; more get 503 and Nango delivers them again later.
+MAX_PENDING_CONFIRMATIONS = 32
+# Users that webhooks may add to the index between two refreshes; beyond it they go to the bounded cache.
+WEBHOOK_NEW_USERS_LIMIT = 10_000
+# A failed refresh Nango could not confirm holds the connection back this long.
+UNCONFIRMED_FAILURE_SECONDS = 30.0
 # A lookup that just failed is not repeated for this long: during a Nango outage each user then costs
 # one request every few seconds, not one per call (the calls get the stale id or the error fallback).
 FAILURE_TTL_SECONDS = 2.0
@@ -97,7 +92,7 @@ class ConnectionDirectory:
         self._metrics = metrics
         self._clock = clock
         size = max(settings.cache_max_size, 1)
-        self._index: dict[str, Connection] = {}
+        self._index = ConnectionIndex()
         self._index_at: float | None = None
         self._cache: TTLCache[str, Connection] = TTLCache(size, settings.cache_ttl, timer=clock)
         self._negative: TTLCache[str, Negative] = TTLCache(size, settings.negative_ttl, timer=clock)
@@ -106,6 +101,9 @@ class ConnectionDirectory:
         self._outage_streak = 0
         self._breaker_open_until = 0.0
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        self._confirming: dict[tuple[str, str | None], asyncio.Task[Confirmation]] = {}
+        self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
+        self._webhook_users = 0
         self._refresh: asyncio.Task[bool] | None = None
         # Webhook effects seen while a refresh pages through Nango, replayed onto the new index.
         self._replay: list[IndexEffect] | None = None
@@ -150,12 +148,12 @@ class ConnectionDirectory:
         return None
 
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
-        if (conn := self._index.get(user_id)) is not None:
+        if (conn := self._index.user(user_id)) is not None:
             self._event("index_hit", count)
-            return _answer(conn, "index")
+            return self._answer(conn, "index")
         if (conn := self._cache.get(user_id)) is not None:
             self._event("hit", count)
-            return _answer(conn, "cache")
+            return self._answer(conn, "cache")
         if (reason := self._negative.get(user_id)) is not None:
             self._event("negative_hit", count)
             return Lookup(None, reason, "cached")
@@ -190,6 +188,11 @@ class ConnectionDirectory:
         if generation != self._generation and (newer := self._known(user_id, count=False)) is not None:
             return newer
         return self._remember(user_id, conns)
+
+    def _answer(self, conn: Connection, source: Source) -> Lookup:
+        if self._unusable and conn.connection_id in self._unusable:
+            return Lookup(None, "unhealthy", f"connection {conn.connection_id}: refresh failed (unconfirmed)")
+        return answer_for(conn, source)
 
     def _failed(self, user_id: str, code: str) -> Lookup:
         self._last_error = code
@@ -230,26 +233,82 @@ class ConnectionDirectory:
         self._negative[user_id] = "negative"
         return Lookup(None, "negative", "no connection")
 
-    def apply_connection(self, user_id: str, connection_id: str) -> None:
-        """A connection was created or overridden (webhook): the very next lookup sees it."""
-        conn = Connection(connection_id, user_id, datetime.now(UTC).isoformat(), healthy=True)
-        self._generation += 1
-        self._apply(functools.partial(_put, user_id=user_id, conn=conn))
-        self._failures.pop(user_id, None)
-        self._cache[user_id] = conn
-        self._last_good[user_id] = connection_id
-        self._negative.pop(user_id, None)
+    async def confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
+        """Ask Nango about a connection a webhook names, and apply what Nango says, never the webhook's body.
 
-    def mark_unusable(self, user_id: str, connection_id: str) -> None:
-        """The connection's token refresh failed (webhook): stop handing it out."""
+        One request: the user's connections (`tags[user_tag]=`) when the webhook names a user, else the
+        connection itself (`connectionId=`). A replayed or forged webhook can therefore neither roll a user
+        back to an old connection nor point a user at someone else's: the result is what Nango holds now,
+        ranked like the index ranks it. Concurrent webhooks about one connection share the request.
+        """
+        if self._client is None:
+            return Confirmation("nango_not_configured")
+        if self._clock() < self._breaker_open_until:
+            raise NangoError("confirm", None, "breaker_open")
+        key = (connection_id, user_id)
+        task = self._confirming.get(key)
+        if task is None:
+            if len(self._confirming) >= MAX_PENDING_CONFIRMATIONS:
+                raise NangoError("confirm", None, "busy")
+            task = asyncio.create_task(self._confirm(connection_id, user_id), name=f"nango-confirm:{connection_id}")
+            self._confirming[key] = task
+            task.add_done_callback(lambda _: self._confirming.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
+        assert self._client is not None
+        if user_id is not None:
+            conns = await self._client.find_user_connections(user_id)
+        else:
+            found = await self._client.find_connection(connection_id)
+            conns = [found] if found is not None else []
+        conn = next((c for c in conns if c.connection_id == connection_id), None)
+        if conn is None:
+            # Deleted, or not this user's: whatever we hold about it is wrong now.
+            self.forget_connection(connection_id)
+            return Confirmation("not_found")
+        if conn.user_id is None:
+            return Confirmation("no_user", conn)
+        self.apply_user_connections(conn.user_id, conns)
+        return Confirmation("applied", conn, self.current(conn.user_id))
+
+    def apply_user_connections(self, user_id: str, conns: list[Connection]) -> None:
+        """Every connection Nango holds for the user, just read: the very next lookup sees the best of them."""
         self._generation += 1
-        self._apply(functools.partial(_mark, user_id=user_id, connection_id=connection_id))
-        cached = self._cache.get(user_id)
-        if cached is not None and cached.connection_id == connection_id:
+        for conn in conns:
+            self._unusable.pop(conn.connection_id, None)
+        known = self._index.user(user_id)
+        if known is not None and all(c.connection_id != known.connection_id for c in conns):
+            self._apply(functools.partial(ConnectionIndex.remove, connection_id=known.connection_id, user_id=user_id))
+        if known is None and self._webhook_users >= WEBHOOK_NEW_USERS_LIMIT:
+            logger.warning(
+                "%d users added by webhooks since the last index refresh; %s only cached",
+                WEBHOOK_NEW_USERS_LIMIT,
+                user_id,
+            )
+        else:
+            self._webhook_users += known is None
+            for conn in conns:
+                self._apply(functools.partial(ConnectionIndex.put, conn=conn))
+        self._remember(user_id, conns)
+
+    def current(self, user_id: str) -> str | None:
+        """The connection id the next lookup of `user_id` answers from memory, if any."""
+        known = self._known(user_id, count=False)
+        return known.connection_id if known is not None else None
+
+    def forget_connection(self, connection_id: str) -> None:
+        """Nango says the connection does not exist (deleted): stop handing it out."""
+        self._generation += 1
+        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=None))
+        for user_id in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
             del self._cache[user_id]
-            self._negative[user_id] = "unhealthy"
-        if self._last_good.get(user_id) == connection_id:
-            del self._last_good[user_id]
+            self._last_good.pop(user_id, None)
+
+    def suspend(self, connection_id: str) -> None:
+        """A failed refresh Nango could not confirm (unreachable): hold the connection back for a short,
+        fixed time, so a replayed webhook costs a user at most that, and a real failure shows at once."""
+        self._unusable[connection_id] = True
 
     def _apply(self, effect: IndexEffect) -> None:
         # Without a periodic refresh nothing would ever correct an index entry: webhooks then only fill the cache.
@@ -284,11 +343,11 @@ class ConnectionDirectory:
         started = self._clock()
         replay: list[IndexEffect] = []
         self._replay = replay
-        index: dict[str, Connection] = {}
+        index = ConnectionIndex()
         try:
             async for page in self._client.list_connections_pages():
                 for conn in page:
-                    _add_to_index(index, conn)
+                    index.add(conn)
         except NangoError as exc:
             self._last_error = exc.code
             logger.warning("nango index refresh failed (%s); keeping the index of %d users", exc.code, len(self._index))
@@ -302,6 +361,7 @@ class ConnectionDirectory:
         for effect in replay:
             effect(index)
         self._index = index
+        self._webhook_users = 0
         self._index_at = self._clock()
         self._last_error = None
         self._metrics.index_size.set(len(index))

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,9 +22,9 @@ import httpx
 from proxy.metrics import Metrics
 from proxy.ratelimit import RateLimit
 from proxy.secret import Secret
+from proxy.tags import TagRoute, TagRouting, read_tag_route
 
 __all__ = [
-    "ConnectSession",
     "Connection",
     "NangoClient",
     "NangoError",
@@ -52,6 +52,10 @@ TOTAL_TIMEOUT_READS = 4
 # hundreds of queued lookups stalled the event loop for 100 ms at a time and calls overshot the deadline.
 # 20 at Nango's usual 100-300 ms is well above any plan's rate limit (2,000 a minute at most).
 MAX_CONCURRENT_REQUESTS = 20
+# An index page that fails like a busy server (429, 5xx, no answer) is tried this often before the pass
+# gives up; 5xx and timeouts pause 1, 2, 4, 8 s in between, a 429 waits exactly its Retry-After.
+PAGE_ATTEMPTS = 5
+PAGE_RETRY_PAUSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,10 @@ class NangoSettings:
     index_refresh_interval: float = 300.0  # seconds; 0 disables the periodic bulk index
     index_page_size: int = 2000
     webhook_signing_keys: tuple[Secret, ...] = ()
+    tag_routing: TagRouting | None = None  # None: tags route nothing (opt-in)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the index holds one per connection of the integration
 class Connection:
     """One Nango connection, reduced to what routing a call needs."""
 
@@ -79,15 +84,7 @@ class Connection:
     user_id: str | None
     created: str
     healthy: bool
-
-
-@dataclass(frozen=True)
-class ConnectSession:
-    """A Nango Connect session: `connect_link` is what an admin sends to the user."""
-
-    token: Secret
-    connect_link: str
-    expires_at: str
+    route: TagRoute | None = None  # the Vapi line its tags claim (tag routing only)
 
 
 class NangoError(Exception):
@@ -106,7 +103,7 @@ class NangoError(Exception):
         return f"nango {self.operation} failed: {self.code} ({status})"
 
 
-def parse_connection(raw: object, user_tag: str) -> Connection | None:
+def parse_connection(raw: object, user_tag: str, tag_routing: TagRouting | None = None) -> Connection | None:
     """An `ApiPublicConnection` (or the full variant) -> Connection; None when it has no usable id."""
     if not isinstance(raw, dict):
         return None
@@ -119,6 +116,7 @@ def parse_connection(raw: object, user_tag: str) -> Connection | None:
         user_id=owner_of(raw, user_tag),
         created=created if isinstance(created, str) else "",
         healthy=not raw.get("errors"),
+        route=read_tag_route(raw.get("tags"), tag_routing) if tag_routing is not None else None,
     )
 
 
@@ -167,13 +165,6 @@ def _error_code(response: httpx.Response) -> str:
     return "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
 
 
-def _text(data: dict[Any, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} is not a string")
-    return value
-
-
 def _connection_list(body: object) -> list[object]:
     connections = body.get("connections") if isinstance(body, dict) else None
     if not isinstance(connections, list):
@@ -212,6 +203,16 @@ class NangoClient:
     def __repr__(self) -> str:
         return f"NangoClient(base_url={self._base_url!r}, integration_id={self.settings.integration_id!r})"
 
+    def parse(self, raw: object) -> Connection | None:
+        """One `ApiPublicConnection` as this client's settings read it (user tag, routing tags)."""
+        return parse_connection(raw, self.settings.user_tag, self.settings.tag_routing)
+
+    def _parse_all(self, body: object) -> list[Connection]:
+        parsed = [self.parse(raw) for raw in _connection_list(body)]
+        if any(conn is None for conn in parsed):
+            raise ValueError("connection without an id")
+        return [conn for conn in parsed if conn is not None]
+
     async def find_user_connections(self, user_id: str) -> list[Connection]:
         """The user's connections for the integration (tag filter, then the legacy endUserId filter if enabled)."""
         params = {"integrationId": self.settings.integration_id, f"tags[{self.settings.user_tag}]": user_id}
@@ -222,13 +223,7 @@ class NangoClient:
         return conns
 
     async def _find(self, operation: str, params: dict[str, str], user_id: str) -> list[Connection]:
-        def parse(body: object) -> list[Connection]:
-            parsed = [parse_connection(raw, self.settings.user_tag) for raw in _connection_list(body)]
-            if any(conn is None for conn in parsed):
-                raise ValueError("connection without an id")
-            return [conn for conn in parsed if conn is not None]
-
-        conns = await self._request(operation, "GET", "/connections", parse, params=params)
+        conns = await self.request(operation, "GET", "/connections", self._parse_all, params=params)
         # Never route a call to someone else's calendar, even if a server ignored the filter.
         mine = [conn for conn in conns if conn.user_id == user_id]
         if len(mine) != len(conns):
@@ -237,19 +232,34 @@ class NangoClient:
             )
         return mine
 
+    async def find_connection(self, connection_id: str) -> Connection | None:
+        """Nango's current record of one connection of the integration; None when it does not exist (deleted).
+        `GET /connections?connectionId=` answers with the list shape, tags and `errors` included."""
+        params = {"integrationId": self.settings.integration_id, "connectionId": connection_id}
+        conns = await self.request("find_connection", "GET", "/connections", self._parse_all, params=params)
+        return next((conn for conn in conns if conn.connection_id == connection_id), None)
+
+    async def find_line_connections(self, tag: str, value: str) -> list[Connection]:
+        """Connections whose routing tag `tag` is exactly `value` (a number is sent `%2B`-encoded by httpx,
+        which Nango's `qs` parser needs: a raw `+` would read as a space)."""
+        params = {"integrationId": self.settings.integration_id, f"tags[{tag}]": value}
+        conns = await self.request("find_line", "GET", "/connections", self._parse_all, params=params)
+        # Exact match only, whatever the server did with the filter.
+        return [conn for conn in conns if conn.route is not None and value in {v for _, v in conn.route.claims()}]
+
     async def list_connections_pages(self) -> AsyncIterator[list[Connection]]:
         """Every connection of the integration, a page at a time (newest first), yielding to live lookups.
 
+        A page that fails the way a busy server does (429, 5xx, no answer) is asked again, after Retry-After
+        (`0` included) or a growing pause, up to PAGE_ATTEMPTS times; the pages already fetched are kept.
         Nango pages by offset: a connection deleted during the pass can shift another one past us. That user
         is then missing from this index and found by a per-user lookup instead.
         """
         size = self.settings.index_page_size
         for page in range(MAX_PAGES):
             params = {"integrationId": self.settings.integration_id, "limit": str(size), "page": str(page)}
-            raw = await self._request(
-                "list_connections", "GET", "/connections", _connection_list, params=params, background=True
-            )
-            conns = [c for c in (parse_connection(item, self.settings.user_tag) for item in raw) if c is not None]
+            raw = await self._page(page, params)
+            conns = [c for c in (self.parse(item) for item in raw) if c is not None]
             if len(conns) != len(raw):
                 logger.warning(
                     "nango list_connections page %d: skipped %d malformed entries", page, len(raw) - len(conns)
@@ -259,45 +269,43 @@ class NangoClient:
                 return
         logger.warning("nango list_connections stopped after %d pages", MAX_PAGES)
 
+    async def _page(self, page: int, params: Mapping[str, str]) -> list[object]:
+        for attempt in range(1, PAGE_ATTEMPTS + 1):
+            try:
+                return await self.request(
+                    "list_connections", "GET", "/connections", _connection_list, params=params, background=True
+                )
+            except NangoError as exc:
+                transient = exc.status is None or exc.status == 429 or exc.status >= 500
+                if not transient or attempt == PAGE_ATTEMPTS:
+                    raise
+                # A 429 waits out Retry-After in `_wait_for_budget` (the next attempt); others back off.
+                pause = 0.0 if exc.status == 429 else min(PAGE_RETRY_PAUSE * 2 ** (attempt - 1), 30.0)
+                logger.info("nango list_connections page %d failed (%s); attempt %d again", page, exc.code, attempt + 1)
+                if pause:
+                    await self._sleep(pause)
+        raise AssertionError("unreachable")
+
     async def get_connection(self, connection_id: str) -> Connection:
         """One connection by id (404 `not_found` when it was deleted)."""
 
         def parse(body: object) -> Connection:
-            conn = parse_connection(body, self.settings.user_tag)
+            conn = self.parse(body)
             if conn is None:
                 raise ValueError("not a connection")
             return conn
 
         path = f"/connections/{quote(connection_id, safe='')}"
-        return await self._request(
+        return await self.request(
             "get_connection", "GET", path, parse, params={"provider_config_key": self.settings.integration_id}
         )
-
-    async def create_connect_session(self, user_id: str, email: str | None, display_name: str | None) -> ConnectSession:
-        """A Connect session for the user, limited to the calendar integration."""
-        # Tags, not the deprecated end_user record; the names match the tags Nango derives from end_user.
-        tags = {self.settings.user_tag: user_id}
-        if email:
-            tags["end_user_email"] = email
-        if display_name:
-            tags["end_user_display_name"] = display_name
-        body = {"tags": tags, "allowed_integrations": [self.settings.integration_id]}
-
-        def parse(raw: object) -> ConnectSession:
-            data = raw.get("data") if isinstance(raw, dict) else None
-            if not isinstance(data, dict):
-                raise ValueError("not a connect session")
-            token, link, expires = (_text(data, name) for name in ("token", "connect_link", "expires_at"))
-            return ConnectSession(token=Secret(token), connect_link=link, expires_at=expires)
-
-        return await self._request("connect_session", "POST", "/connect/sessions", parse, json=body)
 
     async def _wait_for_budget(self) -> None:
         while (delay := self.rate_limit.background_delay(self._clock())) > 0:
             logger.info("nango rate limit: background work waits %.1fs", delay)
             await self._sleep(delay)
 
-    async def _request(
+    async def request(
         self,
         operation: str,
         method: str,
@@ -308,6 +316,8 @@ class NangoClient:
         json: object = None,
         background: bool = False,
     ) -> T:
+        """One Nango request: `parse` turns the JSON body into the answer (a ValueError means the body is not
+        what Nango documents). Live requests fail fast while rate limited; `background` ones wait their turn."""
         if background:
             await self._wait_for_budget()
         elif (wait := self.rate_limit.blocked_for(self._clock())) > 0:

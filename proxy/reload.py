@@ -35,7 +35,19 @@ Fingerprint = tuple[object, ...]
 SETTLE_SECONDS = 0.05
 
 # Settings read once at startup (routes, uvicorn's shutdown, the Nango client and caches).
-RESTART_ONLY_SERVER = ("path", "webhook_path", "drain_seconds", "shutdown_delay_seconds")
+RESTART_ONLY_SERVER = (
+    "path",
+    "webhook_path",
+    "drain_seconds",
+    "shutdown_delay_seconds",
+    # uvicorn's settings and the connection limits (proxy/connections.py) are fixed when the listener starts.
+    "max_header_bytes",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
+    "keepalive_timeout_seconds",
+    "max_connections",
+    "forwarded_allow_ips",
+)
 NANGO_KEYS = {  # NangoSettings field -> YAML key, where they differ
     "cache_ttl": "cache_ttl_seconds",
     "negative_ttl": "negative_ttl_seconds",

@@ -7,12 +7,15 @@ import math
 import os
 import signal
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from proxy.app import Runtime, create_app
 from proxy.config import Config, load_config
+from proxy.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
@@ -64,6 +67,34 @@ def drain_timeout(config: Config) -> int:
     return math.ceil(config.server.drain_seconds)
 
 
+def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
+    """uvicorn's settings from the `server:` section: connection limits, keep-alive, forwarded headers."""
+    server = config.server
+    cap = connection_cap(server.max_connections)
+    if cap < server.max_connections:
+        logger.warning(
+            "connection cap lowered to fit the open-file limit",
+            extra={"fields": {"max_connections": server.max_connections, "cap": cap}},
+        )
+    limits = ConnectionLimits(
+        max_header_bytes=server.max_header_bytes,
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=cap,
+    )
+    return LimitedConfig(
+        app,
+        limits=limits,
+        log_config=None,
+        timeout_graceful_shutdown=drain_timeout(config),
+        timeout_keep_alive=server.keepalive_timeout_seconds,  # typed int in uvicorn; it only reaches call_later
+        # Forwarded headers rewrite the client address and scheme: believed only from the listed peers.
+        proxy_headers=bool(server.forwarded_allow_ips),
+        forwarded_allow_ips=list(server.forwarded_allow_ips),
+        **kwargs,
+    )
+
+
 def serve(
     config: Config,
     *,
@@ -80,25 +111,14 @@ def serve(
         os.environ[INSECURE_ENV] = "1" if insecure else ""
         os.environ[LOG_FORMAT_ENV] = log_format
         os.environ[LOG_LEVEL_ENV] = log_level
-        uvicorn.run(
-            "proxy.server:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            timeout_graceful_shutdown=drain_timeout(config),
+        # What uvicorn.run does for workers, with our config (uvicorn.run cannot take a Config).
+        multi = uvicorn_config(
+            config, "proxy.server:app_from_environment", factory=True, host=host, port=port, workers=workers
         )
+        Multiprocess(multi, sockets=[multi.bind_socket()]).run()
         return 0
     app = create_app(config, insecure=insecure, config_path=config.file)
-    uv_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=drain_timeout(config),
-    )
+    uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
     runtime: Runtime = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
     server.run()

@@ -5,6 +5,8 @@ Each is a pure function of its YAML section; problems are recorded on the sectio
 
 from __future__ import annotations
 
+import ipaddress
+
 from proxy.auth import AuthSettings, BearerPlan, HmacPlan
 from proxy.nango import NangoSettings
 from proxy.schema import Section
@@ -30,9 +32,32 @@ def read_server(s: Section) -> ServerSettings:
         drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0, maximum=300.0),
         shutdown_delay_seconds=s.number("shutdown_delay_seconds", 2.0, minimum=0.0, maximum=60.0),
         reload_poll_seconds=s.number("reload_poll_seconds", 1.0, minimum=0.0, maximum=3600.0),
+        max_header_bytes=s.integer("max_header_bytes", 16_384, minimum=1024, maximum=1_048_576),
+        header_timeout_seconds=s.number("header_timeout_seconds", 5.0, minimum=0.1, maximum=300.0),
+        body_timeout_seconds=s.number("body_timeout_seconds", 10.0, minimum=0.1, maximum=300.0),
+        keepalive_timeout_seconds=s.number("keepalive_timeout_seconds", 5.0, minimum=0.1, maximum=3600.0),
+        max_connections=s.integer("max_connections", 1000, minimum=1, maximum=1_000_000),
+        max_unauthenticated_body_reads=s.integer("max_unauthenticated_body_reads", 32, minimum=1, maximum=100_000),
+        forwarded_allow_ips=_forwarded_allow_ips(s),
     )
     s.finish()
     return settings
+
+
+def _forwarded_allow_ips(s: Section) -> tuple[str, ...]:
+    """Peers whose X-Forwarded-For/-Proto are believed: addresses or networks, or "*" for any (not advised)."""
+    allowed: list[str] = []
+    for path, value in s.str_list("forwarded_allow_ips"):
+        value = value.strip()
+        if value != "*":
+            try:
+                # Exactly as uvicorn reads them: a network with host bits set would silently be a literal there.
+                ipaddress.ip_network(value) if "/" in value else ipaddress.ip_address(value)
+            except ValueError:
+                s.error(path, f"must be an IP address or network (e.g. 10.0.0.0/8) or *, got {value!r}")
+                continue
+        allowed.append(value)
+    return tuple(allowed)
 
 
 def read_auth(s: Section) -> AuthSettings:

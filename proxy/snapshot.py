@@ -78,6 +78,14 @@ class ServerSettings:
     drain_seconds: float = 10.0
     shutdown_delay_seconds: float = 2.0
     reload_poll_seconds: float = 1.0
+    # Connection limits (proxy/connections.py), read once at start-up; docs/deployment.md says why these numbers.
+    max_header_bytes: int = 16_384
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    max_connections: int = 1000
+    max_unauthenticated_body_reads: int = 32
+    forwarded_allow_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory

@@ -1,23 +1,31 @@
 """Nango's auth webhooks: a new or replaced connection goes into the directory at once, a failed refresh
 takes it out.
 
-Only `X-Nango-Hmac-Sha256` (hex HMAC-SHA256 of the raw body) is accepted; the older `X-Nango-Signature`
-is deprecated by Nango as unsafe. The scheme has no timestamp, so a captured webhook can be replayed:
-harmless here, as every effect is idempotent and a later index refresh or lookup corrects the state.
+Trust model. Only `X-Nango-Hmac-Sha256` (hex HMAC-SHA256 of the raw body) is accepted; the older
+`X-Nango-Signature` is deprecated by Nango as unsafe. Nango's scheme has no timestamp or nonce
+(NangoHQ/nango `packages/webhooks/lib/utils.ts`), so a captured webhook can be replayed and whoever holds
+the signing key can write any body. A webhook is therefore only a hint that a connection changed: the
+directory asks Nango about it (one request, `Directory.confirm`) and applies Nango's answer, never the
+body. A replayed `creation` cannot roll a user back, a forged one cannot point a user at another user's
+connection or add users Nango does not have, and a replayed failed `refresh` is ignored once Nango says
+the connection is healthy. Only while Nango cannot be asked does a failed `refresh` hold the connection
+back, for UNCONFIRMED_FAILURE_SECONDS; a `creation`/`override` is then answered 503, so Nango delivers
+it again later.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import string
 from collections.abc import Mapping, Sequence
 
+import orjson
+
 from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
-from proxy.nango import owner_of
+from proxy.nango import NangoError, owner_of
 from proxy.secret import Secret
 
 __all__ = ["SIGNATURE_HEADER", "handle_nango_webhook", "verify_nango_signature"]
@@ -73,9 +81,13 @@ async def handle_nango_webhook(
             logger.warning("nango webhook rejected: missing or invalid %s", SIGNATURE_HEADER)
         return 401, {"error": "missing or invalid signature"}
     try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
+        # orjson refuses nesting deeper than 1,024 levels with a JSONDecodeError (a ValueError): a body of
+        # 100,000 nested arrays is a 400, never a RecursionError. Nango's own bodies nest 3 levels deep.
+        payload = orjson.loads(body)
+    except ValueError as exc:
+        metrics.webhooks.labels(type="unknown", result="invalid").inc()
+        reason = "nested too deeply" if "depth" in str(exc) else "not valid JSON"
+        return 400, {"error": f"body is {reason}: expected a JSON object"}
     if not isinstance(payload, dict):
         metrics.webhooks.labels(type="unknown", result="invalid").inc()
         return 400, {"error": "body is not a JSON object"}
@@ -88,33 +100,61 @@ async def handle_nango_webhook(
 
     operation = payload.get("operation")
     label = f"auth:{operation if isinstance(operation, str) and operation in KNOWN_OPERATIONS else 'other'}"
-    result = _apply_auth(payload, directory, integration_id, user_tag)
+    status, result = await _apply_auth(payload, directory, integration_id, user_tag)
     metrics.webhooks.labels(type=label, result=result).inc()
+    if status != 200:
+        return status, {"error": f"cannot confirm with Nango now ({result}); deliver again later"}
     return 200, {"ok": True, "result": result}
 
 
-def _apply_auth(
+async def _apply_auth(
     payload: Mapping[str, object], directory: ConnectionDirectory, integration_id: str, user_tag: str
-) -> str:
+) -> tuple[int, str]:
     if payload.get("providerConfigKey") != integration_id:
-        return "other_integration"
+        return 200, "other_integration"
     operation = payload.get("operation")
     success = payload.get("success")
     connection_id = payload.get("connectionId")
-    if not isinstance(connection_id, str) or not connection_id:
-        return "ignored"
+    if not isinstance(connection_id, str) or not 0 < len(connection_id) <= 255:
+        return 200, "ignored"
+    changed = operation in ("creation", "override") and success is True
+    failed = operation in ("refresh", "override") and success is False
+    if not (changed or failed):
+        return 200, "ignored"
     user_id = owner_of(payload, user_tag, end_user_key="endUser", id_key="endUserId")
-    if user_id is None:
-        logger.warning("nango auth webhook for connection %s carries no user id; ignored", connection_id)
-        return "no_user"
-    if operation in ("creation", "override") and success is True:
-        directory.apply_connection(user_id, connection_id)
-        logger.info("nango %s: user %s now uses connection %s", operation, user_id, connection_id)
-        return "applied"
-    if operation == "refresh" and success is False:
-        directory.mark_unusable(user_id, connection_id)
+    if user_id is not None and len(user_id) > 255:
+        return 200, "ignored"
+    try:
+        confirmation = await directory.confirm(connection_id, user_id)
+    except NangoError as exc:
+        if failed:
+            directory.suspend(connection_id)
+            logger.warning("nango %s failed for connection %s; Nango unreachable (%s): held back briefly",
+                           operation, connection_id, exc.code)  # fmt: skip
+            return 200, "suspended_unconfirmed"
         logger.warning(
-            "nango refresh failed for user %s connection %s: the user must reconnect", user_id, connection_id
+            "nango %s for connection %s not confirmed (%s); Nango will retry", operation, connection_id, exc.code
         )
-        return "marked_unusable"
-    return "ignored"
+        return 503, "unconfirmed"
+    conn = confirmation.connection
+    if confirmation.result != "applied" or conn is None:
+        logger.warning(
+            "nango %s for connection %s: %s in Nango; nothing applied", operation, connection_id, confirmation.result
+        )
+        return 200, confirmation.result
+    if failed:
+        if conn.healthy:
+            logger.info(
+                "nango %s failure for connection %s: Nango says it is healthy now; ignored", operation, connection_id
+            )
+            return 200, "not_confirmed"
+        logger.warning(
+            "nango refresh failed for user %s connection %s: the user must reconnect", conn.user_id, connection_id
+        )
+        return 200, "marked_unusable"
+    if confirmation.connection_id != connection_id:
+        logger.info("nango %s: user %s keeps connection %s (%s ranks lower)",
+                    operation, conn.user_id, confirmation.connection_id, connection_id)  # fmt: skip
+        return 200, "kept_newer"
+    logger.info("nango %s: user %s now uses connection %s", operation, conn.user_id, connection_id)
+    return 200, "applied"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import httpx
 
@@ -148,3 +152,151 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
     """A counter's current value (0 when never incremented)."""
     value = metrics.registry.get_sample_value(f"vapi_proxy_{name}_total", labels)
     return value or 0.0
+
+
+# -- A stateful fake Nango -------------------------------------------------------------------------------------
+# Follows Nango's server code (NangoHQ/nango): `GET /connections` validates its query strictly (unknown
+# parameters are a 400), parses it like `qs` (a raw `+` is a space: send `%2B`), filters tags by exact value
+# with keys lowercased, orders newest first and pages by offset; tag keys and values follow
+# `packages/shared/lib/services/tags/schema.ts`; `PATCH /connections/{id}` replaces the whole tag object and
+# sends no webhook; a completed Connect session creates a connection carrying the session's tags and an auth
+# `creation` webhook carrying them too.
+
+TAG_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_\-./]*")
+LIST_PARAMS = {"connectionId", "search", "endUserId", "integrationId", "endUserOrganizationId", "limit", "page"}
+
+
+class TagError(ValueError):
+    pass
+
+
+def normalise_tags(tags: object) -> dict[str, str]:
+    """Nango's `connectionTagsSchema`: validate, then lowercase the keys."""
+    if not isinstance(tags, dict):
+        raise TagError("tags must be an object")
+    if len(tags) > 10:
+        raise TagError("Tags cannot contain more than 10 keys")
+    normalised: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY.fullmatch(key) or len(key) > 64:
+            raise TagError(f"bad tag key {key!r}")
+        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+            raise TagError(f"bad tag value for {key!r}")
+        if key.lower() in normalised:
+            raise TagError("Duplicate tag key after case normalization")
+        normalised[key.lower()] = value
+    return normalised
+
+
+@dataclass
+class FakeNango:
+    """An in-memory Nango environment with one integration, as an httpx transport."""
+
+    integration: str = INTEGRATION
+    connections: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, dict[str, str]] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+    # page number -> responses to give (in order) before answering that page normally
+    page_failures: dict[int, list[httpx.Response]] = field(default_factory=dict)
+    latency: float = 0.0
+    down: bool = False  # every request answers 503, as during an outage
+    _serial: int = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport())
+
+    def add(
+        self, connection_id: str, tags: dict[str, str], *, errors: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        """A connection as if made through a Connect session with `tags`; newest so far."""
+        self._serial += 1
+        created = datetime(2026, 10, 1, tzinfo=UTC) + timedelta(minutes=self._serial)
+        raw = connection_json(connection_id, None, created=created.isoformat().replace("+00:00", "Z"), errors=errors)
+        raw["id"] = self._serial
+        raw["tags"] = normalise_tags(tags)
+        self.connections.append(raw)
+        return raw
+
+    def find(self, connection_id: str) -> dict[str, Any] | None:
+        return next((c for c in self.connections if c["connection_id"] == connection_id), None)
+
+    def delete(self, connection_id: str) -> None:
+        """Deleted in Nango's dashboard or API: no webhook is sent."""
+        self.connections = [c for c in self.connections if c["connection_id"] != connection_id]
+
+    def complete_session(self, token: str, connection_id: str) -> dict[str, Any]:
+        """The user finished the Connect flow: the connection exists; returns the `creation` webhook body."""
+        tags = self.sessions[token]
+        self.add(connection_id, tags)
+        webhook = auth_webhook("creation", connection_id=connection_id, user_id=None, integration=self.integration)
+        webhook["tags"] = dict(tags)
+        del webhook["endUser"]  # a session made with tags only has no end user
+        return webhook
+
+    def list_pages(self) -> int:
+        return sum(1 for r in self.requests if r.url.path == "/connections" and "page" in r.url.params)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.down:
+            return httpx.Response(503, json=error_body("server_error"))
+        if request.headers.get("authorization") != f"Bearer {SECRET_KEY}":
+            return httpx.Response(401, json=error_body("unknown_environment"))
+        # Parsed like `qs` does: a raw "+" is a space.
+        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+        path = request.url.path
+        if request.method == "GET" and path == "/connections":
+            return self._list(query)
+        if request.method == "POST" and path == "/connect/sessions":
+            return self._session(json.loads(request.content))
+        if path.startswith("/connections/") and query.get("provider_config_key") != self.integration:
+            return httpx.Response(400, json=error_body("unknown_provider_config"))
+        conn = self.find(unquote(path.removeprefix("/connections/")))
+        if conn is None:
+            return httpx.Response(404, json=error_body("not_found"))
+        if request.method == "PATCH":
+            try:
+                conn["tags"] = normalise_tags(json.loads(request.content)["tags"])  # replaces, no merge
+            except TagError as exc:
+                return httpx.Response(400, json=error_body("invalid_body", str(exc)))
+            return httpx.Response(200, json={"success": True})
+        return httpx.Response(200, json=conn)
+
+    def _list(self, query: dict[str, str]) -> httpx.Response:
+        tags = {k[5:-1]: v for k, v in query.items() if k.startswith("tags[") and k.endswith("]")}
+        unknown = set(query) - LIST_PARAMS - {f"tags[{k}]" for k in tags}
+        if unknown:
+            return httpx.Response(400, json=error_body("invalid_query_params", f"unknown {sorted(unknown)}"))
+        try:
+            wanted = normalise_tags(tags) if tags else {}
+        except TagError as exc:
+            return httpx.Response(400, json=error_body("invalid_query_params", str(exc)))
+        found = [
+            c
+            for c in self.connections
+            if query.get("integrationId") in (None, c["provider_config_key"])
+            and query.get("connectionId") in (None, c["connection_id"])
+            and all(c["tags"].get(k) == v for k, v in wanted.items())
+        ]
+        found.sort(key=lambda c: (c["created"], c["id"]), reverse=True)
+        limit = int(query.get("limit", "10000"))
+        page = int(query.get("page", "0"))
+        if "page" in query and self.page_failures.get(page):
+            return self.page_failures[page].pop(0)
+        return httpx.Response(200, json={"connections": found[page * limit : (page + 1) * limit]})
+
+    def _session(self, body: dict[str, Any]) -> httpx.Response:
+        try:
+            tags = normalise_tags(body.get("tags", {}))
+        except TagError as exc:
+            return httpx.Response(400, json=error_body("invalid_body", str(exc)))
+        token = f"nango_connect_session_{len(self.sessions) + 1}"
+        self.sessions[token] = tags
+        data = {"token": token, "connect_link": f"https://connect.nango.dev/?session_token={token}",
+                "expires_at": "2026-10-02T09:42:44.120Z"}  # fmt: skip
+        return httpx.Response(201, json={"data": data})

@@ -11,6 +11,7 @@ import respx
 
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, proxy_client, vapi_sample
+from tests.nango_fakes import connection_json
 
 pytestmark = pytest.mark.anyio
 
@@ -326,7 +327,8 @@ async def test_nango_webhook_is_visible_on_the_very_next_call(respx_mock: respx.
     import hashlib
     import hmac
 
-    respx_mock.get("/connections").mock(return_value=connections())
+    connected: list[dict[str, Any]] = []
+    respx_mock.get("/connections").mock(side_effect=lambda request: connections(*connected))
     webhook = json.dumps(
         {
             "from": "nango",
@@ -344,12 +346,21 @@ async def test_nango_webhook_is_visible_on_the_very_next_call(respx_mock: respx.
     signature = hmac.new(b"nango-secret-key-value", webhook, hashlib.sha256).hexdigest()
     async with proxy_client(config_from(CONFIG)) as client:
         before = (await post(client, to_number("+16505550111"))).json()
+        connected.append(connection_json("conn-just-connected", "nango_user"))  # the user connects in Nango
         forged = await client.post("/nango/webhook", content=webhook, headers={"X-Nango-Hmac-Sha256": "0" * 64})
         accepted = await client.post("/nango/webhook", content=webhook, headers={"X-Nango-Hmac-Sha256": signature})
         after = (await post(client, to_number("+16505550111"))).json()
+        nested = b"[" * 100_000 + b"]" * 100_000
+        deep = await client.post(
+            "/nango/webhook",
+            content=nested,
+            headers={"X-Nango-Hmac-Sha256": hmac.new(b"nango-secret-key-value", nested, hashlib.sha256).hexdigest()},
+        )
     assert "credentials" not in before["assistant"]  # no connection yet: message taker
     assert (forged.status_code, accepted.status_code) == (401, 200)
+    assert accepted.json() == {"ok": True, "result": "applied"}
     assert after["assistant"]["credentials"][0]["authorizationId"] == "conn-just-connected"
+    assert (deep.status_code, deep.json()) == (400, {"error": "body is nested too deeply: expected a JSON object"})
 
 
 def tool_calls_body(to: str, *calls: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:

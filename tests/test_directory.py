@@ -14,7 +14,7 @@ import respx
 
 from proxy.directory import BREAKER_THRESHOLD, FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
-from proxy.nango import NangoClient
+from proxy.nango import PAGE_ATTEMPTS, Connection, NangoClient
 from tests.nango_fakes import (
     AUTH_ERROR,
     BASE_URL,
@@ -29,6 +29,15 @@ from tests.nango_fakes import (
 )
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+PAGE_CREATED = "2026-10-02T09:12:44.120Z"  # connection_json's default
+OLD = "2026-01-01T00:00:00Z"
+
+
+def conn(
+    connection_id: str, user_id: str, *, healthy: bool = True, created: str = "2026-11-01T00:00:00Z"
+) -> Connection:
+    """Nango's record of a connection, as a webhook confirmation or a lookup reads it."""
+    return Connection(connection_id, user_id, created, healthy)
 
 
 @dataclass
@@ -129,11 +138,13 @@ async def test_a_failed_refresh_keeps_the_old_index_and_reports_degraded() -> No
         listing = e.nango.get("/connections", params__contains={"limit": "2000"})
         listing.side_effect = [
             httpx.Response(200, json=ONE),
-            httpx.Response(500, json=error_body("server_error")),
+            # A page is asked PAGE_ATTEMPTS times before the pass gives up.
+            *[httpx.Response(500, json=error_body("server_error"))] * PAGE_ATTEMPTS,
             httpx.Response(200, json=connections_body()),
         ]
         assert await e.directory.refresh_index() is True
         assert await e.directory.refresh_index() is False
+        assert e.clock.sleeps == [1.0, 2.0, 4.0, 8.0]
         assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c1", "index")
         status = e.directory.status()
         assert (status["nango"], status["last_error"], status["index_size"]) == ("degraded", "server_error", 1)
@@ -173,9 +184,9 @@ async def test_webhooks_during_a_refresh_survive_the_swap() -> None:
         refresh = asyncio.create_task(e.directory.refresh_index())
         while not calls:
             await asyncio.sleep(0)
-        e.directory.apply_connection("usr_1", "c1-replaced")  # newer than the page Nango is sending
-        e.directory.apply_connection("usr_3", "c3")
-        e.directory.mark_unusable("usr_2", "c2")
+        e.directory.apply_user_connections("usr_1", [conn("c1-replaced", "usr_1")])  # newer than the page being sent
+        e.directory.apply_user_connections("usr_3", [conn("c3", "usr_3")])
+        e.directory.apply_user_connections("usr_2", [conn("c2", "usr_2", healthy=False, created=PAGE_CREATED)])
         gate.set()
         assert await refresh is True
         assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c1-replaced", "index")
@@ -212,7 +223,7 @@ async def test_interval_zero_disables_the_index_and_webhooks_fill_the_cache() ->
         await asyncio.wait_for(e.directory.run_index_refresher(), timeout=1)
         assert await e.directory.refresh_index() is False
         assert e.directory.start_index_refresh() is None
-        e.directory.apply_connection("usr_2", "c2")
+        e.directory.apply_user_connections("usr_2", [conn("c2", "usr_2")])
         assert await e.directory.lookup("usr_2", timeout=1) == Lookup("c2", "cache")
         assert route.call_count == 0
 
@@ -436,11 +447,11 @@ async def test_without_nango_lookups_answer_at_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_apply_connection_is_visible_at_once_and_clears_the_negative_entry() -> None:
+async def test_applied_connections_are_visible_at_once_and_clear_the_negative_entry() -> None:
     async with env() as e:
         route = user_route(e.nango).respond(200, json=connections_body())
         assert (await e.directory.lookup("usr_1", timeout=1)).source == "negative"
-        e.directory.apply_connection("usr_1", "c-new")
+        e.directory.apply_user_connections("usr_1", [conn("c-new", "usr_1")])
         assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c-new", "index")
         assert route.call_count == 1
 
@@ -453,14 +464,14 @@ async def test_a_webhook_beats_an_older_nango_answer_still_in_flight() -> None:
         pending = asyncio.create_task(e.directory.lookup("usr_1", timeout=1))
         while not calls:
             await asyncio.sleep(0)
-        e.directory.apply_connection("usr_1", "c-new")
+        e.directory.apply_user_connections("usr_1", [conn("c-new", "usr_1")])
         gate.set()
         assert await pending == Lookup("c-new", "cache")
         assert await e.directory.lookup("usr_1", timeout=1) == Lookup("c-new", "cache")
 
 
 @pytest.mark.anyio
-async def test_mark_unusable_stops_serving_that_connection_only() -> None:
+async def test_an_unhealthy_record_stops_serving_that_connection_only() -> None:
     async with env() as e:
         e.nango.get("/connections", params__contains={"limit": "2000"}).respond(
             200, json=connections_body(connection_json("c1", "usr_1"), connection_json("c2", "usr_2"))
@@ -468,12 +479,14 @@ async def test_mark_unusable_stops_serving_that_connection_only() -> None:
         user_route(e.nango, "usr_3").respond(200, json=connections_body(connection_json("c3", "usr_3")))
         await e.directory.refresh_index()
         await e.directory.lookup("usr_3", timeout=1)
-        e.directory.mark_unusable("usr_1", "c1")
-        e.directory.mark_unusable("usr_2", "some-older-connection")
-        e.directory.mark_unusable("usr_3", "c3")
+        e.directory.apply_user_connections("usr_1", [conn("c1", "usr_1", healthy=False, created=PAGE_CREATED)])
+        e.directory.apply_user_connections(
+            "usr_2", [conn("c2", "usr_2", created=PAGE_CREATED), conn("older", "usr_2", healthy=False, created=OLD)]
+        )
+        e.directory.apply_user_connections("usr_3", [conn("c3", "usr_3", healthy=False, created=PAGE_CREATED)])
         assert (await e.directory.lookup("usr_1", timeout=1)).source == "unhealthy"
         assert await e.directory.lookup("usr_2", timeout=1) == Lookup("c2", "index")
-        assert await e.directory.lookup("usr_3", timeout=1) == Lookup(None, "unhealthy", "cached")
+        assert (await e.directory.lookup("usr_3", timeout=1)).source == "unhealthy"
 
 
 @pytest.mark.anyio
@@ -539,7 +552,7 @@ async def test_a_webhook_clears_a_recent_failure() -> None:
     async with env() as e:
         user_route(e.nango).respond(500, json=error_body("server_error"))
         await e.directory.lookup("usr_1", timeout=1)
-        e.directory.apply_connection("usr_1", "c-new")
+        e.directory.apply_user_connections("usr_1", [conn("c-new", "usr_1")])
         assert (await e.directory.lookup("usr_1", timeout=1)).connection_id == "c-new"
 
 

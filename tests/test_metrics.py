@@ -70,7 +70,7 @@ async def test_each_outcome_moves_its_counters() -> None:
             assert response.status_code == 401
         status = json.dumps(vapi_sample("status-update.webcall")).encode()
         await client.post("/vapi", content=status, headers={"X-Vapi-Secret": VAPI_SECRET})
-        webhook = encode(auth_webhook("creation", user_id="none", connection_id="conn-late"))
+        webhook = encode(auth_webhook("creation", user_id="found", connection_id="conn-found"))
         await client.post("/nango/webhook", content=webhook)
         await client.post("/nango/webhook", content=webhook, headers={"X-Nango-Hmac-Sha256": sign(webhook)})
         exposition = (await client.get("/metrics")).text
@@ -91,7 +91,7 @@ async def test_each_outcome_moves_its_counters() -> None:
     assert metrics.registry.get_sample_value("vapi_proxy_assistant_request_seconds_count") == 8
     assert count("server_messages", type="assistant-request") == 8
     assert count("server_messages", type="status-update") == 1
-    assert count("nango_requests", operation="find_connections", result="ok") == 2
+    assert count("nango_requests", operation="find_connections", result="ok") == 3  # 2 lookups, 1 webhook confirmed
     assert count("nango_requests", operation="find_connections", result="http_error") == 1
     events = {"fixed": 2, "miss": 3, "hit": 1, "negative_hit": 1}
     for event, expected in events.items():

@@ -19,6 +19,7 @@ from proxy.nango import (
     parse_connection,
     pick_connection,
 )
+from proxy.onboarding import create_connect_session
 from proxy.secret import Secret
 from tests.nango_fakes import (
     AUTH_ERROR,
@@ -214,7 +215,7 @@ async def test_create_connect_session_tags_the_user_and_limits_the_integration()
                        "expires_at": "2026-10-02T09:42:44.120Z"}}  # fmt: skip
     async with httpx.AsyncClient() as http, respx.mock(base_url=BASE_URL) as nango:
         route = nango.post("/connect/sessions").respond(201, json=answer)
-        session = await make_client(http, Metrics()).create_connect_session("usr_1", "jane@example.com", "Jane Doe")
+        session = await create_connect_session(make_client(http, Metrics()), "usr_1", "jane@example.com", "Jane Doe")
     assert json.loads(route.calls.last.request.content) == {
         "tags": {"end_user_id": "usr_1", "end_user_email": "jane@example.com", "end_user_display_name": "Jane Doe"},
         "allowed_integrations": [INTEGRATION],
@@ -229,7 +230,7 @@ async def test_create_connect_session_omits_empty_optional_tags() -> None:
     answer = {"data": {"token": "t", "connect_link": "https://l", "expires_at": "e"}}
     async with httpx.AsyncClient() as http, respx.mock(base_url=BASE_URL) as nango:
         route = nango.post("/connect/sessions").respond(201, json=answer)
-        await make_client(http, Metrics(), user_tag="customer_id").create_connect_session("c7", None, "")
+        await create_connect_session(make_client(http, Metrics(), user_tag="customer_id"), "c7", None, "")
     assert json.loads(route.calls.last.request.content)["tags"] == {"customer_id": "c7"}
 
 
@@ -301,7 +302,7 @@ async def test_retry_after_zero_allows_the_next_request_at_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_background_paging_waits_for_the_budget_to_reset() -> None:
+async def test_background_paging_waits_for_the_budget_and_retries_a_rate_limited_page() -> None:
     clock = FakeClock()
     low = rate_headers(limit=200, remaining=3, reset=clock.wall + 30)
     full = [connection_json("c1", "u1")]
@@ -310,16 +311,14 @@ async def test_background_paging_waits_for_the_budget_to_reset() -> None:
         route.side_effect = [
             httpx.Response(200, headers=low, json=connections_body(*full)),
             httpx.Response(429, headers={"Retry-After": "7"}),
+            httpx.Response(200, json=connections_body()),
         ]
         client = make_client(http, Metrics(), clock, index_page_size=1)
-        pages = client.list_connections_pages()
-        assert [c.connection_id for c in await anext(pages)] == ["c1"]
-        with pytest.raises(NangoError):
-            await anext(pages)
-        assert clock.sleeps == [30.0]  # page 1 waited for the reset, leaving the reserve to live lookups
-        route.side_effect = [httpx.Response(200, json=connections_body())]
-        assert [page async for page in client.list_connections_pages()] == [[]]
-    assert clock.sleeps == [30.0, 7.0]  # and the next background request waited out the Retry-After
+        pages = [[c.connection_id for c in page] async for page in client.list_connections_pages()]
+    assert pages == [["c1"], []]  # the page fetched before the 429 is kept
+    # Page 1 waited for the reset (leaving the reserve to live lookups), then out the Retry-After.
+    assert clock.sleeps == [30.0, 7.0]
+    assert [dict(call.request.url.params)["page"] for call in route.calls] == ["0", "1", "1"]
 
 
 @pytest.mark.anyio

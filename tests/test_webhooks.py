@@ -1,27 +1,30 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
-import respx
 
-from proxy.directory import ConnectionDirectory, Lookup
+from proxy import directory as directory_module
+from proxy.directory import UNCONFIRMED_FAILURE_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 from proxy.webhooks import handle_nango_webhook, verify_nango_signature
 from tests.nango_fakes import (
-    BASE_URL,
+    AUTH_ERROR,
     INTEGRATION,
     OLD_SIGNING_KEY,
     SECRET_KEY,
     SIGNING_KEY,
     FakeClock,
+    FakeNango,
     auth_webhook,
-    connections_body,
+    connection_json,
     encode,
     make_client,
     sample,
@@ -72,32 +75,42 @@ def test_an_empty_key_never_verifies() -> None:
     assert not verify_nango_signature(body, sign(body, ""), (Secret(""),))
 
 
+@asynccontextmanager
+async def nango_env(**overrides: Any) -> AsyncIterator[tuple[FakeNango, ConnectionDirectory, Metrics, FakeClock]]:
+    """A directory backed by a stateful fake Nango."""
+    fake, metrics, clock = FakeNango(), Metrics(), FakeClock()
+    async with fake.client() as http:
+        client = make_client(http, metrics, clock, **overrides)
+        directory = ConnectionDirectory(client, client.settings, metrics, clock=clock)
+        try:
+            yield fake, directory, metrics, clock
+        finally:
+            await directory.aclose()
+
+
 @pytest.mark.anyio
 async def test_a_signed_creation_is_visible_to_the_very_next_lookup() -> None:
-    metrics, clock = Metrics(), FakeClock()
-    async with httpx.AsyncClient() as http, respx.mock(base_url=BASE_URL) as nango:
-        route = nango.get("/connections").respond(200, json=connections_body())
-        client = make_client(http, metrics, clock)
-        directory = ConnectionDirectory(client, client.settings, metrics, clock=clock)
+    async with nango_env() as (fake, directory, metrics, _):
         assert (await directory.lookup("usr_1", timeout=1)).source == "negative"
+        fake.add("conn-new", {"end_user_id": "usr_1"})
         status, body = await deliver(auth_webhook("creation", connection_id="conn-new"), directory, metrics)
         assert (status, body) == (200, {"ok": True, "result": "applied"})
         assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-new", "index")
-        assert route.call_count == 1
+        assert len(fake.requests) == 2  # the lookup, and the webhook's one confirmation
     assert sample(metrics, "nango_webhooks", type="auth:creation", result="applied") == 1
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("key", [SIGNING_KEY, OLD_SIGNING_KEY])
 async def test_override_with_either_rotation_key_is_applied(key: str) -> None:
-    metrics = Metrics()
-    directory = directory_without_nango(metrics, index_refresh_interval=0)
-    body = encode(auth_webhook("override", connection_id="conn-2"))
-    assert await deliver(body, directory, metrics, headers={"x-nango-hmac-sha256": sign(body, key)}) == (
-        200,
-        {"ok": True, "result": "applied"},
-    )
-    assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-2", "cache")
+    async with nango_env(index_refresh_interval=0) as (fake, directory, metrics, _):
+        fake.add("conn-2", {"end_user_id": "usr_1"})
+        body = encode(auth_webhook("override", connection_id="conn-2"))
+        assert await deliver(body, directory, metrics, headers={"x-nango-hmac-sha256": sign(body, key)}) == (
+            200,
+            {"ok": True, "result": "applied"},
+        )
+        assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-2", "cache")
 
 
 @pytest.mark.anyio
@@ -116,22 +129,36 @@ async def test_unsigned_or_badly_signed_webhooks_are_rejected(
     headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    metrics = Metrics()
-    directory = directory_without_nango(metrics)
-    status, body = await deliver(auth_webhook(), directory, metrics, headers=headers)
-    assert (status, body) == (401, {"error": "missing or invalid signature"})
-    assert (await directory.lookup("usr_1", timeout=1)).source == "error"  # nothing was applied
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-new", {"end_user_id": "usr_1"})
+        status, body = await deliver(auth_webhook(), directory, metrics, headers=headers)
+        assert (status, body) == (401, {"error": "missing or invalid signature"})
+        assert fake.requests == []  # nothing was asked, nothing applied
+        assert directory.current("usr_1") is None
     assert sample(metrics, "nango_webhooks", type="unknown", result="unauthorised") == 1
     shown = caplog.text + json.dumps(body)
     assert all(secret not in shown for secret in (SIGNING_KEY, OLD_SIGNING_KEY, SECRET_KEY))
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"auth"', b"\xff\xfe"])
-async def test_signed_garbage_is_a_bad_request(raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "body is not valid JSON: expected a JSON object"),
+        (b"\xff\xfe", "body is not valid JSON: expected a JSON object"),
+        (b"[1, 2]", "body is not a JSON object"),
+        (b'"auth"', "body is not a JSON object"),
+        # 100,000 nested arrays used to raise RecursionError out of the handler: a 500.
+        (b"[" * 100_000 + b"]" * 100_000, "body is nested too deeply: expected a JSON object"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "body is nested too deeply: expected a JSON object"),
+    ],
+    ids=["broken", "not-utf8", "array", "string", "nested-arrays", "nested-objects"],
+)
+async def test_signed_garbage_is_a_bad_request_with_a_reason(raw: bytes, reason: str) -> None:
     metrics = Metrics()
     status, body = await deliver(raw, directory_without_nango(metrics), metrics)
-    assert (status, body) == (400, {"error": "body is not a JSON object"})
+    assert (status, body) == (400, {"error": reason})
+    assert sample(metrics, "nango_webhooks", type="unknown", result="invalid") == 1
 
 
 @pytest.mark.anyio
@@ -146,36 +173,161 @@ async def test_signed_garbage_is_a_bad_request(raw: bytes) -> None:
         (auth_webhook("creation", success=False), "auth:creation", "ignored"),
         (auth_webhook("refresh", success=True), "auth:refresh", "ignored"),
         (auth_webhook("unknown"), "auth:unknown", "ignored"),
-        (auth_webhook(user_id=None), "auth:creation", "no_user"),
         (auth_webhook() | {"connectionId": None}, "auth:creation", "ignored"),
+        (auth_webhook() | {"connectionId": "x" * 256}, "auth:creation", "ignored"),
         (auth_webhook() | {"operation": 7}, "auth:other", "ignored"),
     ],
 )
 async def test_everything_else_is_acknowledged_and_left_alone(payload: dict[str, Any], label: str, result: str) -> None:
-    metrics = Metrics()
-    directory = directory_without_nango(metrics)
-    assert await deliver(payload, directory, metrics) == (200, {"ok": True, "result": result})
-    assert (await directory.lookup("usr_1", timeout=1)).source == "error"
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-new", {"end_user_id": "usr_1"})
+        assert await deliver(payload, directory, metrics) == (200, {"ok": True, "result": result})
+        assert fake.requests == []
+        assert directory.current("usr_1") is None
     assert sample(metrics, "nango_webhooks", type=label, result=result) == 1
 
 
 @pytest.mark.anyio
-async def test_the_user_id_falls_back_to_end_user_and_follows_the_configured_tag() -> None:
+async def test_without_nango_a_webhook_changes_nothing() -> None:
+    # Nothing could confirm it: the body alone never changes routing.
     metrics = Metrics()
-    directory = directory_without_nango(metrics, index_refresh_interval=0)
-    await deliver(auth_webhook(connection_id="from-end-user", in_tags=False), directory, metrics)
-    assert await directory.lookup("usr_1", timeout=1) == Lookup("from-end-user", "cache")
-    tagged = auth_webhook(connection_id="from-tag", user_id="ignored") | {"tags": {"customer_id": "cust_7"}}
-    await deliver(tagged, directory, metrics, user_tag="customer_id")
-    assert await directory.lookup("cust_7", timeout=1) == Lookup("from-tag", "cache")
+    directory = directory_without_nango(metrics)
+    assert await deliver(auth_webhook(), directory, metrics) == (200, {"ok": True, "result": "nango_not_configured"})
+    assert (await directory.lookup("usr_1", timeout=1)).source == "error"
 
 
 @pytest.mark.anyio
-async def test_a_failed_refresh_marks_the_connection_unusable() -> None:
-    metrics = Metrics()
-    directory = directory_without_nango(metrics, index_refresh_interval=0)
-    await deliver(auth_webhook("creation", connection_id="conn-1"), directory, metrics)
-    status, body = await deliver(auth_webhook("refresh", success=False, connection_id="conn-1"), directory, metrics)
-    assert (status, body) == (200, {"ok": True, "result": "marked_unusable"})
-    assert await directory.lookup("usr_1", timeout=1) == Lookup(None, "unhealthy", "cached")
+async def test_the_user_id_falls_back_to_end_user_and_follows_the_configured_tag() -> None:
+    async with nango_env(index_refresh_interval=0) as (fake, directory, metrics, _):
+        fake.connections.append(connection_json("from-end-user", "usr_1", tag=False, end_user=True))
+        await deliver(auth_webhook(connection_id="from-end-user", in_tags=False), directory, metrics)
+        # Nango's record names no user by tag: the confirmation asked by connection id and found no owner.
+        assert directory.current("usr_1") is None
+    async with nango_env(index_refresh_interval=0, user_tag="customer_id") as (fake, directory, metrics, _):
+        fake.add("from-tag", {"customer_id": "cust_7"})
+        tagged = auth_webhook(connection_id="from-tag", user_id="ignored") | {"tags": {"customer_id": "cust_7"}}
+        assert await deliver(tagged, directory, metrics, user_tag="customer_id") == (
+            200,
+            {"ok": True, "result": "applied"},
+        )
+        assert await directory.lookup("cust_7", timeout=1) == Lookup("from-tag", "cache")
+
+
+@pytest.mark.anyio
+async def test_a_confirmed_failed_refresh_marks_the_connection_unusable() -> None:
+    async with nango_env(index_refresh_interval=0) as (fake, directory, metrics, _):
+        record = fake.add("conn-1", {"end_user_id": "usr_1"})
+        await deliver(auth_webhook("creation", connection_id="conn-1"), directory, metrics)
+        record["errors"] = AUTH_ERROR  # Nango records the error before it sends the webhook
+        status, body = await deliver(auth_webhook("refresh", success=False, connection_id="conn-1"), directory, metrics)
+        assert (status, body) == (200, {"ok": True, "result": "marked_unusable"})
+        assert (await directory.lookup("usr_1", timeout=1)).source == "unhealthy"
     assert sample(metrics, "nango_webhooks", type="auth:refresh", result="marked_unusable") == 1
+
+
+# --- replays and forgeries (issue 9, item 6) ---
+
+
+@pytest.mark.anyio
+async def test_a_replayed_old_creation_does_not_roll_a_user_back() -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-old", {"end_user_id": "usr_1"})
+        old_webhook = encode(auth_webhook("creation", connection_id="conn-old"))
+        await deliver(old_webhook, directory, metrics)
+        fake.add("conn-new", {"end_user_id": "usr_1"})  # the user reconnected; the old one still exists
+        await deliver(auth_webhook("creation", connection_id="conn-new"), directory, metrics)
+        assert directory.current("usr_1") == "conn-new"
+        assert await deliver(old_webhook, directory, metrics) == (200, {"ok": True, "result": "kept_newer"})
+        assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-new", "index")
+        fake.delete("conn-old")
+        assert await deliver(old_webhook, directory, metrics) == (200, {"ok": True, "result": "not_found"})
+        assert directory.current("usr_1") == "conn-new"
+
+
+@pytest.mark.anyio
+async def test_a_forged_creation_cannot_point_a_user_at_another_users_connection() -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-victim", {"end_user_id": "usr_victim"})
+        fake.add("conn-attacker", {"end_user_id": "usr_attacker"})
+        forged = auth_webhook("creation", connection_id="conn-attacker", user_id="usr_victim")
+        assert await deliver(forged, directory, metrics) == (200, {"ok": True, "result": "not_found"})
+        assert directory.current("usr_victim") is None
+        assert await directory.lookup("usr_victim", timeout=1) == Lookup("conn-victim", "nango")
+
+
+@pytest.mark.anyio
+async def test_made_up_users_are_never_added() -> None:
+    async with nango_env() as (_, directory, metrics, _):
+        for i in range(300):
+            made_up = auth_webhook("creation", connection_id=f"conn-fake-{i}", user_id=f"usr_fake_{i}")
+            assert await deliver(made_up, directory, metrics) == (200, {"ok": True, "result": "not_found"})
+        status = directory.status()
+        assert (status["index_size"], status["cache_size"]) == (0, 0)
+    assert sample(metrics, "nango_webhooks", type="auth:creation", result="not_found") == 300
+
+
+@pytest.mark.anyio
+async def test_users_added_by_webhooks_between_refreshes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory_module, "WEBHOOK_NEW_USERS_LIMIT", 3)
+    async with nango_env() as (fake, directory, metrics, _):
+        for i in range(5):
+            fake.add(f"conn-{i}", {"end_user_id": f"usr_{i}"})
+            await deliver(auth_webhook("creation", connection_id=f"conn-{i}", user_id=f"usr_{i}"), directory, metrics)
+        assert directory.status()["index_size"] == 3
+        # The rest are still served, from the bounded TTL cache.
+        assert await directory.lookup("usr_4", timeout=1) == Lookup("conn-4", "cache")
+
+
+@pytest.mark.anyio
+async def test_a_replayed_failed_refresh_is_ignored_once_nango_says_healthy() -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-1", {"end_user_id": "usr_1"})
+        replay = auth_webhook("refresh", success=False, connection_id="conn-1")
+        assert await deliver(replay, directory, metrics) == (200, {"ok": True, "result": "not_confirmed"})
+        assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-1", "index")
+
+
+@pytest.mark.anyio
+async def test_an_unconfirmed_failed_refresh_expires_quickly() -> None:
+    async with nango_env() as (fake, directory, metrics, clock):
+        fake.add("conn-1", {"end_user_id": "usr_1"})
+        await deliver(auth_webhook("creation", connection_id="conn-1"), directory, metrics)
+        fake.down = True
+        replay = auth_webhook("refresh", success=False, connection_id="conn-1")
+        assert await deliver(replay, directory, metrics) == (200, {"ok": True, "result": "suspended_unconfirmed"})
+        assert (await directory.lookup("usr_1", timeout=1)).source == "unhealthy"
+        clock.advance(UNCONFIRMED_FAILURE_SECONDS + 0.1)
+        assert await directory.lookup("usr_1", timeout=1) == Lookup("conn-1", "index")
+
+
+@pytest.mark.anyio
+async def test_a_creation_nango_cannot_confirm_is_answered_503_for_redelivery() -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.down = True
+        status, body = await deliver(auth_webhook("creation", connection_id="conn-1"), directory, metrics)
+        assert status == 503 and "deliver again" in str(body["error"])
+        assert directory.current("usr_1") is None
+    assert sample(metrics, "nango_webhooks", type="auth:creation", result="unconfirmed") == 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_webhooks_about_one_connection_share_one_request() -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-1", {"end_user_id": "usr_1"})
+        fake.latency = 0.01
+        webhook = encode(auth_webhook("creation", connection_id="conn-1"))
+        answers = await asyncio.gather(*(deliver(webhook, directory, metrics) for _ in range(20)))
+        assert {body["result"] for _, body in answers} == {"applied"}
+        assert len(fake.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_pending_confirmations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory_module, "MAX_PENDING_CONFIRMATIONS", 2)
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.latency = 0.01
+        answers = await asyncio.gather(
+            *(deliver(auth_webhook(connection_id=f"c{i}", user_id=f"u{i}"), directory, metrics) for i in range(5))
+        )
+        assert sorted(status for status, _ in answers) == [200, 200, 503, 503, 503]
+        assert len(fake.requests) == 2

@@ -1,0 +1,217 @@
+"""Per-connection limits on uvicorn's httptools protocol: header size and time, body time, connection count.
+
+uvicorn's httptools protocol (the fast parser, kept for speed) accepts a request head of any size at any
+speed and holds a connection that never sends a byte forever. One peer could then exhaust memory (a 64 MB
+header), the event loop (httptools joins a header's pieces by concatenation, quadratic in its size) or file
+descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and keeps the parser:
+
+- the request line plus headers may be at most `max_header_bytes`; a longer head gets 431 and the
+  connection is closed while it is still arriving, before the parser buffers more than the bound;
+- the head must arrive within `header_timeout` of the connection opening (or, on a kept-alive connection,
+  of its first byte) and the body within `body_timeout` of the head; else 408 and close;
+- at most `max_connections` connections are open at once; one more is answered 503 and closed at once,
+  so its descriptor is released before any byte of its request is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+__all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
+
+logger = logging.getLogger("vapi_calendar_proxy.connections")
+
+# Descriptors kept free for everything but inbound connections: the shared httpx pool (at most 100
+# connections to Nango and Google), the listener, the event loop's own (epoll, self-pipe), stdio, and
+# a config file being read.
+FD_RESERVE = 128
+# A refusal is logged at most this often (with the count since the last line), so a flood cannot
+# turn into a log flood.
+LOG_EVERY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int = 16_384
+    header_timeout: float = 5.0
+    body_timeout: float = 10.0
+    max_connections: int = 1000
+
+
+def _response(status: int, reason: str, text: str) -> bytes:
+    body = text.encode("ascii")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+HEADER_TOO_LARGE = _response(431, "Request Header Fields Too Large", "request line and headers too large")
+TIMED_OUT = _response(408, "Request Timeout", "request not received in time")
+TOO_MANY_CONNECTIONS = _response(503, "Service Unavailable", "too many connections")
+
+
+class RefusalLog:
+    """Counts refusals by kind and logs them at most once per LOG_EVERY_SECONDS."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._logged_at = -LOG_EVERY_SECONDS
+
+    def note(self, kind: str) -> None:
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_SECONDS:
+            self._logged_at = now
+            logger.warning("connections refused", extra={"fields": dict(self._counts)})
+            self._counts.clear()
+
+
+class LimitedConfig(uvicorn.Config):
+    """uvicorn's Config plus the limits, so that worker processes (which get the config pickled) get them too."""
+
+    def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        # No WebSocket upgrades: the proxy serves none, and an upgraded connection would leave these limits.
+        super().__init__(app, http=LimitedHttpToolsProtocol, ws="none", **kwargs)
+        self.connection_limits = limits
+        self.refusals = RefusalLog()
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits = getattr(config, "connection_limits", None)
+        self.limits = limits if isinstance(limits, ConnectionLimits) else ConnectionLimits()
+        refusals = getattr(config, "refusals", None)
+        self.refusals = refusals if isinstance(refusals, RefusalLog) else RefusalLog()
+        self.refused = False
+        self.reading_head = True
+        self.head_bytes = 0
+        self.head_done_at = 0.0
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            # Refused before anything is parsed or buffered: the descriptor is free again at once.
+            self.refused = True
+            self.transport = transport
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            self.refusals.note("too_many_connections")
+            return
+        super().connection_made(transport)
+        self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.reading_head:
+            room = self.limits.max_header_bytes - self.head_bytes
+            if len(data) > room:
+                # Feed only what fits: the head may end inside it, and the rest is body or the next request.
+                if room > 0:
+                    self.head_bytes += room
+                    super().data_received(data[:room])
+                if self.reading_head and not self.transport.is_closing():
+                    self._refuse(HEADER_TOO_LARGE, "header_too_large")
+                    return
+                data = data[room:]
+            else:
+                self.head_bytes += len(data)
+        if data and not self.transport.is_closing():
+            super().data_received(data)
+
+    # Parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # The first request's deadline runs from connection_made, so a peer that never sends is closed too.
+        if self.deadline is None:
+            self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        # The body deadline is checked when the head deadline fires (one timer per request, not two).
+        self.head_done_at = self.loop.time()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self.reading_head = True
+        self.head_bytes = 0
+        super().on_message_complete()
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _timed_out(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if not self.reading_head:
+            remaining = self.head_done_at + self.limits.body_timeout - self.loop.time()
+            if remaining > 0:
+                self.deadline = self.loop.call_later(remaining, self._timed_out)
+                return
+            # The app may have answered already (e.g. 401 before reading): then only the close is left to do.
+            self._refuse(TIMED_OUT if cycle is None or not cycle.response_started else b"", "body_timeout")
+            return
+        idle = cycle is None or cycle.response_complete
+        if self.head_bytes == 0 and cycle is None:
+            # Opened and never used: nobody is waiting for an answer.
+            self._refuse(b"", "idle")
+            return
+        # A head arriving behind a request still being answered (pipelining) gets no 408 in between.
+        self._refuse(TIMED_OUT if idle else b"", "header_timeout")
+
+    def _refuse(self, response: bytes, kind: str) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app (if it is still running) sees a disconnect, and anything it sends is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if response:
+            self.transport.write(response)
+        self.transport.close()
+        self.refusals.note(kind)
+
+
+def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:
+    """How many connections fit under the open-file limit, raising the soft limit towards the hard one if needed.
+
+    The result is at most `wanted`, and leaves `reserve` descriptors for everything else, so that
+    refusing a connection with 503 happens before accept() itself starts failing.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + reserve
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))

@@ -1,0 +1,126 @@
+"""The index store: every connection of the integration by user, and by the Vapi line its tags claim.
+
+Pure data, no I/O: the bulk pass `add`s every listed connection, a confirmed webhook or lookup `put`s
+the fresh record of one connection, a confirmed deletion `remove`s it. The same rule decides at every
+step, so the answer never depends on the order in which a replica learnt things:
+
+- a user's connection: healthy before unhealthy, then the newest `created`, then the connection id;
+- a line (number or Vapi phone-number id) claimed by several connections: the same rule. The losers
+  stay listed as conflicts (`conflicts()`), so they show in `connections`, a metric and the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from proxy.nango import Connection, rank_connection
+
+__all__ = ["ClaimKind", "Conflict", "ConnectionIndex"]
+
+ClaimKind = str  # "to" (E.164 number) or "phone_number_id"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Several connections claim one line: `winner` routes it, `losers` are ignored until fixed."""
+
+    kind: ClaimKind
+    value: str
+    winner: Connection
+    losers: tuple[Connection, ...]
+
+
+def _better(a: Connection, b: Connection) -> Connection:
+    return a if rank_connection(a) >= rank_connection(b) else b
+
+
+class ConnectionIndex:
+    """User -> connection and line -> connection, with the conflicting claims kept aside."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, Connection] = {}
+        # Only connections whose tags claim a line are kept by id: to undo their claims when they change.
+        self._tagged: dict[str, Connection] = {}
+        self._claims: dict[ClaimKind, dict[str, Connection]] = {"to": {}, "phone_number_id": {}}
+        self._contested: dict[tuple[ClaimKind, str], list[Connection]] = {}
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    @property
+    def claimed_lines(self) -> int:
+        return sum(len(claims) for claims in self._claims.values())
+
+    def user(self, user_id: str) -> Connection | None:
+        return self._users.get(user_id)
+
+    def line(self, kind: ClaimKind, value: str) -> Connection | None:
+        return self._claims[kind].get(value)
+
+    def connection(self, connection_id: str) -> Connection | None:
+        """A tagged connection by id (untagged ones are only reachable through their user)."""
+        return self._tagged.get(connection_id)
+
+    def add(self, conn: Connection) -> None:
+        """One connection from the bulk listing."""
+        if conn.user_id is not None:
+            current = self._users.get(conn.user_id)
+            self._users[conn.user_id] = conn if current is None else _better(current, conn)
+        if conn.route is not None:
+            self._tagged[conn.connection_id] = conn
+            for kind, value in conn.route.claims():
+                self._claim(kind, value, conn)
+
+    def put(self, conn: Connection) -> bool:
+        """Nango's current record of one connection (confirmed webhook or lookup). True when it is now
+        its user's connection; a newer healthy connection of the same user stays (no rollback)."""
+        self.remove(conn.connection_id, conn.user_id)
+        self.add(conn)
+        return conn.user_id is not None and self._users.get(conn.user_id) is conn
+
+    def remove(self, connection_id: str, user_id: str | None = None) -> None:
+        """Forget a connection: Nango says it is gone, or a fresh record of it follows (`put`). `user_id`:
+        whose entry it may be, besides the user its tags claimed lines for."""
+        old = self._tagged.pop(connection_id, None)
+        owners = {user_id}
+        if old is not None:
+            owners.add(old.user_id)
+            if old.route is not None:
+                for kind, value in old.route.claims():
+                    self._unclaim(kind, value, connection_id)
+        for owner in owners:
+            current = self._users.get(owner) if owner is not None else None
+            if current is not None and current.connection_id == connection_id:
+                del self._users[current.user_id]  # type: ignore[arg-type]
+
+    def conflicts(self) -> Iterator[Conflict]:
+        for (kind, value), losers in self._contested.items():
+            winner = self._claims[kind].get(value)
+            if winner is not None and losers:
+                yield Conflict(kind, value, winner, tuple(losers))
+
+    def _claim(self, kind: ClaimKind, value: str, conn: Connection) -> None:
+        claims = self._claims[kind]
+        current = claims.get(value)
+        if current is None or current.connection_id == conn.connection_id:
+            claims[value] = conn
+            return
+        winner = _better(current, conn)
+        loser = conn if winner is current else current
+        claims[value] = winner
+        self._contested.setdefault((kind, value), []).append(loser)
+
+    def _unclaim(self, kind: ClaimKind, value: str, connection_id: str) -> None:
+        claims = self._claims[kind]
+        key = (kind, value)
+        losers = [c for c in self._contested.pop(key, []) if c.connection_id != connection_id]
+        current = claims.get(value)
+        if current is not None and current.connection_id == connection_id:
+            del claims[value]
+            if losers:
+                best = max(losers, key=rank_connection)
+                losers.remove(best)
+                claims[value] = best
+        if losers:
+            self._contested[key] = losers

@@ -1,0 +1,116 @@
+"""Routing that travels with the connection: which Nango connection tags name a user's Vapi line.
+
+Nango's tag rules (NangoHQ/nango `packages/shared/lib/services/tags/schema.ts`): at most 10 keys per
+connection, the auto-generated `end_user_*` tags included; keys 1-64 characters, a letter first, then
+`[A-Za-z0-9_\\-./]`, stored lowercased; values are strings of 1-255 characters, kept as they are.
+Routing is opt-in: with no `nango.tag_routing` section, tags route nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from proxy.numbers import normalize_number
+
+__all__ = [
+    "TAG_MAX_COUNT",
+    "TAG_VALUE_MAX_LENGTH",
+    "TagRoute",
+    "TagRouting",
+    "read_tag_route",
+    "tag_key_problem",
+    "tag_value_problem",
+]
+
+TAG_MAX_COUNT = 10
+TAG_KEY_MAX_LENGTH = 64
+TAG_VALUE_MAX_LENGTH = 255
+_TAG_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_\-./]*")
+# A Vapi phone-number id is a UUID; anything a tag value can hold is accepted, but bounded and printable.
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def tag_key_problem(key: str) -> str | None:
+    """Why Nango would refuse (or silently lowercase) `key` as a tag key; None when it is fine."""
+    if not key or len(key) > TAG_KEY_MAX_LENGTH:
+        return f"a tag key has 1-{TAG_KEY_MAX_LENGTH} characters"
+    if not _TAG_KEY.fullmatch(key):
+        return "a tag key starts with a letter and holds only letters, digits, _ - . /"
+    if key != key.lower():
+        return f"Nango stores tag keys lowercased: write {key.lower()!r}"
+    return None
+
+
+def tag_value_problem(value: str) -> str | None:
+    """Why Nango would refuse `value` as a tag value; None when it is fine."""
+    if not 1 <= len(value) <= TAG_VALUE_MAX_LENGTH:
+        return f"a tag value has 1-{TAG_VALUE_MAX_LENGTH} characters"
+    return None
+
+
+@dataclass(frozen=True)
+class TagRouting:
+    """Which tag keys carry routing (`nango.tag_routing`). Each key is a lowercase Nango tag key or None."""
+
+    number_tag: str | None = None
+    phone_number_id_tag: str | None = None
+    template_tag: str | None = None
+    name_tag: str | None = None
+    timezone_tag: str | None = None
+    # How long "no connection claims this line" is remembered before the next miss asks Nango again.
+    negative_ttl: float = 5.0
+
+    @property
+    def keys(self) -> Iterator[tuple[str, str]]:
+        """(role, tag key) for every configured key."""
+        for role in ("number", "phone_number_id", "template", "name", "timezone"):
+            key: str | None = getattr(self, f"{role}_tag")
+            if key is not None:
+                yield role, key
+
+
+@dataclass(frozen=True, slots=True)
+class TagRoute:
+    """What one connection's tags say about routing: its Vapi line and the user's defaults."""
+
+    number: str | None  # E.164
+    phone_number_id: str | None
+    template: str | None = None
+    name: str | None = None
+    timezone: str | None = None
+
+    def claims(self) -> Iterator[tuple[str, str]]:
+        """(kind, value) routing keys this connection claims: kinds "to" and "phone_number_id"."""
+        if self.number is not None:
+            yield "to", self.number
+        if self.phone_number_id is not None:
+            yield "phone_number_id", self.phone_number_id
+
+
+def _value(tags: Mapping[str, object], key: str | None) -> str | None:
+    if key is None:
+        return None
+    value = tags.get(key)
+    if isinstance(value, str) and 0 < len(value) <= TAG_VALUE_MAX_LENGTH and _PRINTABLE.fullmatch(value):
+        return value
+    return None
+
+
+def read_tag_route(tags: object, routing: TagRouting) -> TagRoute | None:
+    """The routing a connection's `tags` carry; None when they claim no line (or are not a mapping)."""
+    if not isinstance(tags, dict):
+        return None
+    raw_number = _value(tags, routing.number_tag)
+    number = normalize_number(raw_number) if raw_number is not None else None
+    phone_number_id = _value(tags, routing.phone_number_id_tag)
+    if number is None and phone_number_id is None:
+        return None
+    return TagRoute(
+        number=number,
+        phone_number_id=phone_number_id.strip() or None if phone_number_id else None,
+        template=_value(tags, routing.template_tag),
+        name=_value(tags, routing.name_tag),
+        timezone=_value(tags, routing.timezone_tag),
+    )

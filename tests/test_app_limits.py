@@ -1,0 +1,165 @@
+"""The general (Starlette) path: authentication before the body, bounded unauthenticated reads, bounded labels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from proxy.app import create_app
+from proxy.auth import HmacPlan, hmac_signature
+from proxy.secret import Secret
+from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
+
+pytestmark = pytest.mark.anyio
+
+HMAC_KEY = "limits-hmac-key-77"
+READS = 4
+
+
+def config_text(hmac: bool) -> str:
+    return f"""\
+    auth:
+      vapi_secrets: ["${{VAPI_SERVER_SECRET}}"]
+      {f'hmac: {{secrets: ["{HMAC_KEY}"]}}' if hmac else ""}
+    server:
+      max_unauthenticated_body_reads: {READS}
+    templates:
+      default:
+        firstMessage: "You reached {{{{user_name}}}}."
+        model:
+          provider: openai
+          model: gpt-4o
+          messages: [{{role: system, content: "You answer for {{{{user_name}}}}."}}]
+    users:
+      - {{id: doe, name: Dr. Jane Doe, timezone: UTC, connection_id: conn-doe}}
+    routes:
+      - {{to: "+1 650 555 0100", user: doe}}
+    """
+
+
+def body() -> bytes:
+    sample: dict[str, Any] = vapi_sample("assistant-request.pstn")
+    sample["message"]["phoneNumber"]["number"] = "+16505550100"
+    return json.dumps(sample).encode()
+
+
+class Exchange:
+    """One request sent straight to the ASGI app, with a body that arrives only when `finish` is set."""
+
+    def __init__(self, path: str, headers: dict[str, str], content: bytes, *, hold: bool) -> None:
+        self.path = path
+        self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        self.content = content
+        self.finish = asyncio.Event()
+        if not hold:
+            self.finish.set()
+        self.reads = 0
+        self.status: int | None = None
+        self.response_headers: dict[bytes, bytes] = {}
+        self.response = b""
+
+    async def receive(self) -> dict[str, object]:
+        self.reads += 1
+        if self.reads == 1:
+            return {"type": "http.request", "body": self.content[:10], "more_body": True}
+        await self.finish.wait()
+        return {"type": "http.request", "body": self.content[10:], "more_body": False}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.response_headers = dict(message["headers"])
+        else:
+            self.response += message.get("body", b"")
+
+    async def run(self, app: Starlette) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-length", str(len(self.content)).encode()), *self.headers],
+            "client": ("203.0.113.9", 50000),
+            "server": ("proxy.test", 80),
+        }
+        await app(scope, self.receive, self.send)  # type: ignore[arg-type]
+
+
+async def started(app: Starlette, exchanges: list[Exchange]) -> list[asyncio.Task[None]]:
+    tasks = [asyncio.create_task(exchange.run(app)) for exchange in exchanges]
+    await asyncio.sleep(0.05)
+    return tasks
+
+
+async def with_app(hmac: bool, check: Callable[[Starlette], Awaitable[None]]) -> None:
+    app = create_app(config_from(config_text(hmac)))
+    async with serving(app):
+        await check(app)
+
+
+@pytest.mark.parametrize("hmac", [False, True])
+async def test_a_wrong_or_missing_secret_is_refused_before_the_body_is_read(hmac: bool) -> None:
+    async def check(app: Starlette) -> None:
+        for headers in ({}, {"X-Vapi-Secret": "wrong"}):
+            exchange = Exchange("/vapi", headers, body(), hold=True)  # the body never finishes
+            await asyncio.wait_for(exchange.run(app), 1)
+            assert exchange.status == 401
+            assert exchange.reads == 0
+            assert exchange.response_headers[b"connection"] == b"close"
+
+    await with_app(hmac, check)
+
+
+async def test_the_right_secret_reads_the_body_and_answers() -> None:
+    async def check(app: Starlette) -> None:
+        exchange = Exchange("/vapi", {"X-Vapi-Secret": VAPI_SECRET}, body(), hold=False)
+        await exchange.run(app)
+        assert exchange.status == 200
+        assert json.loads(exchange.response)["assistant"]["firstMessage"] == "You reached Dr. Jane Doe."
+        assert b"connection" not in exchange.response_headers  # kept alive
+
+    await with_app(False, check)
+
+
+async def test_unauthenticated_body_reads_are_bounded_and_the_excess_gets_503_unread() -> None:
+    signed = {"X-Signature": "00" * 32, "X-Timestamp": str(int(time.time()))}
+
+    async def check(app: Starlette) -> None:
+        holders = [Exchange("/vapi", signed, body(), hold=True) for _ in range(READS)]
+        hooks = [Exchange("/nango/webhook", {"X-Nango-Signature": "x"}, b'{"type": "auth"}', hold=True)]
+        tasks = await started(app, holders)
+        assert all(exchange.reads == 2 and exchange.status is None for exchange in holders)
+        for excess in [Exchange("/vapi", signed, body(), hold=True), *hooks]:
+            await asyncio.wait_for(excess.run(app), 1)
+            assert excess.status == 503
+            assert excess.reads == 0
+            assert b"retry shortly" in excess.response
+        # A shared secret needs no body to be checked: it is not held up by the reads in progress.
+        authenticated = Exchange("/vapi", {"X-Vapi-Secret": VAPI_SECRET}, body(), hold=False)
+        await asyncio.wait_for(authenticated.run(app), 1)
+        assert authenticated.status == 200
+        for exchange in holders:
+            exchange.finish.set()
+        await asyncio.gather(*tasks)
+        assert [exchange.status for exchange in holders] == [401] * READS  # a wrong signature, read and checked
+        # The reads are released: a valid HMAC request is read and served.
+        timestamp = str(int(time.time()))
+        content = body()
+        plan = HmacPlan(secrets=(Secret(HMAC_KEY),))
+        signature = hmac_signature(plan, Secret(HMAC_KEY), body=content, timestamp=timestamp)
+        valid = Exchange("/vapi", {"X-Signature": signature, "X-Timestamp": timestamp}, content, hold=False)
+        await valid.run(app)
+        assert valid.status == 200
+
+    await with_app(True, check)
