@@ -229,6 +229,7 @@ def create_app(
             if owns_client:
                 await runtime.http.aclose()
             call_log.flush()
+            runtime.metrics.close()
 
     server = config.server
     app = FastPathApp(
