@@ -24,7 +24,7 @@ from proxy.config import Config
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
-from proxy.messages import BadRequest, call_id_of, parse_message
+from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient
 from proxy.reload import ConfigWatcher
@@ -151,7 +151,7 @@ def create_app(
         except BadRequest as exc:
             return json_response({"error": exc.reason}, exc.status_code)
         message_type = str(message["type"])
-        runtime.metrics.server_messages.labels(message_type if len(message_type) <= 64 else "other").inc()
+        runtime.metrics.server_messages.labels(message_type_label(message_type)).inc()
         assert runtime.service is not None
         with call_context(call_id_of(message)):  # every log line about this call, from any module
             if message_type == ASSISTANT_REQUEST:

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import select
 import sys
 import threading
@@ -81,13 +82,44 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Characters that could end a line or fake one in a terminal or a log viewer: C0 and C1 controls, DEL,
+# and Unicode's line and paragraph separators. In a field value, also what would end or fake a field.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNSAFE_VALUE = re.compile('[\x00-\x20\x7f-\x9f\u2028\u2029"=\\\\]')
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    escaped = _ESCAPES.get(char)
+    if escaped is not None:
+        return escaped
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape_text(text: str) -> str:
+    """Free text (a message) on one line: control characters written as escapes."""
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+
+
+def text_value(value: object) -> str:
+    """A field value as logfmt writes it: bare if it is one plain word, else quoted with escapes, so a
+    value can neither end the line nor pass for another field."""
+    text = str(value)
+    if text and not _UNSAFE_VALUE.search(text):
+        return text
+    return '"' + _UNSAFE_VALUE.sub(lambda m: m.group() if m.group() in " =" else _escape_char(m), text) + '"'
+
+
 class TextFormatter(logging.Formatter):
+    """`HH:MM:SS.mmm LEVEL message key=value ...`; whatever a value holds, one record is one line."""
+
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
-        fields = " ".join(f"{key}={value}" for key, value in _fields(record).items())
-        line = f"{when} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        fields = " ".join(f"{text_value(key)}={text_value(value)}" for key, value in _fields(record).items())
+        line = f"{when} {record.levelname:<7} {escape_text(record.getMessage())} {fields}".rstrip()
         if record.exc_info and record.exc_info[0] is not None:
-            line += f" exc={record.exc_info[0].__name__}: {record.exc_info[1]}"
+            line += " exc=" + text_value(f"{record.exc_info[0].__name__}: {record.exc_info[1]}")
         return line
 
 

@@ -14,6 +14,49 @@ from proxy.routing import InboundCall, route_key
 
 MAX_ID_LENGTH = 200
 
+# Every `message.type` in Vapi's ServerMessage union (vapi-server-sdk's `ServerMessageMessage`; a test
+# keeps the two in step). Only these become metric label values: a type from the body is attacker
+# controlled, and each distinct label value is a time series held forever.
+VAPI_MESSAGE_TYPES = frozenset(
+    {
+        "assistant-request",
+        "assistant.speechStarted",
+        "call.artifact.upload",
+        "call.delete.failed",
+        "call.deleted",
+        "call.endpointing.request",
+        "campaign.predial",
+        "chat.created",
+        "chat.deleted",
+        "conversation-update",
+        "end-of-call-report",
+        "handoff-destination-request",
+        "hang",
+        "knowledge-base-request",
+        "language-change-detected",
+        "model-output",
+        "phone-call-control",
+        "session.created",
+        "session.deleted",
+        "session.updated",
+        "speech-update",
+        "status-update",
+        "tool-calls",
+        "transcript",
+        'transcript[transcriptType="final"]',
+        "transfer-destination-request",
+        "transfer-update",
+        "user-interrupted",
+        "voice-input",
+        "voice-request",
+    }
+)
+
+
+def message_type_label(message_type: str) -> str:
+    """The metric label for a message type: itself if Vapi publishes it, else "other"."""
+    return message_type if message_type in VAPI_MESSAGE_TYPES else "other"
+
 
 class BadRequest(Exception):
     """A request that is not a Vapi server message; the reason is safe to send back."""

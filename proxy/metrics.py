@@ -131,6 +131,25 @@ class Metrics:
             registry=r,
         )
 
+        self.redis_up = Gauge(
+            "vapi_proxy_redis_up",
+            "1 while the shared state's Redis answers; 0 while replicas fall back to local state or without REDIS_URL.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
+        self.redis_operations = Counter(
+            "vapi_proxy_redis_operations",
+            "Redis operations of the shared state, by operation and result (ok, timeout, error, skipped).",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.redis_fanout_delay = Histogram(
+            "vapi_proxy_redis_fanout_delay_seconds",
+            "From another replica announcing a change (webhook, index, breaker) to this replica receiving it.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+
     def set_config_version(self, version: str) -> None:
         if not self.multiprocess:
             self.config_info.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,8 +14,9 @@ from starlette.applications import Starlette
 
 from proxy.app import create_app
 from proxy.auth import HmacPlan, hmac_signature
+from proxy.messages import VAPI_MESSAGE_TYPES
 from proxy.secret import Secret
-from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
+from tests.helpers import VAPI_SECRET, config_from, proxy_client, serving, vapi_sample
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +165,34 @@ async def test_unauthenticated_body_reads_are_bounded_and_the_excess_gets_503_un
         assert valid.status == 200
 
     await with_app(True, check)
+
+
+def _literals(annotation: object) -> set[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return {value for value in typing.get_args(annotation) if isinstance(value, str)}
+    return set().union(*(_literals(arg) for arg in typing.get_args(annotation)))
+
+
+def test_the_known_message_types_are_exactly_vapis() -> None:
+    from vapi.types.server_message_message import ServerMessageMessage
+
+    published: set[str] = set()
+    for model in typing.get_args(ServerMessageMessage):
+        published |= _literals(typing.get_type_hints(model)["type"])
+    assert published == VAPI_MESSAGE_TYPES
+
+
+async def test_made_up_message_types_count_as_other_and_add_no_series() -> None:
+    async with proxy_client(config_from(config_text(False))) as client:
+        for index in range(300):
+            message = {"message": {"type": f"made-up-{index}\nvapi_proxy_fake 1", "call": {"id": "c"}}}
+            response = await client.post("/vapi", json=message, headers={"X-Vapi-Secret": VAPI_SECRET})
+            assert response.status_code == 200
+        status = {"message": {"type": "status-update", "status": "ended", "call": {"id": "c"}}}
+        await client.post("/vapi", json=status, headers={"X-Vapi-Secret": VAPI_SECRET})
+        metrics = (await client.get("/metrics")).text
+    series = [line for line in metrics.splitlines() if line.startswith("vapi_proxy_server_messages_total")]
+    assert sorted(series) == [
+        'vapi_proxy_server_messages_total{type="other"} 300.0',
+        'vapi_proxy_server_messages_total{type="status-update"} 1.0',
+    ]

@@ -58,12 +58,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(config: Path, tmp_path: Path, *options: str) -> AsyncIterator[Proxy]:
+async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json", *options: str) -> AsyncIterator[Proxy]:
     """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
     port = free_port()
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
-        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", "json", *options]
+        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format, *options]
         process = subprocess.Popen(
             [sys.executable, "-m", "proxy", *command],
             cwd=ROOT,
@@ -274,7 +274,7 @@ async def test_workers_count_into_one_metrics_page_drain_on_sigterm_and_lose_no_
     config.write_text(text.replace("timezone: Europe/Paris", "timezone: Europe/Paris\n    connection_id: conn-alice"))
     calls = 40
     async with (
-        running_proxy(config, tmp_path, "--workers", "2") as proxy,
+        running_proxy(config, tmp_path, "json", "--workers", "2") as proxy,
         # A new connection per request, so the kernel hands them to both workers.
         httpx.AsyncClient(base_url=proxy.url, limits=httpx.Limits(max_keepalive_connections=0)) as client,
     ):

@@ -1,0 +1,26 @@
+"""Optional state shared by replicas through Redis (or Valkey): one Nango index, webhook fan-out, one Nango
+rate budget and circuit breaker, short locks. Configured with `REDIS_URL`; without it nothing here runs.
+
+Redis is never on a call's critical path for longer than `RedisSettings.op_timeout`, and every feature falls
+back to what one replica does on its own while Redis is slow, down or restarted empty.
+"""
+
+from proxy.shared.budget import SharedBreaker, TokenBucket
+from proxy.shared.fanout import Announcement, Fanout
+from proxy.shared.index import IndexMeta, IndexStore
+from proxy.shared.lock import Lease, LeasedLock
+from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
+
+__all__ = [
+    "Announcement",
+    "Fanout",
+    "IndexMeta",
+    "IndexStore",
+    "Lease",
+    "LeasedLock",
+    "RedisSettings",
+    "SharedBreaker",
+    "SharedStore",
+    "SharedUnavailable",
+    "TokenBucket",
+]

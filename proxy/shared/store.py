@@ -1,0 +1,219 @@
+"""The Redis connection every shared feature goes through: short timeouts, a health state, no retries.
+
+A call never waits on Redis for longer than `op_timeout`. After any failure, operations are refused at once
+(`SharedUnavailable`, no network wait) for `retry_after` seconds while a background probe pings; the first
+good ping brings Redis back. The probe also notices a restart (a new `run_id`), so the owners of shared data
+can put it back. redis-py reconnects on the next command by itself: nothing here needs a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from proxy.metrics import Metrics
+from proxy.secret import Secret
+
+__all__ = ["RedisSettings", "SharedStore", "SharedUnavailable"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Operation names that may appear as metric labels: a fixed set keeps the series bounded.
+OPERATIONS = frozenset(
+    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker"}
+)
+
+
+class SharedUnavailable(Exception):
+    """Redis did not answer in time, failed, or is being given a rest after a failure: use local state."""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where Redis is and how long the proxy waits for it. Read once at start-up (`from_environment`)."""
+
+    url: Secret | None = None  # redis://[user:password@]host:port/db, rediss:// for TLS
+    prefix: str = "vapi-proxy:"
+    op_timeout: float = 0.05  # seconds, for anything a call waits on
+    background_timeout: float = 5.0  # seconds, for index pages and other work no call waits on
+    connect_timeout: float = 0.25
+    retry_after: float = 1.0  # seconds without Redis after a failure, probing meanwhile
+    max_connections: int = 32
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> RedisSettings:
+        """`REDIS_URL` (unset or empty: no shared state) and `REDIS_KEY_PREFIX`."""
+        url = environ.get("REDIS_URL", "").strip()
+        prefix = environ.get("REDIS_KEY_PREFIX", "").strip() or cls.prefix
+        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            # Never echo the URL: it usually carries the password.
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return cls(url=Secret(url) if url else None, prefix=prefix)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def describe(self) -> str:
+        """Scheme, host and port for logs and /readyz; never the password."""
+        if not self.url:
+            return "unconfigured"
+        parts = urlsplit(str(self.url))
+        host = parts.hostname or parts.path or "?"
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class SharedStore:
+    """One Redis client with bounded operations and a health state (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not settings.url:
+            raise ValueError("RedisSettings.url is required for a SharedStore")
+        self.settings = settings
+        self.prefix = settings.prefix
+        self._metrics = metrics
+        self._clock = clock
+        self.redis: Redis = Redis.from_url(
+            str(settings.url),
+            socket_timeout=settings.background_timeout,
+            socket_connect_timeout=settings.connect_timeout,
+            # One immediate retry on a fresh connection, so a pooled connection that died with a restarted Redis
+            # costs nothing; no more, since a call falls back at once and the probe finds Redis again.
+            retry=Retry(NoBackoff(), 1),
+            max_connections=settings.max_connections,
+            health_check_interval=10,
+            client_name="vapi-calendar-proxy",
+        )
+        self._down_until = 0.0
+        self._up = False
+        self._last_error: str | None = None
+        self._run_id: str | None = None
+        self._restart_listeners: list[Callable[[], None]] = []
+        self._recovery_listeners: list[Callable[[], None]] = []
+        self._probe: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SharedStore({self.settings.describe()!r}, prefix={self.prefix!r})"
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @property
+    def up(self) -> bool:
+        """True while the last operation or probe succeeded."""
+        return self._up and self._clock() >= self._down_until
+
+    def on_restart(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when Redis comes back empty-handed: a different server run than before."""
+        self._restart_listeners.append(listener)
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when Redis answers again after a failure (anything announced meanwhile was lost)."""
+        self._recovery_listeners.append(listener)
+
+    async def run(self, operation: str, action: Callable[[Redis], Awaitable[T]], *, background: bool = False) -> T:
+        """`action(redis)` within the call or background timeout; raises SharedUnavailable instead of waiting."""
+        label = operation if operation in OPERATIONS else "other"
+        if self._clock() < self._down_until:
+            self._count(label, "skipped")
+            raise SharedUnavailable(f"redis unavailable ({self._last_error})")
+        timeout = self.settings.background_timeout if background else self.settings.op_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                result = await action(self.redis)
+        except (TimeoutError, RedisError, OSError) as exc:
+            code = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            self._count(label, "timeout" if code == "timeout" else "error")
+            self._failed(f"{operation}: {code}")
+            raise SharedUnavailable(f"redis {operation} failed: {code}") from exc
+        self._count(label, "ok")
+        if not self._up:
+            self._recovered()
+        return result
+
+    def _failed(self, error: str) -> None:
+        if self._up or self._last_error is None:
+            logger.warning("redis unavailable (%s); replicas fall back to local state", error)
+        self._up = False
+        self._last_error = error
+        self._down_until = self._clock() + self.settings.retry_after
+        self._metrics.redis_up.set(0)
+        self.start_probe()
+
+    def _recovered(self) -> None:
+        was_down = self._last_error is not None
+        self._up = True
+        self._last_error = None
+        self._down_until = 0.0
+        self._metrics.redis_up.set(1)
+        if was_down:
+            logger.info("redis is back")
+            for listener in self._recovery_listeners:
+                listener()
+
+    async def ping(self) -> bool:
+        """One health check: PING plus the server's run id, whatever the health state says."""
+        try:
+            async with asyncio.timeout(max(self.settings.op_timeout * 4, self.settings.connect_timeout)):
+                info: dict[str, Any] = await self.redis.info("server")
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._count("ping", "timeout" if isinstance(exc, TimeoutError) else "error")
+            self._failed(f"ping: {'timeout' if isinstance(exc, TimeoutError) else type(exc).__name__}")
+            return False
+        self._count("ping", "ok")
+        run_id = str(info.get("run_id", ""))
+        restarted = self._run_id is not None and run_id != self._run_id
+        self._run_id = run_id
+        self._recovered()
+        if restarted:
+            logger.warning("redis restarted (new run id): shared state is rebuilt from this replica's")
+            for listener in self._restart_listeners:
+                listener()
+        return True
+
+    def start_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_up(), name="redis-probe")
+
+    async def _probe_until_up(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._down_until - self._clock(), 0.05))
+            if await self.ping():
+                return
+
+    async def run_monitor(self, interval: float = 1.0) -> None:
+        """Ping every `interval` seconds until cancelled (app lifespan): keeps health and run id current."""
+        while True:
+            await self.ping()
+            await asyncio.sleep(interval)
+
+    def status(self) -> dict[str, object]:
+        """For /readyz: never makes the proxy unready, since every replica works without Redis."""
+        return {"redis": "ok" if self.up else "degraded", "server": self.settings.describe(), "error": self._last_error}
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+        await self.redis.aclose()
+
+    def _count(self, operation: str, result: str) -> None:
+        self._metrics.redis_operations.labels(operation=operation, result=result).inc()

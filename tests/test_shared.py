@@ -1,0 +1,283 @@
+"""The shared-state building blocks against a real redis-server: store health, lock, index, fan-out, budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from proxy.metrics import Metrics
+from proxy.nango import Connection
+from proxy.shared import (
+    Announcement,
+    Fanout,
+    IndexStore,
+    LeasedLock,
+    RedisSettings,
+    SharedBreaker,
+    SharedStore,
+    SharedUnavailable,
+    TokenBucket,
+)
+from proxy.shared.index import CHUNK_SIZE
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def store_on(server: RedisServer, url: str | None = None, **options: Any) -> AsyncIterator[SharedStore]:
+    settings = RedisSettings.from_environment({"REDIS_URL": url or server.url})
+    store = SharedStore(RedisSettings(**{**settings.__dict__, **options}), Metrics())
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def test_settings_come_from_the_environment_and_never_show_the_password() -> None:
+    assert not RedisSettings.from_environment({}).enabled
+    assert not RedisSettings.from_environment({"REDIS_URL": "  "}).enabled
+    settings = RedisSettings.from_environment(
+        {"REDIS_URL": "rediss://proxy:s3cret-pw@redis.internal:6380/0", "REDIS_KEY_PREFIX": "staging:"}
+    )
+    assert settings.enabled and settings.prefix == "staging:"
+    assert settings.describe() == "rediss://redis.internal:6380"
+    assert "s3cret-pw" not in repr(settings)
+    with pytest.raises(ValueError) as excinfo:
+        RedisSettings.from_environment({"REDIS_URL": "http://user:s3cret-pw@redis:6379"})
+    assert "s3cret-pw" not in str(excinfo.value)
+
+
+async def test_password_auth_is_used_and_a_wrong_password_only_degrades(tmp_path: Any) -> None:
+    server = RedisServer(tmp_path, password="pw-9f2k")
+    server.start()
+    try:
+        async with store_on(server) as store:
+            assert await store.ping()
+            assert await store.run("ping", lambda redis: redis.set(store.key("x"), b"1")) is True
+        async with store_on(server, url=server.url.replace("pw-9f2k", "wrong")) as store:
+            assert not await store.ping()
+            assert store.status()["redis"] == "degraded"
+            assert "wrong" not in str(store.status()) and "pw-9f2k" not in repr(store)
+    finally:
+        server.stop()
+
+
+async def test_a_dead_redis_costs_one_short_timeout_then_nothing_and_is_found_again(redis_server: RedisServer) -> None:
+    restarts: list[str] = []
+    async with store_on(redis_server, retry_after=0.2) as store:
+        store.on_restart(lambda: restarts.append("restart"))
+        assert await store.ping() and store.up
+        redis_server.kill()
+        started = time.perf_counter()
+        with pytest.raises(SharedUnavailable):
+            await store.run("ping", lambda redis: redis.ping())
+        assert time.perf_counter() - started < 0.5
+        assert not store.up
+        started = time.perf_counter()
+        with pytest.raises(SharedUnavailable, match="unavailable"):  # refused without touching the network
+            await store.run("ping", lambda redis: redis.ping())
+        assert time.perf_counter() - started < 0.005
+        redis_server.start()  # empty, new run id
+        for _ in range(100):
+            if store.up:
+                break
+            await asyncio.sleep(0.02)
+        assert store.up and restarts == ["restart"]
+        assert await store.run("ping", lambda redis: redis.ping()) is True
+
+
+async def test_a_paused_redis_bounds_every_operation_by_the_call_timeout(redis_server: RedisServer) -> None:
+    async with store_on(redis_server, op_timeout=0.05) as store:
+        assert await store.ping()
+        redis_server.pause()
+        try:
+            started = time.perf_counter()
+            with pytest.raises(SharedUnavailable, match="timeout"):
+                await store.run("ping", lambda redis: redis.ping())
+            assert time.perf_counter() - started < 0.15
+        finally:
+            redis_server.resume()
+        await asyncio.sleep(1.2)  # past retry_after: the probe has found it again
+        assert store.up
+
+
+async def test_the_lock_has_one_holder_a_lease_and_growing_fencing_tokens(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        lock = LeasedLock(store)
+        first = await lock.try_acquire("index", lease=0.2)
+        assert first is not None
+        assert await lock.try_acquire("index", lease=0.2) is None
+        assert await lock.acquire("index", lease=0.2, wait=0.05) is None
+        second = await lock.acquire("index", lease=5, wait=1.0)  # the first lease runs out meanwhile
+        assert second is not None and second.token > first.token
+        assert not await lock.release(first)  # a stale holder cannot free the new one's lock
+        assert await lock.extend(first, 5) is None
+        assert await lock.try_acquire("index", lease=1) is None
+        assert await lock.extend(second, 5) is not None
+        assert await lock.release(second)
+        third = await lock.try_acquire("index", lease=1)
+        assert third is not None and third.token > second.token
+        assert await lock.try_acquire("booking:usr_1", lease=1) is not None  # names are independent
+
+
+def _index(users: int) -> dict[str, Connection]:
+    return {
+        f"u{i:06d}": Connection(f"conn-u{i:06d}", f"u{i:06d}", "2026-10-02T09:12:44.120Z", True) for i in range(users)
+    }
+
+
+async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        assert await indexes.meta() is None
+        lease = await lock.try_acquire("index", lease=10)
+        assert lease is not None
+        built = _index(2 * CHUNK_SIZE + 5)
+        assert await indexes.store(lease, built, started_at=time.time() - 1) == lease.token
+        meta = await indexes.meta()
+        assert meta is not None and (meta.version, meta.chunks, meta.users) == (lease.token, 3, len(built))
+        now_ms = int(time.time() * 1000)
+        await indexes.put("u000001", ("put", "conn-new", "2026-11-01T00:00:00Z", now_ms))
+        await indexes.put("u000002", ("mark", "conn-u000002", "", now_ms))
+        await indexes.put("u000003", ("mark", "conn-someone-else", "", now_ms))
+        await indexes.put("new-user", ("broken", "conn-x", "", now_ms))
+        loaded = await indexes.load(meta)
+        assert loaded is not None and len(loaded) == len(built) + 1
+        assert loaded["u000001"].connection_id == "conn-new" and loaded["u000001"].healthy
+        assert not loaded["u000002"].healthy
+        assert loaded["u000003"] == built["u000003"]
+        assert not loaded["new-user"].healthy
+        assert loaded["u004004"] == built["u004004"]
+
+
+async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        stale = await lock.try_acquire("index", lease=0.05)
+        assert stale is not None
+        await asyncio.sleep(0.1)
+        current = await lock.try_acquire("index", lease=10)
+        assert current is not None
+        assert await indexes.store(current, _index(3), started_at=time.time()) == current.token
+        assert await indexes.store(stale, _index(1), started_at=time.time()) is None
+        meta = await indexes.meta()
+        assert meta is not None and meta.version == current.token and meta.users == 3
+
+
+async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        old_ms = int(time.time() * 1000) - 60_000
+        await indexes.put("u000001", ("put", "conn-older-than-the-build", "", old_ms))
+        started = time.time()
+        await indexes.put("u000002", ("put", "conn-during-the-build", "", int(started * 1000) + 1))
+        lease = await lock.try_acquire("index", lease=10)
+        assert lease is not None
+        await indexes.store(lease, _index(3), started_at=started)
+        meta = await indexes.meta()
+        assert meta is not None
+        loaded = await indexes.load(meta)
+        assert loaded is not None
+        assert loaded["u000001"].connection_id == "conn-u000001"  # the build saw Nango after that webhook
+        assert loaded["u000002"].connection_id == "conn-during-the-build"
+
+
+async def test_announcements_reach_other_replicas_fast_and_survive_a_restart(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as a_store, store_on(redis_server) as b_store:
+        sender, receiver = Fanout(a_store, Metrics()), Fanout(b_store, Metrics())
+        received: list[tuple[Announcement, float]] = []
+        subscriptions: list[float] = []
+        loop = asyncio.get_running_loop()
+        own: list[Announcement] = []
+        tasks = [
+            asyncio.create_task(
+                receiver.run(lambda m: received.append((m, time.time())), lambda: subscriptions.append(1))
+            ),
+            asyncio.create_task(sender.run(own.append, lambda: None)),
+        ]
+        try:
+            await asyncio.wait_for(receiver.subscribed.wait(), 2)
+            await asyncio.wait_for(sender.subscribed.wait(), 2)
+            for i in range(50):
+                await sender.publish("put", {"user": f"u{i}", "connection": f"c{i}"})
+            deadline = loop.time() + 2
+            while len(received) < 50 and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            assert [m.data["user"] for m, _ in received] == [f"u{i}" for i in range(50)]
+            delays = sorted(at - m.sent_at for m, at in received)
+            assert delays[-1] < 0.1
+            assert own == []  # a replica does not re-apply its own announcement
+
+            redis_server.restart()
+            deadline = loop.time() + 5
+            while len(subscriptions) < 2 and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert len(subscriptions) == 2  # resubscribed, and told so, so it can read back what it missed
+            await asyncio.wait_for(sender.subscribed.wait(), 5)
+            await a_store.ping()
+            await sender.publish("put", {"user": "after-restart"})
+            deadline = loop.time() + 2
+            while received[-1][0].data["user"] != "after-restart" and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            assert received[-1][0].data["user"] == "after-restart"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_foreign_or_oversized_announcements_are_ignored() -> None:
+    fanout = Fanout.__new__(Fanout)
+    fanout.replica_id = "me"
+    assert fanout.parse(b"not json") is None
+    assert fanout.parse(b'{"k": "put"}') is None
+    assert fanout.parse(b"x" * 5000) is None
+    assert fanout.parse(b'{"k": "put", "d": {}, "o": "me", "t": 1}') is None
+    assert fanout.parse(b'{"k": "put", "d": {"user": "u"}, "o": "other", "t": 1}') == Announcement(
+        "put", {"user": "u"}, "other", 1.0
+    )
+
+
+async def test_the_budget_follows_nangos_headers_and_retry_after(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        bucket = TokenBucket(store)
+        assert await bucket.take() == 0.0  # nothing reported yet: nothing held back
+        await bucket.feed(200, {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1"})
+        assert await bucket.take() == 0.0
+        assert await bucket.take() == 0.0
+        wait = await bucket.take()
+        assert 0.5 < wait <= 1.0  # 60 a minute: the next token in about a second
+        other_replica = TokenBucket(store)
+        assert await other_replica.take() > 0.5  # the same bucket for every replica
+        await bucket.feed(200, {"x-ratelimit-limit": "6000", "x-ratelimit-remaining": "5000"})
+        assert await bucket.take(reserve=10) == 0.0
+        await bucket.feed(429, {"Retry-After": "3"})
+        assert 2.5 < await other_replica.take() <= 3.0
+        await bucket.feed(200, {"X-RateLimit-Limit": "garbage", "Retry-After": "-1"})  # ignored, no error
+
+
+async def test_the_budget_keeps_a_reserve_for_live_lookups(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        bucket = TokenBucket(store)
+        await bucket.feed(200, {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "11"})
+        assert await bucket.take(reserve=10, background=True) == 0.0
+        assert await bucket.take(reserve=10, background=True) > 0.0  # background stops at the reserve
+        assert await bucket.take() == 0.0  # a live lookup still gets one
+
+
+async def test_the_breaker_opens_for_everyone_after_the_threshold(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        one, two = (SharedBreaker(store, threshold=3, open_seconds=2) for _ in range(2))
+        assert not await one.failure()
+        await one.success()  # a success in between resets the streak
+        assert not await one.failure()
+        assert not await two.failure()
+        assert await one.failure()
+        assert 1.5 < await two.open_for() <= 2.0
+        assert not await two.failure()  # a new streak
