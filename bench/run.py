@@ -328,11 +328,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 indexed = bench.proxy("warm-index", proxy_options(fake, index_refresh_seconds=300.0))
                 notes["warm-index"] = {"index_fill_s": round(wait_for_index(indexed, args.users), 2)}
                 check_answer(indexed, 1, connection_id(1))
+                statuses, _, ids = burst(indexed.url, list(range(args.users)), 1, connections=50)
+                assert set(statuses) == {200} and ids == [connection_id(i) for i in range(args.users)]
                 notes["warm-index"]["nango_list_pages"] = nango_stats(fake)["list_pages"]
                 targets["warm-index"] = indexed
             if "fixed" in chosen:
                 fixed = bench.proxy("fixed", proxy_options(fake, fixed_ids=True))
                 check_answer(fixed, 2, connection_id(2))
+                # One call per user first, as for "warm": each route's answer is prepared on its first call.
+                statuses, _, ids = burst(fixed.url, list(range(args.users)), 1, connections=50)
+                assert set(statuses) == {200} and ids == [connection_id(i) for i in range(args.users)]
                 targets["fixed"] = fixed
             if "baseline" in chosen:
                 answer = post_call(targets["warm"].url, 0).content

@@ -76,10 +76,6 @@ FAILURE_TTL_SECONDS = 2.0
 BREAKER_THRESHOLD = 5
 
 
-# Where a warm answer can come from, and the cache event `lookup` counts for it.
-_WARM_EVENTS: dict[str, str] = {"index": "index_hit", "cache": "hit"}
-
-
 class ConnectionDirectory:
     """Finds the Nango connection of a user; see the module docstring for the order and the bounds."""
 
@@ -145,10 +141,17 @@ class ConnectionDirectory:
     def warm(self, user_id: str) -> tuple[str, str] | None:
         """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
         count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
-        known = self._known(user_id, count=False)
-        if known is None or known.connection_id is None or known.source not in _WARM_EVENTS:
+        # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
+        conn = self._index.user(user_id)
+        event = "index_hit"
+        if conn is None:
+            conn = self._cache.get(user_id)
+            event = "hit"
+            if conn is None:
+                return None
+        if not conn.healthy or (self._unusable and conn.connection_id in self._unusable):
             return None
-        return known.connection_id, _WARM_EVENTS[known.source]
+        return conn.connection_id, event
 
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
         if (conn := self._index.user(user_id)) is not None:

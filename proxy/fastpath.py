@@ -36,7 +36,7 @@ import functools
 import hmac
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -46,6 +46,7 @@ from proxy.assistant import calendar_answer_format, clock_fragments
 from proxy.config import Config, Route
 from proxy.logs import CallLog, get_logger
 from proxy.messages import call_keys
+from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ CONNECTION_KEY = b"__connection_id__"
 # Prepared answers kept per snapshot, in bytes, before they are dropped and rebuilt on demand: a routing
 # file of 100,000 users must not grow by one answer per user ever called.
 PREPARED_BYTES_LIMIT = 32 * 1_048_576
-_CACHE_EVENTS = ("fixed", "index_hit", "hit")
+MASKED_NUMBERS = 4096
 
 logger = get_logger("fastpath")
 
@@ -68,12 +69,14 @@ logger = get_logger("fastpath")
 class _Prepared:
     """One route's answer, ready to fill in, and what its call line says about the route."""
 
-    __slots__ = ("format", "rules", "timezone", "user_id")
+    __slots__ = ("fixed_connection", "format", "rules", "timezone", "user_id")
 
     def __init__(self, config: Config, route: Route) -> None:
         self.format = calendar_answer_format(config, route)
         self.timezone = route.user.timezone
         self.user_id = route.user.id
+        connection_id = route.user.connection_id
+        self.fixed_connection = orjson.dumps(connection_id)[1:-1] if connection_id is not None else None
         self.rules: dict[str, str] = {}
 
 
@@ -105,6 +108,29 @@ class _Snapshot:
         return prepared
 
 
+class _Children(dict[str, Any]):
+    def __init__(self, make: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: str) -> Any:
+        child = self[key] = self._make(key)
+        return child
+
+
+class _Counts:
+    """The metric children a fast answer counts, bound once instead of `labels()` on every call."""
+
+    __slots__ = ("answered", "cache_events", "latency", "received")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.received = metrics.server_messages.labels(ASSISTANT_REQUEST)
+        self.answered = metrics.assistant_requests.labels("assistant", "ok")
+        self.latency = metrics.assistant_request_latency
+        # Each of these on its first count, as the general path does: no series appears that it would not show.
+        self.cache_events = _Children(lambda event: metrics.cache_events.labels(event))
+
+
 class FastPathApp(Starlette):
     """Starlette with a `FastPath` in front of its router, once `fast_path` is set."""
 
@@ -130,11 +156,9 @@ class FastPath:
         self._call_log = call_log
         self._snapshot: _Snapshot | None = None
         self._clock: Callable[[], float] = time.perf_counter
-        metrics = runtime.metrics
-        self._received = metrics.server_messages.labels(ASSISTANT_REQUEST)
-        self._answered = metrics.assistant_requests.labels("assistant", "ok")
-        self._latency = metrics.assistant_request_latency
-        self._cache_events = {event: metrics.cache_events.labels(event) for event in _CACHE_EVENTS}
+        self._counts: _Counts | None = None  # bound on the first answer: no series shows before a call
+        # Called lines repeat call after call; masking one is a regex and a format.
+        self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -163,6 +187,10 @@ class FastPath:
         headers = [(b"content-length", b"%d" % len(answer)), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+    def _bind(self) -> _Counts:
+        self._counts = _Counts(self.runtime.metrics)
+        return self._counts
 
     def _authenticated(self, scope: Scope, snapshot: _Snapshot) -> bool:
         """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
@@ -216,13 +244,14 @@ class FastPath:
         assert self.runtime.service is not None
         minute = int(self.runtime.service.wall_clock()) // 60
         values = dict(clock_fragments(prepared.timezone, minute))
-        values[CONNECTION_KEY] = orjson.dumps(connection_id)[1:-1]
+        values[CONNECTION_KEY] = prepared.fixed_connection or orjson.dumps(connection_id)[1:-1]
         answer: bytes = prepared.format % values
         elapsed = self._clock() - started
-        self._received.inc()
-        self._cache_events[event].inc()
-        self._answered.inc()
-        self._latency.observe(elapsed)
+        counts = self._counts or self._bind()
+        counts.received.inc()
+        counts.cache_events[event].inc()
+        counts.answered.inc()
+        counts.latency.observe(elapsed)
         rule_text = prepared.rules.get(rule)
         if rule_text is None:
             rule_text = prepared.rules[rule] = f"{route.name} ({rule})"
@@ -230,8 +259,8 @@ class FastPath:
             ASSISTANT_REQUEST,
             {
                 "call_id": call_id,
-                "to": mask_number(to),
-                "from": mask_number(caller),
+                "to": self._mask(to),
+                "from": self._mask(caller),
                 "phone_number_id": phone_number_id,
                 "rule": rule_text,
                 "user": prepared.user_id,
