@@ -46,9 +46,24 @@ from generate import (  # noqa: E402
     write_requests,
 )
 
-SCENARIOS = ("baseline", "fixed", "warm", "warm-index", "latency", "cold", "errors", "hang", "singleflight", "load")
+SCENARIOS = (
+    "baseline",
+    "fixed",
+    "warm",
+    "warm-stock",
+    "warm-index",
+    "latency",
+    "cold",
+    "errors",
+    "hang",
+    "singleflight",
+    "load",
+)
 SERVER_CPU, DRIVER_CPU = 0, 1
 PYTHON = sys.executable
+# The proxy runs under the protocol `serve` gives it (connection limits, proxy/connections.py); the
+# warm-stock scenario runs it under uvicorn's stock httptools protocol, to price those limits.
+PROXY_HTTP = "proxy.connections:LimitedHttpToolsProtocol"
 
 
 def free_port() -> int:
@@ -129,17 +144,17 @@ class Bench:
             argv += [flag] if value is True else [flag, str(value)]
         return self.start("fake_nango", argv, {}, self.cpu(DRIVER_CPU), "/_stats")
 
-    def uvicorn(self, name: str, app: str, env: dict[str, str], ready: str) -> Process:
+    def uvicorn(self, name: str, app: str, env: dict[str, str], ready: str, http: str = "httptools") -> Process:
         argv = [PYTHON, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", "{port}"]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]
+        argv += ["--loop", "uvloop", "--http", http, "--workers", "1", "--no-access-log"]
         argv += ["--log-level", "warning", "--lifespan", "on", "--app-dir", str(BENCH)]
         return self.start(name, argv, env, self.cpu(SERVER_CPU), ready)
 
-    def proxy(self, name: str, options: RoutingOptions) -> Process:
+    def proxy(self, name: str, options: RoutingOptions, http: str = PROXY_HTTP) -> Process:
         path = self.out / f"{name}.routing.yaml"
         path.write_text(routing_yaml(options))
         env = {**environment(), "VAPI_CALENDAR_PROXY_CONFIG": str(path), "VAPI_CALENDAR_PROXY_LOG_FORMAT": "json"}
-        return self.uvicorn(name, "proxy.server:app_from_environment", env, "/readyz")
+        return self.uvicorn(name, "proxy.server:app_from_environment", env, "/readyz", http)
 
     def baseline(self, answer: bytes) -> Process:
         path = self.out / "baseline.answer.json"
@@ -309,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         return RoutingOptions(**values)  # type: ignore[arg-type]
 
     try:
-        if {"baseline", "fixed", "warm", "warm-index"} & set(chosen):
+        if {"baseline", "fixed", "warm", "warm-stock", "warm-index"} & set(chosen):
             fake = bench.fake_nango()
             targets: dict[str, Process] = {}
             notes: dict[str, dict[str, object]] = {}
@@ -323,6 +338,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     "warm_up_s": round(time.monotonic() - started, 2),
                 }
                 targets["warm"] = warm
+            if "warm-stock" in chosen:
+                stock = bench.proxy("warm-stock", proxy_options(fake), http="httptools")
+                statuses, _, ids = burst(stock.url, list(range(args.users)), 1, connections=50)
+                assert set(statuses) == {200} and ids == [connection_id(i) for i in range(args.users)]
+                targets["warm-stock"] = stock
             if "warm-index" in chosen:
                 httpx.post(fake.url + "/_reset")
                 indexed = bench.proxy("warm-index", proxy_options(fake, index_refresh_seconds=300.0))
@@ -476,6 +496,12 @@ def table(results: dict[str, object]) -> str:
                     f"(target >= 0.90), p99 {row['p99_ratio']:.2f}x (target <= 1.5x), "
                     f"server CPU {row['cpu_us_over_baseline']:+.1f} µs/request (target <= +10)"
                 )
+    warm, stock = rows.get("warm"), rows.get("warm-stock")
+    if warm and stock:
+        lines.append(
+            f"warm (connection limits) / warm-stock (uvicorn's protocol): throughput {warm['rps'] / stock['rps']:.1%}, "
+            f"server CPU {warm['cpu_us'] - stock['cpu_us']:+.1f} µs/request"
+        )
     if "singleflight" in rows:
         sf = rows["singleflight"]
         lines.append(

@@ -159,16 +159,25 @@ def cmd_connections(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve
+    from proxy.startup import StartupListener
 
-    config = _load(args.config)
-    if config is None:
+    # One worker: the port opens first, so probes get /livez 200 and /readyz 503 while a large file loads.
+    try:
+        listener = StartupListener(args.host, args.port) if args.workers == 1 else None
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    if not config.auth.configured and not args.insecure:
+    config = _load(args.config)
+    if config is not None and not config.auth.configured and not args.insecure:
         print(
             "error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
             "refusing to start. For local experiments only, pass --insecure.",
             file=sys.stderr,
         )
+        config = None
+    if config is None:
+        if listener is not None:
+            listener.close()
         return 1
     configure_logging(args.log_format, args.log_level.upper())
     return serve(
@@ -179,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         log_format=args.log_format,
         log_level=args.log_level.upper(),
+        listener=listener,
     )
 
 

@@ -203,6 +203,7 @@ class _Builder:
             routes=tuple(routes),
             routing=table,
             warnings=tuple(self.warnings),
+            calendar=self.calendar_plan((global_calendar,)),
         )
 
     def variables(self, s: Section, key: str) -> dict[str, str]:

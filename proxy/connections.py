@@ -9,8 +9,9 @@ descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and 
   connection is closed while it is still arriving, before the parser buffers more than the bound;
 - the head must arrive within `header_timeout` of the connection opening (or, on a kept-alive connection,
   of its first byte) and the body within `body_timeout` of the head; else 408 and close;
-- at most `max_connections` connections are open at once; one more is answered 503 and closed at once,
-  so its descriptor is released before any byte of its request is read.
+- at most `max_connections` connections are open at once; at the cap a new one replaces the oldest
+  connection that is only waiting (idle, half-sent, kept alive), and if every connection is busy it is
+  answered 503 and closed at once, so its descriptor is released before any byte of its request is read.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class LimitedConfig(uvicorn.Config):
         super().__init__(app, http=LimitedHttpToolsProtocol, ws="none", **kwargs)
         self.connection_limits = limits
         self.refusals = RefusalLog()
+        # Connections waiting for a request head with no request in progress, oldest first (see connection_made).
+        self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -99,6 +102,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = limits if isinstance(limits, ConnectionLimits) else ConnectionLimits()
         refusals = getattr(config, "refusals", None)
         self.refusals = refusals if isinstance(refusals, RefusalLog) else RefusalLog()
+        waiting = getattr(config, "waiting", None)
+        self.waiting: dict[LimitedHttpToolsProtocol, None] = waiting if isinstance(waiting, dict) else {}
         self.refused = False
         self.reading_head = True
         self.head_bytes = 0
@@ -106,7 +111,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self.limits.max_connections:
+        if len(self.connections) >= self.limits.max_connections and not self._evict_oldest_waiting():
             # Refused before anything is parsed or buffered: the descriptor is free again at once.
             self.refused = True
             self.transport = transport
@@ -115,11 +120,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.refusals.note("too_many_connections")
             return
         super().connection_made(transport)
+        self.waiting[self] = None
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.waiting.pop(self, None)
         super().connection_lost(exc)
+
+    def _evict_oldest_waiting(self) -> bool:
+        """At the cap, a new connection replaces the one that has waited longest for a request head with
+        nothing in progress (idle, half-sent or kept alive), as nginx reuses keep-alive connections when it
+        runs out: connections held open by whoever sends nothing never lock real calls out. Only when every
+        connection has a request in progress is the new one refused."""
+        for victim in self.waiting:
+            del self.waiting[victim]
+            self.connections.discard(victim)
+            victim._disarm()
+            victim.transport.close()
+            self.refusals.note("evicted")
+            return True
+        return False
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -149,6 +170,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.reading_head = False
+        self.waiting.pop(self, None)
         # The body deadline is checked when the head deadline fires (one timer per request, not two).
         self.head_done_at = self.loop.time()
         super().on_headers_complete()
@@ -158,6 +180,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True
         self.head_bytes = 0
         super().on_message_complete()
+        self._mark_waiting()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._mark_waiting()
+
+    def _mark_waiting(self) -> None:
+        # Waiting (and so evictable) once the request is read and answered, unless a pipelined one is queued.
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if self.reading_head and idle and not self.pipeline and not self.transport.is_closing():
+            self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
+            self.waiting[self] = None
 
     def _disarm(self) -> None:
         if self.deadline is not None:

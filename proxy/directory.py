@@ -17,11 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cachetools import LRUCache, TTLCache
 
 from proxy.connindex import ConnectionIndex
+from proxy.lines import LineFinder, report_conflicts
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
@@ -52,18 +53,6 @@ def answer_for(conn: Connection, source: Source) -> Lookup:
     return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
-@dataclass(frozen=True)
-class Confirmation:
-    """What Nango said about a connection a webhook named: `result` for the metric and the reply,
-    `connection_id` the one the user is served now."""
-
-    result: str
-    connection: Connection | None = None
-    connection_id: str | None = None
-
-
-# Webhooks waiting for Nango's answer at once; more get 503 and Nango delivers them again later.
-MAX_PENDING_CONFIRMATIONS = 32
 # Users that webhooks may add to the index between two refreshes; beyond it they go to the bounded cache.
 WEBHOOK_NEW_USERS_LIMIT = 10_000
 # A failed refresh Nango could not confirm holds the connection back this long.
@@ -101,7 +90,8 @@ class ConnectionDirectory:
         self._outage_streak = 0
         self._breaker_open_until = 0.0
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
-        self._confirming: dict[tuple[str, str | None], asyncio.Task[Confirmation]] = {}
+        # Webhook confirmations in flight (proxy.webhooks), shared by concurrent deliveries.
+        self.confirming: dict[tuple[str, str | None], asyncio.Task[Any]] = {}
         self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
         self._webhook_users = 0
         self._refresh: asyncio.Task[bool] | None = None
@@ -110,6 +100,31 @@ class ConnectionDirectory:
         # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
         self._generation = 0
         self._last_error: str | None = None
+        self.lines: LineFinder | None = None
+        if settings.tag_routing is not None:
+            self.lines = LineFinder(
+                client,
+                settings.tag_routing,
+                metrics,
+                index=lambda: self._index,
+                learn=self.learn,
+                available=lambda: not self.breaker_open(),
+                cache_size=size,
+                cache_ttl=settings.cache_ttl,
+                clock=clock,
+            )
+
+    @property
+    def client(self) -> NangoClient | None:
+        return self._client
+
+    @property
+    def index(self) -> ConnectionIndex:
+        """The current index (replaced as a whole by each refresh)."""
+        return self._index
+
+    def breaker_open(self) -> bool:
+        return self._clock() < self._breaker_open_until
 
     @property
     def _index_enabled(self) -> bool:
@@ -145,9 +160,10 @@ class ConnectionDirectory:
         conn = self._index.user(user_id)
         event = "index_hit"
         if conn is None:
-            conn = self._cache.get(user_id)
             event = "hit"
-            if conn is None:
+            try:
+                conn = self._cache[user_id]  # one expiry check; TTLCache.get makes two
+            except KeyError:
                 return None
         if not conn.healthy or (self._unusable and conn.connection_id in self._unusable):
             return None
@@ -156,10 +172,10 @@ class ConnectionDirectory:
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
         if (conn := self._index.user(user_id)) is not None:
             self._event("index_hit", count)
-            return self._answer(conn, "index")
+            return self.answer(conn, "index")
         if (conn := self._cache.get(user_id)) is not None:
             self._event("hit", count)
-            return self._answer(conn, "cache")
+            return self.answer(conn, "cache")
         if (reason := self._negative.get(user_id)) is not None:
             self._event("negative_hit", count)
             return Lookup(None, reason, "cached")
@@ -195,7 +211,8 @@ class ConnectionDirectory:
             return newer
         return self._remember(user_id, conns)
 
-    def _answer(self, conn: Connection, source: Source) -> Lookup:
+    def answer(self, conn: Connection, source: Source) -> Lookup:
+        """What a lookup answers for `conn`: its id, unless it has errors or a failed refresh holds it back."""
         if self._unusable and conn.connection_id in self._unusable:
             return Lookup(None, "unhealthy", f"connection {conn.connection_id}: refresh failed (unconfirmed)")
         return answer_for(conn, source)
@@ -239,45 +256,6 @@ class ConnectionDirectory:
         self._negative[user_id] = "negative"
         return Lookup(None, "negative", "no connection")
 
-    async def confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
-        """Ask Nango about a connection a webhook names, and apply what Nango says, never the webhook's body.
-
-        One request: the user's connections (`tags[user_tag]=`) when the webhook names a user, else the
-        connection itself (`connectionId=`). A replayed or forged webhook can therefore neither roll a user
-        back to an old connection nor point a user at someone else's: the result is what Nango holds now,
-        ranked like the index ranks it. Concurrent webhooks about one connection share the request.
-        """
-        if self._client is None:
-            return Confirmation("nango_not_configured")
-        if self._clock() < self._breaker_open_until:
-            raise NangoError("confirm", None, "breaker_open")
-        key = (connection_id, user_id)
-        task = self._confirming.get(key)
-        if task is None:
-            if len(self._confirming) >= MAX_PENDING_CONFIRMATIONS:
-                raise NangoError("confirm", None, "busy")
-            task = asyncio.create_task(self._confirm(connection_id, user_id), name=f"nango-confirm:{connection_id}")
-            self._confirming[key] = task
-            task.add_done_callback(lambda _: self._confirming.pop(key, None))
-        return await asyncio.shield(task)
-
-    async def _confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
-        assert self._client is not None
-        if user_id is not None:
-            conns = await self._client.find_user_connections(user_id)
-        else:
-            found = await self._client.find_connection(connection_id)
-            conns = [found] if found is not None else []
-        conn = next((c for c in conns if c.connection_id == connection_id), None)
-        if conn is None:
-            # Deleted, or not this user's: whatever we hold about it is wrong now.
-            self.forget_connection(connection_id)
-            return Confirmation("not_found")
-        if conn.user_id is None:
-            return Confirmation("no_user", conn)
-        self.apply_user_connections(conn.user_id, conns)
-        return Confirmation("applied", conn, self.current(conn.user_id))
-
     def apply_user_connections(self, user_id: str, conns: list[Connection]) -> None:
         """Every connection Nango holds for the user, just read: the very next lookup sees the best of them."""
         self._generation += 1
@@ -297,6 +275,16 @@ class ConnectionDirectory:
             for conn in conns:
                 self._apply(functools.partial(ConnectionIndex.put, conn=conn))
         self._remember(user_id, conns)
+        if self.lines is not None:
+            self.lines.learned(conns)
+
+    def learn(self, conns: list[Connection]) -> None:
+        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them."""
+        self._generation += 1
+        for conn in conns:
+            self._apply(functools.partial(ConnectionIndex.put, conn=conn))
+        if self.lines is not None:
+            self.lines.learned(conns)
 
     def current(self, user_id: str) -> str | None:
         """The connection id the next lookup of `user_id` answers from memory, if any."""
@@ -371,6 +359,8 @@ class ConnectionDirectory:
         self._index_at = self._clock()
         self._last_error = None
         self._metrics.index_size.set(len(index))
+        self._metrics.tagged_lines.set(index.claimed_lines)
+        report_conflicts(index, self._metrics)
         self._metrics.index_age.set_to_current_time()
         logger.info("nango index refreshed: %d users in %.1fs", len(index), self._index_at - started)
         return True
@@ -404,6 +394,8 @@ class ConnectionDirectory:
             "negative_cache_size": len(self._negative),
             "lookups_in_flight": len(self._inflight),
             "breaker_open": self._clock() < self._breaker_open_until,
+            "tagged_lines": self._index.claimed_lines,
+            "line_conflicts": sum(1 for _ in self._index.conflicts()),
         }
 
     def _event(self, event: str, count: bool = True) -> None:

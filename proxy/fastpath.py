@@ -25,7 +25,8 @@ What it skips, and why that is safe:
 Everything unusual takes the general path, with the body (if read) replayed to it: bearer or HMAC
 authentication, a missing, wrong or repeated secret (failures are logged and counted in one place),
 insecure mode, a declared or actual body over `server.max_body_bytes`, a client that disconnects, a
-body that is not a JSON object with an assistant-request message, an unknown number, a connection that
+body that is not a JSON object with an assistant-request message, an unknown number (or, with tag
+routing on, one only the YAML default routes: the line's Nango tags may claim it), a connection that
 is not already known and healthy (cold, negative, unhealthy: Nango and the deadline live there), and
 any exception. Only the `assistant-request` label is ever counted here.
 """
@@ -231,18 +232,19 @@ class FastPath:
         if found is None:
             return None
         route, rule = found
+        service = self.runtime.service
+        assert service is not None
+        if rule == "default" and service.directory.lines is not None:
+            return None  # tag routing: the line's Nango tags may route it before the YAML default
         connection_id = route.user.connection_id
         event = "fixed"
         if connection_id is None:
-            service = self.runtime.service
-            assert service is not None
             warm = service.directory.warm(route.user.nango_user_id)
             if warm is None:
                 return None
             connection_id, event = warm
         prepared = snapshot.route(route)
-        assert self.runtime.service is not None
-        minute = int(self.runtime.service.wall_clock()) // 60
+        minute = int(service.wall_clock()) // 60
         values = dict(clock_fragments(prepared.timezone, minute))
         values[CONNECTION_KEY] = prepared.fixed_connection or orjson.dumps(connection_id)[1:-1]
         answer: bytes = prepared.format % values

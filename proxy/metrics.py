@@ -99,6 +99,18 @@ class Metrics:
         self.index_size = Gauge(
             "vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r, multiprocess_mode=LIVE_MAX
         )
+        self.tagged_lines = Gauge(
+            "vapi_proxy_tag_routed_lines",
+            "Lines (numbers, Vapi phone-number ids) routed by connection tags.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
+        self.line_conflicts = Gauge(
+            "vapi_proxy_tag_routing_conflicts",
+            "Lines claimed by more than one connection's tags.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
         self.index_age = Gauge(
             "vapi_proxy_nango_index_refreshed_timestamp_seconds",
             "When the Nango index was last refreshed.",

@@ -12,6 +12,7 @@ from proxy.nango import NangoSettings
 from proxy.schema import Section
 from proxy.secret import Secret
 from proxy.snapshot import ServerSettings
+from proxy.tags import TagRouting, tag_key_problem
 
 
 def read_server(s: Section) -> ServerSettings:
@@ -39,6 +40,7 @@ def read_server(s: Section) -> ServerSettings:
         max_connections=s.integer("max_connections", 1000, minimum=1, maximum=1_000_000),
         max_unauthenticated_body_reads=s.integer("max_unauthenticated_body_reads", 32, minimum=1, maximum=100_000),
         forwarded_allow_ips=_forwarded_allow_ips(s),
+        max_tool_calls=s.integer("max_tool_calls", 16, minimum=1, maximum=128),
     )
     s.finish()
     return settings
@@ -124,6 +126,25 @@ def read_nango(s: Section) -> NangoSettings:
         index_refresh_interval=s.number("index_refresh_seconds", 300.0, minimum=0.0),
         index_page_size=s.integer("index_page_size", 2000, minimum=1, maximum=2000),
         webhook_signing_keys=s.secrets("webhook_signing_keys"),
+        tag_routing=read_tag_routing(s.section("tag_routing")) if s.has("tag_routing") else None,
     )
     s.finish()
     return settings
+
+
+def read_tag_routing(s: Section) -> TagRouting:
+    """`nango.tag_routing`: which connection tags carry a user's Vapi line (opt-in)."""
+    keys: dict[str, str | None] = {}
+    for role in ("number", "phone_number_id", "template", "name", "timezone"):
+        key = s.optional_str(f"{role}_tag")
+        if key is not None and (problem := tag_key_problem(key)) is not None:
+            s.error(s.at(f"{role}_tag"), problem)
+        keys[f"{role}_tag"] = key
+    if keys["number_tag"] is None and keys["phone_number_id_tag"] is None:
+        s.error(s.path, "set number_tag or phone_number_id_tag (the tag keys that carry a user's Vapi line)")
+    routing = TagRouting(
+        **keys,
+        negative_ttl=s.number("negative_ttl_seconds", 5.0, minimum=0.0, maximum=300.0),
+    )
+    s.finish()
+    return routing

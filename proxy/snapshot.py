@@ -86,6 +86,7 @@ class ServerSettings:
     max_connections: int = 1000
     max_unauthenticated_body_reads: int = 32
     forwarded_allow_ips: tuple[str, ...] = ()
+    max_tool_calls: int = 16
 
 
 @dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory
@@ -131,6 +132,8 @@ class Config:
     routes: tuple[Route, ...]
     routing: RoutingTable
     warnings: tuple[ConfigIssue, ...] = ()
+    # The global calendar plan: what routes made from Nango connection tags get (users may override).
+    calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 

@@ -236,6 +236,11 @@ class FakeNango:
         del webhook["endUser"]  # a session made with tags only has no end user
         return webhook
 
+    def connect(self, tags: dict[str, str], connection_id: str) -> dict[str, Any]:
+        """A Connect session with `tags`, completed by the user: returns the `creation` webhook body."""
+        token = self._session({"tags": tags}).json()["data"]["token"]
+        return self.complete_session(token, connection_id)
+
     def list_pages(self) -> int:
         return sum(1 for r in self.requests if r.url.path == "/connections" and "page" in r.url.params)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import resource
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -192,20 +194,41 @@ async def test_a_kept_alive_connection_is_closed_after_the_keepalive_timeout(tmp
         writer.close()
 
 
-async def test_connections_over_the_cap_get_503_and_the_cap_frees_up(tmp_path: Path) -> None:
+async def test_at_the_cap_a_new_connection_replaces_the_oldest_idle_one(tmp_path: Path) -> None:
     async with proxy_with(tmp_path, max_connections=20, header_timeout_seconds=30) as proxy:
         held = [await asyncio.open_connection(*address(proxy)) for _ in range(20)]
         await asyncio.sleep(0.2)  # the server has accepted them all
+        assert await authenticated_call(proxy) < 1.0
+        # The oldest made room, closed without a word; the call's own connection is gone again afterwards,
+        # so the next call fits without closing anyone.
+        assert await asyncio.wait_for(held[0][0].read(), 1) == b""
+        assert await authenticated_call(proxy) < 1.0
+        await asyncio.sleep(0.1)
+        assert not any(reader.at_eof() for reader, _ in held[1:])
+        for _, writer in held:
+            writer.close()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path, max_connections=20, body_timeout_seconds=30) as proxy:
+        body = call_body()
+        head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Vapi-Secret: {VAPI_SECRET}\r\nContent-Length: {len(body)}\r\n"
+        busy = []
+        for _ in range(20):  # authenticated requests whose bodies are still arriving
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(head.encode() + b"\r\n" + body[:100])
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
         reader, writer = await asyncio.open_connection(*address(proxy))
         answer = await read_until_closed(reader, 5)
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert answer.endswith(b"too many connections")
         writer.close()
-        for _, held_writer in held[:5]:
-            held_writer.close()
-        await asyncio.sleep(0.2)
+        busy_reader, busy_writer = busy.pop(0)
+        busy_writer.write(body[100:])  # one finishes: its answer comes, and the connection waits again
+        assert (await asyncio.wait_for(busy_reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         assert await authenticated_call(proxy) < 1.0
-        for _, held_writer in held[5:]:
+        for _, held_writer in [*busy, (busy_reader, busy_writer)]:
             held_writer.close()
 
 
@@ -251,3 +274,67 @@ def test_the_connection_cap_fits_under_the_open_file_limit(monkeypatch: pytest.M
     assert limits["soft"] == 1000 + FD_RESERVE
     limits.update(soft=resource.RLIM_INFINITY, hard=resource.RLIM_INFINITY)
     assert connection_cap(1000) == 1000
+
+
+def hostile_heads(count: int, seed: int = 9) -> list[bytes]:
+    """Request heads as an attacker writes them: random bytes in names and values, odd request lines,
+    many or huge headers, bare LFs, NULs, duplicate auth headers, absurd content lengths."""
+    rng = random.Random(seed)
+    lines = [
+        b"POST /vapi HTTP/1.1",
+        b"GET /livez HTTP/1.1",
+        b"POST /nango/webhook HTTP/1.1",
+        b"GET /" + b"a" * 5000 + b" HTTP/1.1",
+        b"POST /vapi?\x00=\xff HTTP/1.1",
+        b"BREW /vapi HTTP/1.1",
+        b"POST /vapi HTTP/9.9",
+        b"\xff\xfe\r\n",
+        b"POST /vapi HTTP/1.0",
+    ]
+    heads = []
+    for _ in range(count):
+        head = [rng.choice(lines), b"Host: proxy"]
+        for _ in range(rng.choice((0, 1, 2, 5, 50, 400))):
+            name = rng.choice((b"X-Vapi-Secret", b"Authorization", b"X-Signature", b"X-Timestamp", b"X-F", b"X-G"))
+            if rng.random() < 0.02:
+                name = b"Content-Length"
+            if rng.random() < 0.03:
+                name = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+            value = rng.choice(
+                (
+                    VAPI_SECRET.encode(),
+                    b"Bearer x",
+                    b"-1",
+                    b"99999999999999999999",
+                    bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200))) if rng.random() < 0.1 else b"",
+                    bytes(rng.randrange(32, 127) for _ in range(rng.randrange(0, 200))),
+                    b"v" * rng.randrange(0, 3000),
+                )
+            )
+            head.append(name + b":" + value)
+        separator = b"\n" if rng.random() < 0.1 else b"\r\n"
+        trailer = bytes(rng.randrange(256) for _ in range(50)) if rng.random() < 0.1 else b""  # a bad next request
+        heads.append(separator.join(head) + separator + separator + trailer)
+    return heads
+
+
+async def test_fuzzed_heads_never_get_a_5xx_and_the_server_stays_up(tmp_path: Path) -> None:
+    heads = hostile_heads(400)
+    statuses: Counter[bytes] = Counter()
+    async with proxy_with(tmp_path) as proxy:
+        for head in heads:
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            with contextlib.suppress(OSError):  # the server may have answered and closed already
+                writer.write(head)
+                writer.write_eof()
+            try:
+                answer = await asyncio.wait_for(reader.read(), 5)
+            except ConnectionError:
+                answer = b"reset"  # closed by the server with some of the request unread
+            statuses[answer[9:12] or b"closed"] += 1
+            writer.close()
+        assert await authenticated_call(proxy) < 1.0
+        assert proxy.process.poll() is None
+    assert sum(statuses.values()) == len(heads)
+    assert not [status for status in statuses if status.startswith(b"5")], statuses
+    assert {b"200", b"400", b"401", b"431"} <= set(statuses)

@@ -63,7 +63,7 @@ routes:
 
 def nango(request: httpx.Request) -> httpx.Response:
     user = request.url.params.get("tags[end_user_id]")
-    if user == "nango_user":  # test_app's user without a connection: the negative cache
+    if user is None or user == "nango_user":  # a line's tags (tag routing), or test_app's user without one
         return httpx.Response(200, json={"connections": []})
     conn = {"connection_id": f"conn-{user}", "created": "2026-10-02T09:12:44.120Z", "errors": []}
     return httpx.Response(200, json={"connections": [conn | {"tags": {"end_user_id": user}}]})
@@ -156,6 +156,10 @@ CONFIGS: dict[str, Callable[[], Config]] = {
     "test_hostile": lambda: test_hostile.CONFIG,
     "routing_files": lambda: config_from(routing_yaml("A")),
     "odd values": lambda: config_from(ODD),
+    # Calls only the YAML default routes may be claimed by a line's Nango tags: the general path asks.
+    "tag routing": lambda: config_from(
+        ODD.replace("index_refresh_seconds: 0}", "index_refresh_seconds: 0, tag_routing: {number_tag: vapi_number}}")
+    ),
 }
 
 

@@ -116,6 +116,8 @@ def test_every_metric_is_exported_with_help() -> None:
         "vapi_proxy_nango_requests_total",
         "vapi_proxy_connection_cache_total",
         "vapi_proxy_nango_index_connections",
+        "vapi_proxy_tag_routed_lines",
+        "vapi_proxy_tag_routing_conflicts",
         "vapi_proxy_nango_index_refreshed_timestamp_seconds",
         "vapi_proxy_config_reloads_total",
         "vapi_proxy_config_info",
