@@ -17,6 +17,7 @@ from proxy.app import Runtime, create_app
 from proxy.config import Config, load_config
 from proxy.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
+from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
 INSECURE_ENV = "VAPI_CALENDAR_PROXY_INSECURE"
@@ -104,7 +105,10 @@ def serve(
     insecure: bool,
     log_format: LogFormat,
     log_level: str = "INFO",
+    listener: StartupListener | None = None,
 ) -> int:
+    """`listener`: the socket opened before the config loaded (one worker); uvicorn takes it over."""
+    logger.info("config loaded", extra={"fields": loaded_summary(config, insecure=insecure)})
     if workers > 1:
         # Each worker process builds its own app from the file: uvicorn forks before the app exists.
         os.environ[CONFIG_ENV] = config.file
@@ -121,7 +125,7 @@ def serve(
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
     runtime: Runtime = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
-    server.run()
+    server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
 
 
