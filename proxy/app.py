@@ -25,7 +25,7 @@ from proxy.directory import ConnectionDirectory
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
-from proxy.nango import NangoClient
+from proxy.nango import NangoClient, RequestGate
 from proxy.reload import ConfigWatcher
 from proxy.service import CallService
 from proxy.webhooks import handle_nango_webhook
@@ -207,9 +207,12 @@ def create_app(
             timeout=httpx.Timeout(nango.read_timeout, connect=nango.connect_timeout),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
+        gate = RequestGate.for_settings(nango)  # one cap for Nango lookups and calendar tools alike
+        client = NangoClient(runtime.http, nango, runtime.metrics, gate=gate) if nango.secret_key else None
         runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
-        runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log)
+        runtime.service = CallService(
+            runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log, gate=gate
+        )
         if client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
         if config_path is not None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from proxy.metrics import Metrics
+from proxy.nango import RequestGate
 from proxy.secret import Secret
 
 __all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify"]
@@ -62,6 +63,7 @@ class GoogleCalendar:
         integration_id: str,
         timeout: float,
         metrics: Metrics | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self._http = http
         self._base = nango_base_url.rstrip("/") + "/proxy/calendar/v3"
@@ -69,6 +71,8 @@ class GoogleCalendar:
         self._integration = integration_id
         self._timeout = httpx.Timeout(timeout)
         self._metrics = metrics
+        # Without a shared gate (tests, tools) the calendar gets its own, bounded the same way.
+        self._gate = gate if gate is not None else RequestGate(total_timeout=max(timeout * 2, 1.0))
 
     def __repr__(self) -> str:
         return f"GoogleCalendar(base={self._base!r}, integration_id={self._integration!r})"
@@ -193,6 +197,7 @@ class GoogleCalendar:
         *,
         json: Mapping[str, Any] | None = None,
         params: Sequence[tuple[str, str]] = (),
+        budget: float | None = None,
     ) -> Event:
         headers = {
             "Authorization": f"Bearer {self._secret}",
@@ -200,10 +205,11 @@ class GoogleCalendar:
             "Provider-Config-Key": self._integration,
         }
         try:
-            response = await self._http.request(
-                method, self._base + path, headers=headers, json=json, params=tuple(params), timeout=self._timeout
-            )
-        except httpx.TimeoutException:
+            async with self._gate.turn(budget):
+                response = await self._http.request(
+                    method, self._base + path, headers=headers, json=json, params=tuple(params), timeout=self._timeout
+                )
+        except (httpx.TimeoutException, TimeoutError):
             self._count(operation, "timeout")
             raise CalendarError("timeout", f"{operation}: no answer from Nango in time") from None
         except httpx.TransportError as exc:

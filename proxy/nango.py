@@ -7,6 +7,7 @@ parsed defensively: anything unexpected becomes `NangoError(code="invalid_respon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "NangoError",
     "NangoSettings",
     "RateLimit",
+    "RequestGate",
     "owner_of",
     "parse_connection",
     "pick_connection",
@@ -56,6 +58,27 @@ MAX_CONCURRENT_REQUESTS = 20
 # gives up; 5xx and timeouts pause 1, 2, 4, 8 s in between, a 429 waits exactly its Retry-After.
 PAGE_ATTEMPTS = 5
 PAGE_RETRY_PAUSE = 1.0
+
+
+class RequestGate:
+    """The one bound on outbound requests: at most `limit` in flight, each (its wait for a turn included)
+    within `total_timeout` seconds. Shared by Nango lookups and the calendar tools' Google requests (which
+    also go through Nango), so neither can starve the other of connections or flood Nango."""
+
+    def __init__(self, total_timeout: float, limit: int = MAX_CONCURRENT_REQUESTS) -> None:
+        self.total_timeout = total_timeout
+        self._slots = asyncio.Semaphore(limit)
+
+    @classmethod
+    def for_settings(cls, settings: NangoSettings) -> RequestGate:
+        return cls(settings.connect_timeout + TOTAL_TIMEOUT_READS * settings.read_timeout)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, budget: float | None = None) -> AsyncIterator[None]:
+        """Hold one slot for a request; TimeoutError past `budget` (default and at most `total_timeout`)."""
+        limit = self.total_timeout if budget is None else max(0.0, min(budget, self.total_timeout))
+        async with asyncio.timeout(limit), self._slots:
+            yield
 
 
 @dataclass(frozen=True)
@@ -184,6 +207,7 @@ class NangoClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        gate: RequestGate | None = None,
     ) -> None:
         if not settings.secret_key:
             raise ValueError("NangoSettings.secret_key is required for a NangoClient")
@@ -196,8 +220,7 @@ class NangoClient:
         self._sleep = sleep
         self._base_url = settings.base_url.rstrip("/")
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        self._total_timeout = settings.connect_timeout + TOTAL_TIMEOUT_READS * settings.read_timeout
-        self._in_flight = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.gate = gate if gate is not None else RequestGate.for_settings(settings)
         self.rate_limit = RateLimit()
 
     def __repr__(self) -> str:
@@ -325,7 +348,7 @@ class NangoClient:
             self._count(operation, "skipped")
             raise NangoError(operation, None, "rate_limited", retry_after=wait)
         try:
-            async with asyncio.timeout(self._total_timeout), self._in_flight:
+            async with self.gate.turn():
                 response = await self._http.request(
                     method,
                     self._base_url + path,

@@ -20,15 +20,17 @@ from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.directory import ConnectionDirectory, Lookup
 from proxy.gcal import GoogleCalendar
 from proxy.lines import LineMatch
+from proxy.locks import LocalUserLocks, UserLocks
 from proxy.logs import CallLog, get_logger
 from proxy.messages import inbound_call
 from proxy.metrics import Metrics
+from proxy.nango import RequestGate
 from proxy.numbers import mask_number
 from proxy.routing import InboundCall, Match, Rule
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
 from proxy.tagroutes import route_source, tagged_route
-from proxy.tools import CalendarContext, answer_tool_calls, failed_results, owns_any
+from proxy.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
 
 # Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
 TOOL_CALLS_TIMEOUT_SECONDS = 10.0
@@ -80,6 +82,8 @@ class CallService:
         metrics: Metrics,
         *,
         http: httpx.AsyncClient,
+        gate: RequestGate | None = None,
+        locks: UserLocks | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
         call_log: CallLog | None = None,
@@ -87,6 +91,9 @@ class CallService:
         self.directory = directory
         self.metrics = metrics
         self.http = http
+        # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
+        self.gate = gate
+        self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
         # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
         self.wall_clock = wall_clock
         self._clock = clock
@@ -185,11 +192,11 @@ class CallService:
         """Calendar tools in proxy mode. The user comes from the message's own call, through the same
         routing, so any replica can serve any call without remembering the assistant-request.
         Never raises: whatever breaks becomes a speakable error for each tool call."""
-        if not owns_any(message):
-            # Another server's tools (or none): acknowledge, as for any notification.
-            logger.info("tool-calls for tools this proxy does not own", extra={"fields": {}})
-            return {}
         try:
+            if not owns_any(message):
+                # Vapi sends a call here only when this is the tool's server: nobody else will answer it.
+                logger.info("tool-calls for tools this proxy does not serve", extra={"fields": {}})
+                return await not_served_results(message)
             return await self._tool_calls(config, message)
         except Exception:
             logger.exception("tool-calls failed; answering with a speakable error")
@@ -221,10 +228,18 @@ class CallService:
             integration_id=config.nango.integration_id,
             timeout=config.nango.read_timeout * 2,
             metrics=self.metrics,
+            gate=self.gate,
         )
         remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
         answer = await answer_tool_calls(
-            message, ctx, calendar, self.metrics, now=datetime.fromtimestamp(self.wall_clock(), UTC), timeout=remaining
+            message,
+            ctx,
+            calendar,
+            self.metrics,
+            now=datetime.fromtimestamp(self.wall_clock(), UTC),
+            timeout=remaining,
+            max_calls=config.server.max_tool_calls,
+            locks=self.locks,
         )
         logger.info(
             "tool-calls",

@@ -40,6 +40,7 @@ def read_server(s: Section) -> ServerSettings:
         max_connections=s.integer("max_connections", 1000, minimum=1, maximum=1_000_000),
         max_unauthenticated_body_reads=s.integer("max_unauthenticated_body_reads", 32, minimum=1, maximum=100_000),
         forwarded_allow_ips=_forwarded_allow_ips(s),
+        max_tool_calls=s.integer("max_tool_calls", 16, minimum=1, maximum=128),
     )
     s.finish()
     return settings

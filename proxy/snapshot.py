@@ -86,6 +86,7 @@ class ServerSettings:
     max_connections: int = 1000
     max_unauthenticated_body_reads: int = 32
     forwarded_allow_ips: tuple[str, ...] = ()
+    max_tool_calls: int = 16
 
 
 @dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory

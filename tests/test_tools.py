@@ -5,7 +5,6 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -17,14 +16,21 @@ from vapi.types import CreateFunctionToolDto, OpenAiModelToolsItem_Function, Ser
 from proxy.gcal import GoogleCalendar
 from proxy.metrics import Metrics
 from proxy.slots import CalendarSettings, WorkingHours
-from proxy.tools import TOOL_NAMES, CalendarContext, answer_tool_calls, booking_id, caller_of, function_tools
+from proxy.tools import (
+    NOT_SERVED,
+    TOOL_NAMES,
+    CalendarContext,
+    answer_tool_calls,
+    booking_id,
+    caller_of,
+    function_tools,
+)
 from tests.contract import assert_tool_calls_response, unknown_keys
 from tests.google_fakes import (
     DELETED,
-    DUPLICATE,
     INVALID_CREDENTIALS,
-    NOT_FOUND,
     REFRESH_FAILED,
+    FakeGoogle,
     google_event,
     make_calendar,
 )
@@ -82,110 +88,6 @@ def message(*calls: tuple[str, dict[str, Any]], raw_arguments: bool = False) -> 
         "customer": {"number": CALLER},
         "phoneNumber": {"id": "4d2e8f1a-3b7c-4e9d-a1f0-5c6b7d8e9f01", "number": "+16505550100"},
     }
-
-
-class FakeGoogle:
-    """Google Calendar behind Nango's proxy, as respx routes keeping events in memory.
-
-    Answers with Google's documented shapes: freeBusy from the stored events, 409 on a reused id,
-    deleted events kept as `cancelled` (410 on a second delete), extended-property filtering on list.
-    """
-
-    def __init__(self, mock: respx.MockRouter) -> None:
-        self.events: dict[str, dict[str, Any]] = {}
-        self.other_busy: list[tuple[str, str]] = []
-        self.fail: dict[str, httpx.Response | Exception] = {}
-        base = BASE_URL.removeprefix("https://")
-        self.freebusy = mock.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy").mock(side_effect=self._free_busy)
-        self.insert = mock.route(method="POST", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._insert)
-        self.list = mock.route(method="GET", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._list)
-        one = EVENTS_PATH + r"/(?P<event_id>[^/]+)$"
-        self.get = mock.route(method="GET", host=base, path__regex=one).mock(side_effect=self._get)
-        self.delete = mock.route(method="DELETE", host=base, path__regex=one).mock(side_effect=self._delete)
-        self.patch = mock.route(method="PATCH", host=base, path__regex=one).mock(side_effect=self._patch)
-
-    def add(self, event: dict[str, Any]) -> None:
-        self.events[event["id"]] = event
-
-    def live(self) -> list[dict[str, Any]]:
-        return [e for e in self.events.values() if e["status"] != "cancelled"]
-
-    def _failure(self, op: str) -> httpx.Response | None:
-        failure = self.fail.get(op)
-        if isinstance(failure, Exception):
-            raise failure
-        return failure
-
-    def _free_busy(self, request: httpx.Request) -> httpx.Response:
-        if failure := self._failure("freebusy"):
-            return failure
-        body = json.loads(request.content)
-        low, high = datetime.fromisoformat(body["timeMin"]), datetime.fromisoformat(body["timeMax"])
-        spans = [(e["start"]["dateTime"], e["end"]["dateTime"]) for e in self.live()] + self.other_busy
-        busy = []
-        for s, e in sorted(spans, key=lambda span: datetime.fromisoformat(span[0])):
-            start, end = datetime.fromisoformat(s), datetime.fromisoformat(e)
-            if start < high and end > low:
-                busy.append({"start": _z(max(start, low)), "end": _z(min(end, high))})
-        calendars = {item["id"]: {"busy": busy} for item in body["items"]}
-        return httpx.Response(
-            200,
-            json={
-                "kind": "calendar#freeBusy",
-                "timeMin": body["timeMin"],
-                "timeMax": body["timeMax"],
-                "calendars": calendars,
-            },
-        )
-
-    def _insert(self, request: httpx.Request) -> httpx.Response:
-        if failure := self._failure("insert"):
-            return failure
-        body = json.loads(request.content)
-        if body["id"] in self.events:
-            return httpx.Response(409, json=DUPLICATE)
-        self.add(
-            google_event(body["id"], body["start"]["dateTime"], body["end"]["dateTime"])
-            | body
-            | {"status": "confirmed"}
-        )
-        if failure := self._failure("insert_after_store"):
-            return failure
-        return httpx.Response(200, json=self.events[body["id"]])
-
-    def _get(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        return httpx.Response(200, json=event) if event else httpx.Response(404, json=NOT_FOUND)
-
-    def _delete(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        if event is None:
-            return httpx.Response(404, json=NOT_FOUND)
-        if event["status"] == "cancelled":
-            return httpx.Response(410, json=DELETED)
-        event["status"] = "cancelled"
-        return httpx.Response(204)
-
-    def _patch(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        if event is None:
-            return httpx.Response(404, json=NOT_FOUND)
-        event.update(json.loads(request.content))
-        return httpx.Response(200, json=event)
-
-    def _list(self, request: httpx.Request) -> httpx.Response:
-        wanted = [p.split("=", 1) for p in request.url.params.get_list("privateExtendedProperty")]
-        items = [
-            e
-            for e in self.live()
-            if all(e.get("extendedProperties", {}).get("private", {}).get(k) == v for k, v in wanted)
-        ]
-        items.sort(key=lambda e: datetime.fromisoformat(e["start"]["dateTime"]))
-        return httpx.Response(200, json={"kind": "calendar#events", "timeZone": "America/New_York", "items": items})
-
-
-def _z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def booked(
@@ -660,9 +562,9 @@ async def test_unknown_tools_get_an_error_and_known_ones_still_run() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         FakeGoogle(mock)
         unknown, known = await answer(message(("transfer_call", {}), ("find_open_slots", {})), metrics=metrics)
-    assert unknown["name"] == "transfer_call" and "Unknown tool 'transfer_call'" in unknown["error"]
+    assert unknown["name"] == "transfer_call" and unknown["error"] == NOT_SERVED
     assert known["result"].startswith("The next open times")
-    assert metrics.tool_calls.labels(tool="unknown", result="unknown")._value.get() == 1
+    assert metrics.tool_calls.labels(tool="unknown", result="not_served")._value.get() == 1
 
 
 @pytest.mark.anyio
