@@ -116,7 +116,8 @@ def serve(
     listener: StartupListener | None = None,
 ) -> int:
     """`listener`: the socket opened before the config loaded (one worker); uvicorn takes it over."""
-    logger.info("config loaded", extra={"fields": loaded_summary(config, insecure=insecure)})
+    listen = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    logger.info("config loaded", extra={"fields": {"listen": listen, **loaded_summary(config, insecure=insecure)}})
     if workers > 1:
         # Each worker process builds its own app from the file: uvicorn forks before the app exists.
         os.environ[CONFIG_ENV] = config.file
