@@ -71,6 +71,7 @@ class Runtime:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
             self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
+        self.metrics.deadline.set(config.server.deadline_seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -103,6 +104,7 @@ def create_app(
     `fast_path=False` leaves out proxy.fastpath (tests compare the two)."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
+    runtime.metrics.deadline.set(config.server.deadline_seconds)
     call_log = CallLog.for_logger(get_logger("calls"))
 
     async def read_unauthenticated(request: Request, config: Config) -> bytes:

@@ -136,6 +136,12 @@ class Metrics:
             registry=r,
             multiprocess_mode=LIVE_MAX,
         )
+        self.deadline = Gauge(
+            "vapi_proxy_deadline_seconds",
+            "server.deadline_seconds of the loaded config: the answer budget the latency alert compares with.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
         self.webhooks = Counter(
             "vapi_proxy_nango_webhooks",
             "Nango webhooks received, by type/operation and result.",
