@@ -59,6 +59,9 @@ class _Overrides:
     calendar: Mapping[str, object]
 
 
+_NO_OVERRIDES = _Overrides(None, _NOTHING, _NO_VARIABLES, _NO_LAYER)
+
+
 class Entries:
     """Builds users, then routes, recording issues in `report`."""
 
@@ -71,14 +74,23 @@ class Entries:
         self.plans: dict[tuple[int, ...], CalendarPlan] = {}
         # Users whose entry is invalid: routes naming them are not reported again as naming no user.
         self.broken_users: set[str] = set()
+        self.validators: dict[int, Validator] = {}
+        self.base_plan = self.calendar_plan((context.calendar,))
+
+    def validator(self, document: Document) -> Validator:
+        found = self.validators.get(id(document))
+        if found is None:
+            found = self.validators[id(document)] = Validator(document, self.report.issues)
+        return found
 
     def overrides(
         self, document: Document, path: Path, entry: UserModel | RouteModel, templates: Mapping[str, object]
     ) -> _Overrides:
+        if entry.template is None and not entry.assistant and not entry.variables and entry.calendar is None:
+            return _NO_OVERRIDES  # most users and routes set none: one shared object, not 200,000
         report = self.report
         check_template(entry.template, templates, report, document, (*path, "template"))
         warn_legacy(entry.assistant, report, document, (*path, "assistant"))
-        # Most users and routes set none: one shared empty mapping each, not 200,000 empty dicts.
         return _Overrides(
             entry.template,
             entry.assistant or _NOTHING,
@@ -92,7 +104,7 @@ class Entries:
         path: Path,
         raw: object,
     ) -> None:
-        model: UserModel = Validator(document, self.report.issues).convert(raw, UserModel, path)
+        model: UserModel = self.validator(document).convert(raw, UserModel, path)
         if model is INVALID:
             # Its routes are not reported again as naming no user: the user's own error says it all.
             if isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
@@ -133,7 +145,7 @@ class Entries:
         path: Path,
         raw: object,
     ) -> Route | None:
-        model: RouteModel = Validator(document, self.report.issues).convert(raw, RouteModel, path)
+        model: RouteModel = self.validator(document).convert(raw, RouteModel, path)
         if model is INVALID:
             return None
         report, context, users = self.report, self.context, self.users
@@ -169,20 +181,28 @@ class Entries:
         variables = context.variables
         if user.variables or own.variables:
             variables = {**variables, **user.variables, **own.variables}
-        return Route(
-            name=model.name or f"routes[{path[-1]}]",
-            user=user,
-            keys=RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
-            template=own.template or user.template or context.default_template,
-            overrides=tuple(layer for layer in (user.assistant, own.assistant) if layer),
-            variables=variables,
-            calendar=self.calendar_plan((context.calendar, user_calendar, own.calendar)),
-            fallbacks=route_fallbacks,
+        if user.assistant or own.assistant:
+            overrides = tuple(layer for layer in (user.assistant, own.assistant) if layer)
+        else:
+            overrides = ()
+        if user_calendar or own.calendar:
+            plan = self.calendar_plan((context.calendar, user_calendar, own.calendar))
+        else:
+            plan = self.base_plan
+        return Route(  # positional: built 100,000s of times
+            model.name or f"routes[{path[-1]}]",
+            user,
+            RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
+            own.template or user.template or context.default_template,
+            overrides,
+            variables,
+            plan,
+            route_fallbacks,
         )
 
     def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
         # Most users set nothing of their own: share one plan object between them.
-        key = tuple(id(layer) for layer in layers if layer)
+        key = tuple([id(layer) for layer in layers if layer])
         plan = self.plans.get(key)
         if plan is None:
             merged: dict[str, object] = {}
