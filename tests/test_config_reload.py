@@ -234,3 +234,17 @@ async def test_users_from_several_configmaps_in_a_projected_volume_reload_on_a_s
         assert await runtime.watcher.reload("test") == "ok"
         answer = await client.post("/vapi", content=call(), headers=AUTH)
         assert answer.json()["assistant"]["firstMessage"] == "[A] You reached Alice B."
+
+
+def test_a_reload_shares_what_did_not_change_with_the_running_snapshot(tmp_path: Path) -> None:
+    running = load_config(_write(tmp_path / "a.yaml", routing_yaml("A")))
+    edited = routing_yaml("A").replace("name: Alice Adams", "name: Alice Smith")
+    reloaded = load_config(_write(tmp_path / "a.yaml", edited), running=running)
+    assert reloaded.users["dave"] is running.users["dave"]
+    assert reloaded.routing.by_to["+16505550144"] is running.routing.by_to["+16505550144"]
+    alice = reloaded.routing.by_to[NUMBER]
+    assert alice is not running.routing.by_to[NUMBER] and alice.user.name == "Alice Smith"
+    # A global change reaches every route: nothing stale is shared.
+    moved = load_config(_write(tmp_path / "a.yaml", edited.replace('edition: "A"', 'edition: "C"')), running=reloaded)
+    assert all(route.variables["edition"] == "C" for route in moved.routes)
+    assert moved.routing.by_to["+16505550144"] is not reloaded.routing.by_to["+16505550144"]

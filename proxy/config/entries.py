@@ -18,6 +18,7 @@ from proxy.config.models import RouteModel, UserModel
 from proxy.config.snapshot import (
     DEFAULT_CALENDAR_INSTRUCTIONS,
     CalendarPlan,
+    Config,
     Fallbacks,
     KeyEntry,
     Route,
@@ -65,9 +66,21 @@ _NO_OVERRIDES = _Overrides(None, _NOTHING, _NO_VARIABLES, _NO_LAYER)
 class Entries:
     """Builds users, then routes, recording issues in `report`."""
 
-    def __init__(self, report: Report, context: Context, tool_server: Mapping[str, object] | None) -> None:
+    def __init__(
+        self,
+        report: Report,
+        context: Context,
+        tool_server: Mapping[str, object] | None,
+        running: Config | None = None,
+    ) -> None:
         self.report = report
         self.context = context
+        # A reload shares every user and route that did not change with the running snapshot: while it
+        # loads, the process holds one snapshot plus the changes, not two snapshots.
+        self.running_users: Mapping[str, User] = running.users if running is not None else {}
+        self.running_routes: dict[str, Route] = {}
+        if running is not None:
+            self.running_routes = {route.name: route for route in running.routes}
         self.tool_server = tool_server
         self.users: dict[str, User] = {}
         self.layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
@@ -76,6 +89,8 @@ class Entries:
         self.broken_users: set[str] = set()
         self.validators: dict[int, Validator] = {}
         self.base_plan = self.calendar_plan((context.calendar,))
+        if running is not None and running.calendar == self.base_plan:
+            self.base_plan = self.plans[_plan_key((context.calendar,))] = running.calendar
 
     def validator(self, document: Document) -> Validator:
         found = self.validators.get(id(document))
@@ -126,17 +141,19 @@ class Entries:
         if timezone is None:
             self.broken_users.add(model.id)
             return
-        users[model.id] = User(
-            id=model.id,
-            name=model.name,
-            timezone=timezone,
-            connection_id=model.connection_id or None,
-            nango_user_id=model.nango_user_id or model.id,
-            email=model.email or None,
-            template=own.template,
-            assistant=own.assistant,
-            variables=own.variables,
+        user = User(
+            model.id,
+            model.name,
+            timezone,
+            model.connection_id or None,
+            model.nango_user_id or model.id,
+            model.email or None,
+            own.template,
+            own.assistant,
+            own.variables,
         )
+        old = self.running_users.get(model.id)
+        users[model.id] = old if old is not None and old == user else user
         self.layers[model.id] = (own.calendar, own_fallbacks)
 
     def route(
@@ -189,7 +206,7 @@ class Entries:
             plan = self.calendar_plan((context.calendar, user_calendar, own.calendar))
         else:
             plan = self.base_plan
-        return Route(  # positional: built 100,000s of times
+        route = Route(  # positional: built 100,000s of times
             model.name or f"routes[{path[-1]}]",
             user,
             RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
@@ -199,10 +216,14 @@ class Entries:
             plan,
             route_fallbacks,
         )
+        old = self.running_routes.get(route.name) if self.running_routes else None
+        if old is not None and _same_route(old, route):
+            return old
+        return route
 
     def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
         # Most users set nothing of their own: share one plan object between them.
-        key = tuple([id(layer) for layer in layers if layer])
+        key = _plan_key(layers)
         plan = self.plans.get(key)
         if plan is None:
             merged: dict[str, object] = {}
@@ -218,6 +239,23 @@ class Entries:
             )
             self.plans[key] = plan
         return plan
+
+
+def _plan_key(layers: tuple[Mapping[str, object], ...]) -> tuple[int, ...]:
+    return tuple([id(layer) for layer in layers if layer])
+
+
+def _same_route(old: Route, new: Route) -> bool:
+    """`new` would answer every call exactly as `old` does (the shared parts are the same objects)."""
+    return (
+        old.user is new.user
+        and old.calendar is new.calendar
+        and old.fallbacks is new.fallbacks
+        and old.variables is new.variables
+        and old.template == new.template
+        and old.keys == new.keys
+        and old.overrides == new.overrides
+    )
 
 
 def texts(values: Mapping[str, object]) -> dict[str, str]:
