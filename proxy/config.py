@@ -289,6 +289,7 @@ class _Builder:
             "max_slots": (1, 20),
             "horizon_days": (1, 366),
             "min_notice_minutes": (0, 10_080),
+            "search_ahead_days": (0, 60),
         }
         for key, (low, high) in bounds.items():
             if s.has(key):
@@ -329,6 +330,7 @@ class _Builder:
                 "max_slots",
                 "horizon_days",
                 "min_notice_minutes",
+                "search_ahead_days",
             )
             settings = CalendarSettings(**{k: merged[k] for k in settings_keys if k in merged})  # type: ignore[arg-type]
             plan = CalendarPlan(
