@@ -22,6 +22,7 @@ from starlette.routing import Route
 from proxy.auth import authenticate, authenticate_headers
 from proxy.config import Config
 from proxy.directory import ConnectionDirectory
+from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -93,8 +94,10 @@ def create_app(
     metrics: Metrics | None = None,
     http_client: httpx.AsyncClient | None = None,
     config_path: str | None = None,
+    fast_path: bool = True,
 ) -> Starlette:
-    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one."""
+    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
+    `fast_path=False` leaves out proxy.fastpath (tests compare the two)."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     call_log = CallLog.for_logger(get_logger("calls"))
@@ -229,9 +232,10 @@ def create_app(
             if owns_client:
                 await runtime.http.aclose()
             call_log.flush()
+            runtime.metrics.close()
 
     server = config.server
-    app = Starlette(
+    app = FastPathApp(
         routes=[
             Route(server.path, vapi, methods=["POST"]),
             Route(server.webhook_path, nango_webhook, methods=["POST"]),
@@ -242,6 +246,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    if fast_path:
+        app.add_fast_path(runtime, call_log, path=server.path)
     return app
 
 

@@ -6,7 +6,10 @@ header), the event loop (httptools joins a header's pieces by concatenation, qua
 descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and keeps the parser:
 
 - the request line plus headers may be at most `max_header_bytes`; a longer head gets 431 and the
-  connection is closed while it is still arriving, before the parser buffers more than the bound;
+  connection is closed while it is still arriving, before the parser buffers more than the bound (a
+  pipelined head that starts in the same read as the previous request ends may reach twice the bound);
+- at most MAX_PIPELINED requests may wait behind the one being answered; a deeper pipeline is cut off;
+- malformed requests get uvicorn's 400, but are logged only in the throttled summary, not one line each;
 - the head must arrive within `header_timeout` of the connection opening (or, on a kept-alive connection,
   of its first byte) and the body within `body_timeout` of the head; else 408 and close;
 - at most `max_connections` connections are open at once; at the cap a new one replaces the oldest
@@ -23,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -35,6 +39,8 @@ logger = logging.getLogger("vapi_calendar_proxy.connections")
 # connections to Nango and Google), the listener, the event loop's own (epoll, self-pipe), stdio, and
 # a config file being read.
 FD_RESERVE = 128
+# Requests a client may send ahead of the answers (HTTP/1.1 pipelining); Vapi and browsers send none.
+MAX_PIPELINED = 16
 # A refusal is logged at most this often (with the count since the last line), so a flood cannot
 # turn into a log flood.
 LOG_EVERY_SECONDS = 10.0
@@ -59,6 +65,10 @@ def _response(status: int, reason: str, text: str) -> bytes:
 HEADER_TOO_LARGE = _response(431, "Request Header Fields Too Large", "request line and headers too large")
 TIMED_OUT = _response(408, "Request Timeout", "request not received in time")
 TOO_MANY_CONNECTIONS = _response(503, "Service Unavailable", "too many connections")
+
+
+class PipelineTooDeep(Exception):
+    pass
 
 
 class RefusalLog:
@@ -105,6 +115,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         waiting = getattr(config, "waiting", None)
         self.waiting: dict[LimitedHttpToolsProtocol, None] = waiting if isinstance(waiting, dict) else {}
         self.refused = False
+        self.pipeline_too_deep = False
+        self.completed = 0
         self.reading_head = True
         self.head_bytes = 0
         self.head_done_at = 0.0
@@ -143,23 +155,45 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return False
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
+        if self.refused or self.transport.is_closing():
             return
-        if self.reading_head:
-            room = self.limits.max_header_bytes - self.head_bytes
-            if len(data) > room:
-                # Feed only what fits: the head may end inside it, and the rest is body or the next request.
-                if room > 0:
-                    self.head_bytes += room
-                    super().data_received(data[:room])
-                if self.reading_head and not self.transport.is_closing():
-                    self._refuse(HEADER_TOO_LARGE, "header_too_large")
-                    return
-                data = data[room:]
-            else:
-                self.head_bytes += len(data)
-        if data and not self.transport.is_closing():
-            super().data_received(data)
+        if not self.reading_head:
+            self._feed(data)
+            return
+        room = self.limits.max_header_bytes - self.head_bytes
+        if len(data) <= room:
+            self.head_bytes += len(data)
+            self._feed(data)
+            return
+        # More than the head may still take: feed what fits. The head may end inside it; then the rest is
+        # body, or (pipelining) the next request, whose head is counted afresh from there.
+        completed = self.completed
+        self.head_bytes += room
+        if room > 0:
+            self._feed(data[:room])
+        if self.transport.is_closing():
+            return
+        if self.completed != completed:
+            self.data_received(data[room:])  # at most one level per max_header_bytes of this read
+        elif self.reading_head:
+            self._refuse(HEADER_TOO_LARGE, "header_too_large")
+        else:
+            self._feed(data[room:])
+
+    def _feed(self, data: bytes) -> None:
+        # uvicorn's data_received, with its per-request warnings replaced by the throttled RefusalLog: a
+        # flood of malformed requests must not become a flood of log lines.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no WebSocket here (ws="none"): the request was answered as plain HTTP
+        except httptools.HttpParserError:
+            if self.pipeline_too_deep:
+                self._refuse(b"", "pipeline_too_deep")
+            elif not self.transport.is_closing():
+                self.refusals.note("invalid_request")
+                self.send_400_response("Invalid HTTP request received.")
 
     # Parser callbacks
     def on_message_begin(self) -> None:
@@ -169,6 +203,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
 
     def on_headers_complete(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            # Each queued request holds its scope and headers until those before it are answered, and
+            # one read can carry thousands of them: a client that pipelines this deep is cut off.
+            self.pipeline_too_deep = True
+            raise PipelineTooDeep
         self.reading_head = False
         self.waiting.pop(self, None)
         # The body deadline is checked when the head deadline fires (one timer per request, not two).
@@ -177,6 +216,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self.completed += 1
         self.reading_head = True
         self.head_bytes = 0
         super().on_message_complete()

@@ -153,6 +153,22 @@ class ConnectionDirectory:
             logger.warning("nango lookup for user %s did not finish within %.2fs", user_id, timeout)
             return self._stale_or(user_id, Lookup(None, "timeout", f"no answer within {timeout:g}s"), "timeout")
 
+    def warm(self, user_id: str) -> tuple[str, str] | None:
+        """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
+        count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
+        # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
+        conn = self._index.user(user_id)
+        event = "index_hit"
+        if conn is None:
+            event = "hit"
+            try:
+                conn = self._cache[user_id]  # one expiry check; TTLCache.get makes two
+            except KeyError:
+                return None
+        if not conn.healthy or (self._unusable and conn.connection_id in self._unusable):
+            return None
+        return conn.connection_id, event
+
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
         if (conn := self._index.user(user_id)) is not None:
             self._event("index_hit", count)

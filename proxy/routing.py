@@ -84,22 +84,26 @@ class RoutingTable:
     default: Route | None
 
     def match(self, call: InboundCall) -> Match | None:
-        caller = call.caller
+        found = self.find(call.to, call.phone_number_id, call.caller)
+        return Match(*found) if found is not None else None
+
+    def find(self, to: str | None, phone_number_id: str | None, caller: str | None) -> tuple[Route, Rule] | None:
+        """`match` on plain keys, without building objects (the warm path in proxy.fastpath)."""
         if caller is not None:
-            if call.to is not None and (route := self.by_caller_on_line.get((caller, call.to))) is not None:
-                return Match(route, "from+to")
-            if call.phone_number_id is not None:
-                route = self.by_caller_on_line.get((caller, call.phone_number_id))
+            if to is not None and (route := self.by_caller_on_line.get((caller, to))) is not None:
+                return route, "from+to"
+            if phone_number_id is not None:
+                route = self.by_caller_on_line.get((caller, phone_number_id))
                 if route is not None:
-                    return Match(route, "from+phone_number_id")
+                    return route, "from+phone_number_id"
             if (route := self.by_caller.get(caller)) is not None:
-                return Match(route, "from")
-        if call.phone_number_id is not None and (route := self.by_phone_number_id.get(call.phone_number_id)):
-            return Match(route, "phone_number_id")
-        if call.to is not None and (route := self.by_to.get(call.to)) is not None:
-            return Match(route, "to")
+                return route, "from"
+        if phone_number_id is not None and (route := self.by_phone_number_id.get(phone_number_id)):
+            return route, "phone_number_id"
+        if to is not None and (route := self.by_to.get(to)) is not None:
+            return route, "to"
         if self.default is not None:
-            return Match(self.default, "default")
+            return self.default, "default"
         return None
 
 

@@ -245,9 +245,13 @@ class FakeNango:
         return sum(1 for r in self.requests if r.url.path == "/connections" and "page" in r.url.params)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
         if self.latency:
             await asyncio.sleep(self.latency)
+        return self.answer(request)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """The answer to one request (synchronous: usable as a respx side effect)."""
+        self.requests.append(request)
         if self.down:
             return httpx.Response(503, json=error_body("server_error"))
         if request.headers.get("authorization") != f"Bearer {SECRET_KEY}":

@@ -338,3 +338,39 @@ async def test_fuzzed_heads_never_get_a_5xx_and_the_server_stays_up(tmp_path: Pa
     assert sum(statuses.values()) == len(heads)
     assert not [status for status in statuses if status.startswith(b"5")], statuses
     assert {b"200", b"400", b"401", b"431"} <= set(statuses)
+
+
+async def test_pipelined_requests_beyond_the_head_limit_in_one_write_are_all_answered(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        request = b"GET /livez HTTP/1.1\r\nHost: proxy\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n"
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(request * 12)  # about 12.5 KiB, three times max_header_bytes (4 KiB), in one write
+        for _ in range(12):
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+            await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 5)
+        writer.close()
+
+
+async def test_a_client_pipelining_thousands_of_requests_is_cut_off(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(b"GET /livez HTTP/1.1\r\nHost: proxy\r\n\r\n" * 5000)
+        answers = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with most of the requests unread
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                answers += chunk
+        assert answers.count(b"HTTP/1.1 200 OK") <= connections.MAX_PIPELINED + 1
+        writer.close()
+        assert await authenticated_call(proxy) < 1.0
+
+
+async def test_a_flood_of_malformed_requests_is_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(b"\x00\x01 not http\r\n\r\n")
+            assert (await read_until_closed(reader, 5)).startswith(b"HTTP/1.1 400 ")
+            writer.close()
+        lines = [line["msg"] for line in proxy.log_lines()]
+    assert "Invalid HTTP request received." not in lines
+    assert 1 <= lines.count("connections refused") <= 2

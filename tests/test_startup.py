@@ -167,6 +167,7 @@ async def test_serve_answers_probes_while_the_config_loads_then_serves_calls(tmp
         "level": "info",
         "logger": "vapi_calendar_proxy.server",
         "msg": "config loaded",
+        "listen": f"http://127.0.0.1:{port}",
         "config": str(fifo),
         "version": "-",
         "users": 3,
