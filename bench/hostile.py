@@ -10,7 +10,8 @@ connection ids, so no Nango is needed), then for each case measures what a real 
 - header: one peer at a time tries to send a `--header-mb` MB header, reconnecting when it is cut off, for
   `--duration` s; meanwhile `/livez` is timed on a kept-alive connection every 10 ms (p50/p99/max), and
   the server's RSS is sampled every 20 ms (growth = peak - before).
-- idle: `--connections` connections, half idle and half with half a request head, are opened at once;
+- idle: `--connections` connections, half idle and half with half a request head, are opened at once
+  (with `--nofile 1024`, the server gets the open-file limit of a default Debian shell or container);
   reported: when the server has closed them (the last one, seconds after opening), and the latency of an
   authenticated assistant-request on a fresh connection every 50 ms meanwhile, with any errors.
 - bodies: `--bodies` unauthenticated requests each declare a 1 MB body and send all but its last byte, with
@@ -119,7 +120,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(stock: bool, workdir: Path) -> Iterator[Server]:
+def server(stock: bool, workdir: Path, nofile: int | None = None) -> Iterator[Server]:
     config = workdir / "config.yaml"
     config.write_text(CONFIG)
     port = free_port()
@@ -129,7 +130,12 @@ def server(stock: bool, workdir: Path) -> Iterator[Server]:
         argv = [PYTHON, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
         argv += ["--log-level", "warning"]
     log = (workdir / ("stock.log" if stock else "serve.log")).open("ab")
-    popen = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def limit_files() -> None:
+        if nofile is not None:  # soft and hard: as a container started with --ulimit nofile=N:N
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    popen = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files)
     running = Server(popen, port)
     try:
         deadline = time.monotonic() + 30
@@ -415,14 +421,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--wait", type=float, default=20.0, help="how long to wait for the server to close them")
     parser.add_argument("--bodies", type=int, default=300)
+    parser.add_argument("--nofile", type=int, help="the server's open-file limit (soft and hard), e.g. 1024")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     cases = args.cases.split(",")
-    results: dict[str, object] = {"server": "stock uvicorn httptools" if args.stock else "serve"}
+    results: dict[str, object] = {"server": "stock uvicorn httptools" if args.stock else "serve", "nofile": args.nofile}
     with tempfile.TemporaryDirectory() as workdir:
         for case in cases:
             # A fresh server per case: one case's leftovers (or its damage) do not colour the next.
-            with server(args.stock, Path(workdir)) as target:
+            with server(args.stock, Path(workdir), args.nofile) as target:
                 results["rss_at_start_mb"] = round(target.rss_mb(), 1)
                 if case == "header":
                     results["header"] = case_header(target, args.header_mb, args.duration)
