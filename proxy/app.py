@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from proxy.auth import authenticate, authenticate_headers
 from proxy.config import Config, ConfigError
+from proxy.connections import CONNECTION_REFUSALS
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
@@ -70,6 +71,7 @@ class Runtime:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
             self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
+        self.metrics.deadline.set(config.server.deadline_seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -102,6 +104,7 @@ def create_app(
     `fast_path=False` leaves out proxy.fastpath (tests compare the two)."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
+    runtime.metrics.deadline.set(config.server.deadline_seconds)
     call_log = CallLog.for_logger(get_logger("calls"))
 
     async def read_unauthenticated(request: Request, config: Config) -> bytes:
@@ -205,7 +208,7 @@ def create_app(
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         owns_client = http_client is None
         nango = runtime.config.nango
         runtime.http = http_client or httpx.AsyncClient(
@@ -224,7 +227,8 @@ def create_app(
             runtime.watcher = ConfigWatcher(config_path, runtime)
             runtime.background.append(await runtime.watcher.start())
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it.
+            yield {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
         finally:
             runtime.draining = True
             for task in runtime.background:
