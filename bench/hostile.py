@@ -10,9 +10,13 @@ connection ids, so no Nango is needed), then for each case measures what a real 
 - header: one peer at a time tries to send a `--header-mb` MB header, reconnecting when it is cut off, for
   `--duration` s; meanwhile `/livez` is timed on a kept-alive connection every 10 ms (p50/p99/max), and
   the server's RSS is sampled every 20 ms (growth = peak - before).
-- idle: `--connections` connections, half idle and half with half a request head, are opened at once;
+- idle: `--connections` connections, half idle and half with half a request head, are opened at once
+  (with `--nofile 1024`, the server gets the open-file limit of a default Debian shell or container);
   reported: when the server has closed them (the last one, seconds after opening), and the latency of an
   authenticated assistant-request on a fresh connection every 50 ms meanwhile, with any errors.
+- tools: one authenticated tool-calls message with `--tool-calls` check_availability calls (proxy mode,
+  a fake Google answering freeBusy in `--google-ms`); reported: the time to answer, the results by kind,
+  and `/livez` every 10 ms meanwhile (its worst latency bounds the longest event-loop stall).
 - bodies: `--bodies` unauthenticated requests each declare a 1 MB body and send all but its last byte, with
   a wrong X-Vapi-Secret and with an HMAC signature header (which needs the body); reported: answers by
   status and the server's RSS growth.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import selectors
@@ -52,6 +57,7 @@ CONFIG = f"""\
 version: 1
 server:
   reload_poll_seconds: 0
+  public_url: https://proxy.example.com
 auth:
   vapi_secrets: ["{SECRET}"]
   hmac: {{secrets: ["{HMAC_KEY}"]}}
@@ -66,6 +72,28 @@ users:
   - {{id: doe, name: Dr. Jane Doe, timezone: UTC, connection_id: conn-doe}}
 routes:
   - {{to: "{NUMBER}", user: doe}}
+"""
+
+# For the tool-calls case: the proxy serves the calendar tools itself, against the fake Google below.
+PROXY_MODE = """\
+nango: {{base_url: "{url}", secret_key: hostile-bench-nango-key, index_refresh_seconds: 0}}
+calendar: {{mode: proxy}}
+"""
+
+# Google Calendar's freeBusy behind Nango's proxy, answering after `--google-ms` like a real round trip.
+FAKE_GOOGLE = """\
+import asyncio, sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+delay = float(sys.argv[2]) / 1000
+async def free_busy(request):
+    body = await request.json()
+    await asyncio.sleep(delay)
+    return JSONResponse({"kind": "calendar#freeBusy", "timeMin": body["timeMin"], "timeMax": body["timeMax"],
+                         "calendars": {"primary": {"busy": []}}})
+app = Starlette(routes=[Route("/proxy/calendar/v3/freeBusy", free_busy, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 # The app exactly as `serve` builds it, under uvicorn's stock protocol and defaults (what main ran before).
@@ -119,9 +147,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(stock: bool, workdir: Path) -> Iterator[Server]:
+def server(stock: bool, workdir: Path, nofile: int | None = None, calendar_url: str | None = None) -> Iterator[Server]:
     config = workdir / "config.yaml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + (PROXY_MODE.format(url=calendar_url) if calendar_url else ""))
     port = free_port()
     if stock:
         argv = [PYTHON, "-c", STOCK, str(config), str(port)]
@@ -129,7 +157,12 @@ def server(stock: bool, workdir: Path) -> Iterator[Server]:
         argv = [PYTHON, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
         argv += ["--log-level", "warning"]
     log = (workdir / ("stock.log" if stock else "serve.log")).open("ab")
-    popen = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def limit_files() -> None:
+        if nofile is not None:  # soft and hard: as a container started with --ulimit nofile=N:N
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    popen = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files)
     running = Server(popen, port)
     try:
         deadline = time.monotonic() + 30
@@ -406,23 +439,103 @@ def case_bodies(target: Server, count: int) -> dict[str, object]:
     }
 
 
+def tool_calls_message(count: int) -> bytes:
+    """A tool-calls message as small as Vapi's type allows, so that 5,000 calls fit in max_body_bytes (1 MiB)."""
+    arguments = json.dumps({"start": "2030-03-04T09:00:00-05:00", "end": "2030-03-04T17:00:00-05:00"})
+    message = {
+        "type": "tool-calls",
+        "call": {"id": "call-flood"},
+        "phoneNumber": {"number": NUMBER},
+        "customer": {"number": "+14155550123"},
+        "toolCallList": [
+            {"id": f"t{i}", "type": "function", "function": {"name": "check_availability", "arguments": arguments}}
+            for i in range(count)
+        ],
+    }
+    return json.dumps({"message": message}, separators=(",", ":")).encode()
+
+
+@contextlib.contextmanager
+def fake_google(delay_ms: float) -> Iterator[str]:
+    port = free_port()
+    popen = subprocess.Popen([PYTHON, "-c", FAKE_GOOGLE, str(port), str(delay_ms)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert popen.poll() is None and time.monotonic() < deadline, "the fake Google did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        popen.send_signal(signal.SIGINT)
+        popen.wait(10)
+
+
+def livez_prober(address: tuple[str, int], seconds: float, out: multiprocessing.Queue[list[float]]) -> None:
+    """/livez every 10 ms on a kept-alive connection for `seconds`, in its own process (no shared GIL)."""
+    stop = threading.Event()
+    threading.Timer(seconds, stop.set).start()
+    with socket.create_connection(address, timeout=60) as livez:
+
+        def get_livez() -> None:
+            livez.sendall(b"GET /livez HTTP/1.1\r\nHost: bench\r\n\r\n")
+            assert read_response(livez)[0] == 200
+
+        out.put(probe(0.01, stop, get_livez)[0])
+
+
+def case_tools(target: Server, count: int) -> dict[str, object]:
+    """One authenticated tool-calls message with `count` calls; /livez every 10 ms meanwhile from another
+    process, whose worst latency bounds the longest event-loop stall from outside."""
+    body = tool_calls_message(count)
+    head = f"POST /vapi HTTP/1.1\r\nHost: bench\r\nX-Vapi-Secret: {SECRET}\r\nContent-Type: application/json\r\n"
+    raw = head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    found: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
+    prober = multiprocessing.Process(target=livez_prober, args=(target.address, 2.0, found), daemon=True)
+    cpu_before = target.cpu_seconds()
+    prober.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    status, answer = request(target.address, raw, timeout=600)
+    elapsed = time.perf_counter() - started
+    latencies = found.get(timeout=660)
+    prober.join(10)
+    results = json.loads(answer)["results"] if status == 200 else []
+    kinds: Counter[str] = Counter("result" if "result" in r else r.get("error", "")[:50] for r in results)
+    return {
+        "tool_calls": count,
+        "bytes": len(body),
+        "status": status,
+        "answer_s": round(elapsed, 3),
+        "results": dict(kinds),
+        "livez_meanwhile": percentiles(latencies),
+        "server_cpu_s": round(target.cpu_seconds() - cpu_before, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stock", action="store_true", help="uvicorn's stock protocol instead of `serve`")
-    parser.add_argument("--cases", default="header,idle,bodies")
+    parser.add_argument("--cases", default="header,idle,bodies,tools")
     parser.add_argument("--header-mb", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of header attack")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--wait", type=float, default=20.0, help="how long to wait for the server to close them")
     parser.add_argument("--bodies", type=int, default=300)
+    parser.add_argument("--tool-calls", type=int, default=5000, help="calls in the one tool-calls message")
+    parser.add_argument("--google-ms", type=float, default=20.0, help="the fake Google's answer time")
+    parser.add_argument("--nofile", type=int, help="the server's open-file limit (soft and hard), e.g. 1024")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     cases = args.cases.split(",")
-    results: dict[str, object] = {"server": "stock uvicorn httptools" if args.stock else "serve"}
+    results: dict[str, object] = {"server": "stock uvicorn httptools" if args.stock else "serve", "nofile": args.nofile}
     with tempfile.TemporaryDirectory() as workdir:
         for case in cases:
             # A fresh server per case: one case's leftovers (or its damage) do not colour the next.
-            with server(args.stock, Path(workdir)) as target:
+            with contextlib.ExitStack() as stack:
+                url = stack.enter_context(fake_google(args.google_ms)) if case == "tools" else None
+                target = stack.enter_context(server(args.stock, Path(workdir), args.nofile, url))
                 results["rss_at_start_mb"] = round(target.rss_mb(), 1)
                 if case == "header":
                     results["header"] = case_header(target, args.header_mb, args.duration)
@@ -430,6 +543,8 @@ def main() -> None:
                     results["idle"] = case_idle(target, args.connections, args.wait)
                 elif case == "bodies":
                     results["bodies"] = case_bodies(target, args.bodies)
+                elif case == "tools":
+                    results["tools"] = case_tools(target, args.tool_calls)
                 else:
                     raise SystemExit(f"unknown case {case!r}")
                 print(json.dumps({case: results[case]}, indent=2), flush=True)

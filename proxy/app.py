@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.auth import authenticate, authenticate_headers
-from proxy.config import Config
+from proxy.config import Config, ConfigError
+from proxy.connections import CONNECTION_REFUSALS
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
@@ -36,6 +38,7 @@ logger = get_logger("app")
 # Message types Vapi expects an answer to; everything else is a notification acknowledged with {}.
 ASSISTANT_REQUEST = "assistant-request"
 TOOL_CALLS = "tool-calls"
+READYZ_ERROR_LOCATIONS = 20
 
 
 def json_response(content: object, status_code: int = 200, *, close: bool = False) -> Response:
@@ -55,7 +58,7 @@ class Runtime:
     directory: ConnectionDirectory | None = None
     service: CallService | None = None
     draining: bool = False
-    config_error: str | None = None
+    config_error: ConfigError | None = None  # why the file on disk is not the one served
     unauthenticated_reads: int = 0
     watcher: ConfigWatcher | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -68,6 +71,7 @@ class Runtime:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
             self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
+        self.metrics.deadline.set(config.server.deadline_seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -100,6 +104,7 @@ def create_app(
     `fast_path=False` leaves out proxy.fastpath (tests compare the two)."""
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
+    runtime.metrics.deadline.set(config.server.deadline_seconds)
     call_log = CallLog.for_logger(get_logger("calls"))
 
     async def read_unauthenticated(request: Request, config: Config) -> bytes:
@@ -194,7 +199,7 @@ def create_app(
                 "users": len(runtime.config.users),
                 "routes": len(runtime.config.routes),
             },
-            "config_error": runtime.config_error,
+            "config_error": config_error_summary(runtime.config_error),
             "nango": runtime.directory.status() if runtime.directory is not None else None,
         }
         return json_response(body, 200 if ready else 503)
@@ -203,7 +208,7 @@ def create_app(
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         owns_client = http_client is None
         nango = runtime.config.nango
         runtime.http = http_client or httpx.AsyncClient(
@@ -222,7 +227,8 @@ def create_app(
             runtime.watcher = ConfigWatcher(config_path, runtime)
             runtime.background.append(await runtime.watcher.start())
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it.
+            yield {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
         finally:
             runtime.draining = True
             for task in runtime.background:
@@ -249,6 +255,20 @@ def create_app(
     if fast_path:
         app.add_fast_path(runtime, call_log, path=server.path)
     return app
+
+
+def config_error_summary(error: ConfigError | None) -> dict[str, object] | None:
+    """What /readyz (unauthenticated) tells about an invalid file: that it is invalid, where, and a hash to
+    tell one broken edit from the next. The messages stay in the logs and `check`: a value quoted in
+    one could be anything, a secret included."""
+    if error is None:
+        return None
+    locations = [f"{issue.file}:{issue.line}" if issue.line else issue.file for issue in error.issues]
+    return {
+        "errors": len(error.issues),
+        "at": locations[:READYZ_ERROR_LOCATIONS],
+        "hash": hashlib.sha256(str(error).encode()).hexdigest()[:12],
+    }
 
 
 def _client(request: Request) -> str:

@@ -13,7 +13,8 @@ import orjson
 
 from proxy import __version__
 from proxy.admin import add_commands
-from proxy.config import Config, load_config, read_config_text
+from proxy.config import Config, ConfigError, load_config, read_config_text
+from proxy.config.yamlsource import format_path, parse_document
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
@@ -21,12 +22,13 @@ from proxy.nango import NangoClient
 from proxy.numbers import normalize_number
 from proxy.routing import Match
 from proxy.service import CallService
-from proxy.yamlsource import ConfigError, format_path, parse_document
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
+    """`secrets_optional`: for commands that never authenticate anything (check, resolve), an unset
+    secret variable is a warning, not an error."""
     try:
-        return load_config(path)
+        return load_config(path, secrets_optional=secrets_optional)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -35,7 +37,7 @@ def _load(path: str) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     for warning in config.warnings:
@@ -107,7 +109,7 @@ def _yaml_source(config: Config, match: Match | None) -> str | None:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
@@ -153,6 +155,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level.upper(),
         listener=listener,
     )
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from proxy.config.schema import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return 0
 
 
 DESCRIPTION = """\
@@ -241,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
     check.set_defaults(handler=cmd_check)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the config file (for editors)",
+        description="Print the JSON Schema of the routing file: editors validate and complete against it.",
+    )
+    schema.set_defaults(handler=cmd_schema)
 
     resolve = commands.add_parser(
         "resolve",

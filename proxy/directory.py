@@ -100,19 +100,8 @@ class ConnectionDirectory:
         # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
         self._generation = 0
         self._last_error: str | None = None
-        self.lines: LineFinder | None = None
-        if settings.tag_routing is not None:
-            self.lines = LineFinder(
-                client,
-                settings.tag_routing,
-                metrics,
-                index=lambda: self._index,
-                learn=self.learn,
-                available=lambda: not self.breaker_open(),
-                cache_size=size,
-                cache_ttl=settings.cache_ttl,
-                clock=clock,
-            )
+        routing = settings.tag_routing
+        self.lines = LineFinder(self, routing, metrics, size, settings.cache_ttl, clock) if routing else None
 
     @property
     def client(self) -> NangoClient | None:
@@ -266,9 +255,7 @@ class ConnectionDirectory:
             self._apply(functools.partial(ConnectionIndex.remove, connection_id=known.connection_id, user_id=user_id))
         if known is None and self._webhook_users >= WEBHOOK_NEW_USERS_LIMIT:
             logger.warning(
-                "%d users added by webhooks since the last index refresh; %s only cached",
-                WEBHOOK_NEW_USERS_LIMIT,
-                user_id,
+                "%d users added by webhooks since the index refresh; %s only cached", self._webhook_users, user_id
             )
         else:
             self._webhook_users += known is None
@@ -291,10 +278,10 @@ class ConnectionDirectory:
         known = self._known(user_id, count=False)
         return known.connection_id if known is not None else None
 
-    def forget_connection(self, connection_id: str) -> None:
-        """Nango says the connection does not exist (deleted): stop handing it out."""
+    def forget_connection(self, connection_id: str, user_id: str | None = None) -> None:
+        """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out."""
         self._generation += 1
-        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=None))
+        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
         for user_id in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
             del self._cache[user_id]
             self._last_good.pop(user_id, None)

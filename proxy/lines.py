@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -36,6 +37,20 @@ FAILURE_TTL_SECONDS = 2.0
 LOGGED_CONFLICTS = 20
 
 
+class Directory(Protocol):
+    """What a LineFinder needs of its `proxy.directory.ConnectionDirectory`."""
+
+    @property
+    def client(self) -> NangoClient | None: ...
+
+    @property
+    def index(self) -> ConnectionIndex: ...
+
+    def breaker_open(self) -> bool: ...
+
+    def learn(self, conns: list[Connection]) -> None: ...
+
+
 @dataclass(frozen=True)
 class LineMatch:
     """The connection that claims the called line, the tag that says so, and where that was learnt."""
@@ -52,23 +67,17 @@ class LineFinder:
 
     def __init__(
         self,
-        client: NangoClient | None,
+        directory: Directory,
         routing: TagRouting,
         metrics: Metrics,
-        *,
-        index: Callable[[], ConnectionIndex],
-        learn: Callable[[list[Connection]], None],
-        available: Callable[[], bool],
         cache_size: int,
         cache_ttl: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
+        self._client = directory.client
         self.routing = routing
         self._metrics = metrics
-        self._index = index
-        self._learn = learn
-        self._available = available
+        self._directory = directory
         self._cache: TTLCache[LineKey, Connection] = TTLCache(cache_size, cache_ttl, timer=clock)
         self._negative: TTLCache[LineKey, bool] = TTLCache(cache_size, max(routing.negative_ttl, 1e-3), timer=clock)
         self._failures: TTLCache[LineKey, str] = TTLCache(cache_size, FAILURE_TTL_SECONDS, timer=clock)
@@ -85,7 +94,7 @@ class LineFinder:
 
     def known(self, call: InboundCall) -> LineMatch | None:
         """The claim this replica already holds (index or cache), without asking Nango."""
-        index = self._index()
+        index = self._directory.index
         for kind, value, tag in self.keys(call):
             if (conn := index.line(kind, value)) is not None:
                 self._event("line_index_hit")
@@ -109,7 +118,7 @@ class LineFinder:
         if key in self._negative:
             self._event("line_negative_hit")
             return None
-        if key in self._failures or not self._available():
+        if key in self._failures or self._directory.breaker_open():
             self._event("line_unavailable")
             return None
         self._event("line_miss")
@@ -141,7 +150,7 @@ class LineFinder:
             self._failures[key] = "internal_error"
             return None
         claiming = [conn for conn in conns if conn.route is not None and key in set(conn.route.claims())]
-        self._learn(claiming)
+        self._directory.learn(claiming)
         if not claiming:
             self._negative[key] = True
             return None

@@ -139,6 +139,12 @@ class Metrics:
             registry=r,
             multiprocess_mode=LIVE_MAX,
         )
+        self.deadline = Gauge(
+            "vapi_proxy_deadline_seconds",
+            "server.deadline_seconds of the loaded config: the answer budget the latency alert compares with.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
         self.webhooks = Counter(
             "vapi_proxy_nango_webhooks",
             "Nango webhooks received, by type/operation and result.",
@@ -162,6 +168,13 @@ class Metrics:
             "vapi_proxy_redis_fanout_delay_seconds",
             "From another replica announcing a change (webhook, index, breaker) to this replica receiving it.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "vapi_proxy_connections_refused",
+            "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
+            "header_too_large, header_timeout, body_timeout, idle, invalid_request, pipeline_too_deep).",
+            ["kind"],
             registry=r,
         )
 

@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import httpx
 
+from proxy.config.models import NangoSettings
 from proxy.metrics import Metrics
 from proxy.ratelimit import RateLimit
-from proxy.secret import Secret
 from proxy.tags import TagRoute, TagRouting, read_tag_route
 
 __all__ = [
@@ -79,24 +79,6 @@ class RequestGate:
         limit = self.total_timeout if budget is None else max(0.0, min(budget, self.total_timeout))
         async with asyncio.timeout(limit), self._slots:
             yield
-
-
-@dataclass(frozen=True)
-class NangoSettings:
-    base_url: str = "https://api.nango.dev"
-    secret_key: Secret | None = None
-    integration_id: str = "google-calendar"
-    user_tag: str = "end_user_id"  # tags[<user_tag>]=<user id>
-    legacy_end_user_id_lookup: bool = False  # also try endUserId= when the tag finds nothing
-    connect_timeout: float = 1.0
-    read_timeout: float = 2.5
-    cache_ttl: float = 300.0
-    negative_ttl: float = 30.0
-    cache_max_size: int = 100_000
-    index_refresh_interval: float = 300.0  # seconds; 0 disables the periodic bulk index
-    index_page_size: int = 2000
-    webhook_signing_keys: tuple[Secret, ...] = ()
-    tag_routing: TagRouting | None = None  # None: tags route nothing (opt-in)
 
 
 @dataclass(frozen=True, slots=True)  # slots: the index holds one per connection of the integration

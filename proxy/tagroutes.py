@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
+from proxy.config.snapshot import Config, Route, User
 from proxy.lines import LineMatch
 from proxy.routing import RouteKeys
-from proxy.snapshot import Config, Route, User
 
 __all__ = ["route_source", "tagged_route", "yaml_users_by_nango_id"]
 

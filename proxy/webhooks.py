@@ -211,7 +211,7 @@ async def _confirm(
     conn = next((c for c in conns if c.connection_id == connection_id), None)
     if conn is None:
         # Deleted, or not this user's: whatever we hold about it is wrong now.
-        directory.forget_connection(connection_id)
+        directory.forget_connection(connection_id, user_id)
         return Confirmation("not_found")
     if conn.user_id is None:
         return Confirmation("no_user", conn)

@@ -122,8 +122,10 @@ def test_every_metric_is_exported_with_help() -> None:
         "vapi_proxy_config_reloads_total",
         "vapi_proxy_config_info",
         "vapi_proxy_config_file_invalid",
+        "vapi_proxy_deadline_seconds",
         "vapi_proxy_nango_webhooks_total",
         "vapi_proxy_redis_up",
         "vapi_proxy_redis_operations_total",
         "vapi_proxy_redis_fanout_delay_seconds",
+        "vapi_proxy_connections_refused_total",
     ]

@@ -159,7 +159,8 @@ def test_dashboard_covers_calls_latency_nango_cache_and_reloads() -> None:
         assert metric in text
     latency = next(p for p in DASHBOARD["panels"] if "latency" in p["title"].lower())
     steps = [step["value"] for step in latency["fieldConfig"]["defaults"]["thresholds"]["steps"]]
-    assert steps == [None, 4, 7.5], "the latency panel shows the default deadline and Vapi's limit"
+    assert steps == [None, 7.5], "the latency panel shows Vapi's limit"
+    assert any("vapi_proxy_deadline_seconds" in target["expr"] for target in latency["targets"])
 
 
 def test_dashboard_layout_and_datasource() -> None:
@@ -194,6 +195,18 @@ def test_kustomization_lists_the_kit() -> None:
     listed = set(kustomization["resources"]) | {
         file for generator in kustomization["configMapGenerator"] for file in generator["files"]
     }
-    assert listed == {path.name for path in MONITORING.iterdir()} - {"kustomization.yaml"}
+    # alerts_test.yaml is promtool's unit test of the rules (scripts/lint-deploy), not a cluster object.
+    assert listed == {path.name for path in MONITORING.iterdir()} - {"kustomization.yaml", "alerts_test.yaml"}
     for kind, document in (("PrometheusRule", RULES), ("ServiceMonitor", MONITOR)):
         assert document["apiVersion"] == "monitoring.coreos.com/v1" and document["kind"] == kind
+
+
+@pytest.mark.anyio
+async def test_deadline_gauge_follows_the_loaded_config() -> None:
+    """The latency alert compares p99 with this gauge, so it must track server.deadline_seconds, reloads included."""
+    metrics = Metrics()
+    app = create_app(config_from(EXAMPLE.replace("deadline_seconds: 4.0", "deadline_seconds: 2.5")), metrics=metrics)
+    async with serving(app) as client:
+        assert "vapi_proxy_deadline_seconds 2.5" in (await client.get("/metrics")).text
+        app.state.runtime.apply(config_from(EXAMPLE.replace("deadline_seconds: 4.0", "deadline_seconds: 6.0")))
+        assert "vapi_proxy_deadline_seconds 6.0" in (await client.get("/metrics")).text

@@ -146,7 +146,7 @@ async def test_file_changes_and_sighup_reload_the_running_server(tmp_path: Path)
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["config"]["version"] == versions["B2"]
-        assert ready.json()["config_error"] == issue
+        assert ready.json()["config_error"]["at"] == [f"{path}:{line}"]
         metrics = (await client.get("/metrics")).text
         assert 'vapi_proxy_config_reloads_total{result="ok"} 3.0' in metrics
         assert 'vapi_proxy_config_reloads_total{result="invalid"} 1.0' in metrics

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from proxy.app import create_app
+from proxy.config.yamlsource import ConfigError
 from proxy.metrics import Metrics
-from proxy.yamlsource import ConfigError
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
 from tests.nango_fakes import AUTH_ERROR, BASE_URL, SECRET_KEY, FakeNango, encode, sign

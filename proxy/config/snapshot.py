@@ -1,7 +1,15 @@
 """The immutable config snapshot: what one validated routing file means, ready to answer calls.
 
-Built only by `proxy.config` (which validates), never mutated afterwards, and swapped as a whole on
-reload, so a request sees exactly one snapshot from start to end.
+Built only by `proxy.config.load` (which validates), never mutated afterwards, and swapped as a whole on
+reload, so a request sees exactly one snapshot from start to end. Pure data: no I/O module is imported.
+
+Routing precedence, most specific first (`RoutingTable.match`):
+
+1. `from` scoped to a line: the caller's number together with the called number or phoneNumberId
+2. `from` alone: the caller's number, whatever line they called (a VIP list)
+3. `phone_number_id`: Vapi's id of the called line (stable even if the number text changes)
+4. `to`: the called number, E.164 after normalisation (or a SIP URI)
+5. `default`
 """
 
 from __future__ import annotations
@@ -11,12 +19,30 @@ from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from proxy.auth import AuthSettings
-from proxy.nango import NangoSettings
-from proxy.routing import RouteKeys, RoutingTable
+from proxy.config.models import AuthSettings, NangoSettings, ServerSettings
+from proxy.config.yamlsource import ConfigIssue, Path
 from proxy.slots import CalendarSettings
-from proxy.yamlsource import ConfigIssue
 
+__all__ = [
+    "DEFAULT_CALENDAR_INSTRUCTIONS",
+    "DEFAULT_TAKE_MESSAGE_INSTRUCTIONS",
+    "CalendarPlan",
+    "Config",
+    "Fallback",
+    "FallbackKind",
+    "Fallbacks",
+    "InboundCall",
+    "KeyEntry",
+    "Match",
+    "Route",
+    "RouteKeys",
+    "RoutingTable",
+    "ServerSettings",
+    "User",
+]
+
+KeyKind = Literal["to", "phone_number_id", "from"]
+Rule = Literal["from+to", "from+phone_number_id", "from", "phone_number_id", "to", "default"]
 FallbackAction = Literal["take_message", "transfer", "reject"]
 FallbackKind = Literal["unknown_number", "no_calendar", "error"]
 ToolDeclaration = Literal["inline", "tool_ids"]
@@ -68,27 +94,6 @@ class CalendarPlan:
         return self.settings.mode
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    path: str = "/vapi"
-    webhook_path: str = "/nango/webhook"
-    public_url: str | None = None
-    max_body_bytes: int = 1_048_576
-    deadline_seconds: float = 4.0
-    drain_seconds: float = 10.0
-    shutdown_delay_seconds: float = 2.0
-    reload_poll_seconds: float = 1.0
-    # Connection limits (proxy/connections.py), read once at start-up; docs/deployment.md says why these numbers.
-    max_header_bytes: int = 16_384
-    header_timeout_seconds: float = 5.0
-    body_timeout_seconds: float = 10.0
-    keepalive_timeout_seconds: float = 5.0
-    max_connections: int = 1000
-    max_unauthenticated_body_reads: int = 32
-    forwarded_allow_ips: tuple[str, ...] = ()
-    max_tool_calls: int = 16
-
-
 @dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory
 class User:
     id: str
@@ -116,6 +121,73 @@ class Route:
     fallbacks: Fallbacks
 
 
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    kind: KeyKind
+    value: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKeys:
+    entries: tuple[KeyEntry, ...] = ()
+    is_default: bool = False
+    default_path: Path = ()
+
+    def of(self, kind: KeyKind) -> list[KeyEntry]:
+        return [entry for entry in self.entries if entry.kind == kind]
+
+
+@dataclass(frozen=True)
+class InboundCall:
+    """What routing needs from a Vapi message, already normalised."""
+
+    call_id: str
+    to: str | None = None
+    phone_number_id: str | None = None
+    caller: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Every route indexed by every key it answers to: a call is routed in a handful of dict lookups."""
+
+    by_caller_on_line: dict[tuple[str, str], Route]
+    by_caller: dict[str, Route]
+    by_phone_number_id: dict[str, Route]
+    by_to: dict[str, Route]
+    default: Route | None
+
+    def match(self, call: InboundCall) -> Match | None:
+        found = self.find(call.to, call.phone_number_id, call.caller)
+        return Match(*found) if found is not None else None
+
+    def find(self, to: str | None, phone_number_id: str | None, caller: str | None) -> tuple[Route, Rule] | None:
+        """`match` on plain keys, without building objects (the warm path in proxy.fastpath)."""
+        if caller is not None:
+            if to is not None and (route := self.by_caller_on_line.get((caller, to))) is not None:
+                return route, "from+to"
+            if phone_number_id is not None:
+                route = self.by_caller_on_line.get((caller, phone_number_id))
+                if route is not None:
+                    return route, "from+phone_number_id"
+            if (route := self.by_caller.get(caller)) is not None:
+                return route, "from"
+        if phone_number_id is not None and (route := self.by_phone_number_id.get(phone_number_id)):
+            return route, "phone_number_id"
+        if to is not None and (route := self.by_to.get(to)) is not None:
+            return route, "to"
+        if self.default is not None:
+            return self.default, "default"
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     file: str
@@ -132,6 +204,11 @@ class Config:
     routes: tuple[Route, ...]
     routing: RoutingTable
     warnings: tuple[ConfigIssue, ...] = ()
+    # Every file this snapshot was read from (the main file first, then its includes): all are watched.
+    files: tuple[str, ...] = ()
+    include_patterns: tuple[str, ...] = ()
+    # Restart-only settings that differ in the file from what runs (kept at their running values).
+    restart_needed: tuple[str, ...] = ()
     # The global calendar plan: what routes made from Nango connection tags get (users may override).
     calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
