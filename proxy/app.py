@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from proxy.auth import authenticate, authenticate_headers
 from proxy.config import Config, ConfigError
+from proxy.connections import CONNECTION_REFUSALS
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
@@ -207,7 +208,7 @@ def create_app(
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         owns_client = http_client is None
         nango = runtime.config.nango
         runtime.http = http_client or httpx.AsyncClient(
@@ -226,7 +227,8 @@ def create_app(
             runtime.watcher = ConfigWatcher(config_path, runtime)
             runtime.background.append(await runtime.watcher.start())
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it.
+            yield {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
         finally:
             runtime.draining = True
             for task in runtime.background:

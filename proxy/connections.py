@@ -39,6 +39,8 @@ logger = logging.getLogger("vapi_calendar_proxy.connections")
 # connections to Nango and Google), the listener, the event loop's own (epoll, self-pipe), stdio, and
 # a config file being read.
 FD_RESERVE = 128
+# The lifespan state key under which the app hands its refusal counter (a prometheus Counter by kind).
+CONNECTION_REFUSALS = "vapi_calendar_proxy.connection_refusals"
 # Requests a client may send ahead of the answers (HTTP/1.1 pipelining); Vapi and browsers send none.
 MAX_PIPELINED = 16
 # A refusal is logged at most this often (with the count since the last line), so a flood cannot
@@ -129,7 +131,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport = transport
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
-            self.refusals.note("too_many_connections")
+            self._note("too_many_connections")
             return
         super().connection_made(transport)
         self.waiting[self] = None
@@ -150,7 +152,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.connections.discard(victim)
             victim._disarm()
             victim.transport.close()
-            self.refusals.note("evicted")
+            self._note("evicted")
             return True
         return False
 
@@ -192,7 +194,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self.pipeline_too_deep:
                 self._refuse(b"", "pipeline_too_deep")
             elif not self.transport.is_closing():
-                self.refusals.note("invalid_request")
+                self._note("invalid_request")
                 self.send_400_response("Invalid HTTP request received.")
 
     # Parser callbacks
@@ -234,6 +236,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
             self.waiting[self] = None
 
+    def _note(self, kind: str) -> None:
+        self.refusals.note(kind)
+        counter = self.app_state.get(CONNECTION_REFUSALS)
+        if counter is not None:
+            counter.labels(kind).inc()
+
     def _disarm(self) -> None:
         if self.deadline is not None:
             self.deadline.cancel()
@@ -269,7 +277,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if response:
             self.transport.write(response)
         self.transport.close()
-        self.refusals.note(kind)
+        self._note(kind)
 
 
 def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:

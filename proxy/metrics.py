@@ -167,6 +167,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.connections_refused = Counter(
+            "vapi_proxy_connections_refused",
+            "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
+            "header_too_large, header_timeout, body_timeout, idle, invalid_request, pipeline_too_deep).",
+            ["kind"],
+            registry=r,
+        )
 
     def set_config_version(self, version: str) -> None:
         if not self.multiprocess:

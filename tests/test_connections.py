@@ -364,7 +364,7 @@ async def test_a_client_pipelining_thousands_of_requests_is_cut_off(tmp_path: Pa
         assert await authenticated_call(proxy) < 1.0
 
 
-async def test_a_flood_of_malformed_requests_is_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
+async def test_a_flood_of_malformed_requests_is_counted_and_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
     async with proxy_with(tmp_path) as proxy:
         for _ in range(200):
             reader, writer = await asyncio.open_connection(*address(proxy))
@@ -372,5 +372,7 @@ async def test_a_flood_of_malformed_requests_is_logged_in_a_few_summary_lines(tm
             assert (await read_until_closed(reader, 5)).startswith(b"HTTP/1.1 400 ")
             writer.close()
         lines = [line["msg"] for line in proxy.log_lines()]
+        metrics = httpx.get(proxy.url + "/metrics").text
     assert "Invalid HTTP request received." not in lines
     assert 1 <= lines.count("connections refused") <= 2
+    assert 'vapi_proxy_connections_refused_total{kind="invalid_request"} 200.0' in metrics.splitlines()

@@ -127,4 +127,5 @@ def test_every_metric_is_exported_with_help() -> None:
         "vapi_proxy_redis_up",
         "vapi_proxy_redis_operations_total",
         "vapi_proxy_redis_fanout_delay_seconds",
+        "vapi_proxy_connections_refused_total",
     ]

@@ -44,7 +44,8 @@ class Report:
     zones: dict[str, ZoneInfo] = field(default_factory=dict)  # names already looked up in this load
 
     def error(self, document: Document, path: Path, message: str) -> None:
-        self.issues.append(document.issue(path, message))
+        if message.startswith("environment variable") or not document.explained_by_unset(path):
+            self.issues.append(document.issue(path, message))
 
     def warn(self, document: Document, path: Path, message: str) -> None:
         self.warnings.append(document.issue(path, message))

@@ -17,9 +17,7 @@ from proxy.config.models import Addresses, CalendarLayer, ConfigFile, IncludedFi
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
 
-__all__ = ["SCHEMA_ID", "json_schema", "json_schema_text"]
-
-SCHEMA_ID = "https://raw.githubusercontent.com/vapi-calendar-proxy/vapi-calendar-proxy/main/config.schema.json"
+__all__ = ["json_schema", "json_schema_text"]
 
 
 def json_schema() -> dict[str, Any]:
@@ -33,7 +31,6 @@ def json_schema() -> dict[str, Any]:
         definition.pop("title", None)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
         "title": "vapi-calendar-proxy routing file",
         **main,
         "$defs": definitions,

@@ -87,7 +87,8 @@ class Validator:
         self.issues = issues
 
     def error(self, path: Path, message: str) -> None:
-        self.issues.append(self.document.issue(path, message))
+        if not self.document.explained_by_unset(path):
+            self.issues.append(self.document.issue(path, message))
 
     def convert(self, value: object, kind: Any, path: Path) -> Any:
         """`value` as `kind`, or INVALID after recording why not."""
@@ -97,7 +98,7 @@ class Validator:
             first = str(exc)
         before = len(self.issues)
         result = self._explain(value, kind, path)
-        if result is INVALID and len(self.issues) == before:
+        if result is INVALID and len(self.issues) == before and not self.document.explained_by_unset(path, within=True):
             self.error(path, _plain(first))
         return result
 
@@ -198,7 +199,8 @@ class Validator:
                 arguments[info.name] = self.convert(value[name], info.type, (*path, name))
             elif info.required:
                 self.error((*path, name), "is required")
-        if len(self.issues) != before or any(key not in fields for key in value):
+        invalid = any(argument is INVALID for argument in arguments.values())
+        if invalid or len(self.issues) != before or any(key not in fields for key in value):
             return INVALID
         try:
             return kind(**arguments)

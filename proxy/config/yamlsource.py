@@ -81,6 +81,12 @@ class Document:
     def issue(self, path: Path, message: str) -> ConfigIssue:
         return ConfigIssue(self.file, self.line_of(path), path, self.scrub(message))
 
+    def explained_by_unset(self, path: Path, *, within: bool = False) -> bool:
+        """True when `path`'s value (`within`: or a value inside it) is empty because a `${VAR}` in it is
+        unset: that is the one error to report there."""
+        size = len(path)
+        return any(where == path or (within and where[:size] == path) for where, _ in self.unset)
+
     def show(self, path: Path, value: object) -> str:
         """`value` quoted for a message, or the `${NAME}` text it was expanded from."""
         written = self.expanded.get(path)
