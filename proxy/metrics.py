@@ -86,6 +86,12 @@ class Metrics:
             ["tool", "result"],
             registry=r,
         )
+        self.bookings_unconfirmed = _Counter(
+            "vapi_proxy_bookings_unconfirmed",
+            "Bookings whose insert got no answer in time and could not be read back: the event may exist "
+            "without the caller having been told. Alert on any increase and check the logged call id.",
+            registry=r,
+        )
         self.nango_requests = Counter(
             "vapi_proxy_nango_requests",
             "Requests to Nango, by operation and result (ok, not_found, rate_limited, http_error, timeout, ...).",
