@@ -89,6 +89,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
         max_header_bytes=server.max_header_bytes,
         header_timeout=server.header_timeout_seconds,
         body_timeout=server.body_timeout_seconds,
+        send_timeout=server.send_timeout_seconds,
         max_connections=cap,
     )
     return LimitedConfig(
