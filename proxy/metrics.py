@@ -179,7 +179,7 @@ class Metrics:
         self.connections_refused = Counter(
             "vapi_proxy_connections_refused",
             "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
-            "header_too_large, header_timeout, body_timeout, idle, invalid_request, pipeline_too_deep).",
+            "header_too_large, header_timeout, body_timeout, send_timeout, idle, invalid_request, pipeline_too_deep).",
             ["kind"],
             registry=r,
         )
