@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proxy.claim import Claim, booking_id, claim_slot, event_span, holds_slot, private_of
+from proxy.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
 from proxy.gcal import GoogleCalendar
 from proxy.references import WrongGuesses, new_reference, normalise, speak_reference
 from proxy.slots import (
@@ -144,7 +144,9 @@ class CalendarTools:
         if problem is None:
             busy = await self._busy(start - self.buffer, end + self.buffer)
             # Busy may be this call's own earlier booking of the slot (a retry): claiming finds it again.
-            if is_free(busy, start, end, buffer=self.buffer) or await self._booked_here(start, end):
+            if is_free(busy, start, end, buffer=self.buffer) or await booked_by_call(
+                self.cal, self.conn, self.s.calendar_id, self.ctx.call_id, start, end
+            ):
                 lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
                 private = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
                 if self.ctx.caller_number:
@@ -173,12 +175,6 @@ class CalendarTools:
                 return await self._claimed(claim, start, end)
             problem = "that time is already taken"
         return await self._refuse(f"book {self._say(start)}", problem, start, end - start)
-
-    async def _booked_here(self, start: datetime, end: datetime) -> bool:
-        events = await self.cal.list_events(
-            self.conn, self.s.calendar_id, start=start, end=end, private={"vapiCallId": self.ctx.call_id}
-        )
-        return any(holds_slot(e, self.ctx.call_id, start, end) for e in events)
 
     async def _claimed(self, claim: Claim, start: datetime, end: datetime) -> Outcome:
         when = speak_range(start, end, self.tz)
@@ -230,14 +226,19 @@ class CalendarTools:
             if is_free(busy, new_start, new_end, buffer=self.buffer):
                 changes = {"start": self._google_time(new_start), "end": self._google_time(new_end)}
                 updates = "all" if found.get("attendees") else "none"
-                await self.cal.patch_event(
-                    self.conn, self.s.calendar_id, str(found["id"]), changes, send_updates=updates
-                )
-                data = {"rescheduled": True, **self._span(new_start, new_end)}
-                return Outcome(
-                    f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}.", "ok", data=data
-                )
-            problem = "that time is already taken"
+                event_id = str(found["id"])
+                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, changes, send_updates=updates)
+                low, high = new_start - self.buffer, new_end + self.buffer
+                if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
+                    data = {"rescheduled": True, **self._span(new_start, new_end)}
+                    text = f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}."
+                    return Outcome(text, "ok", data=data)
+                # A booking landed there meanwhile (another replica): it keeps the time, this one moves back.
+                back = {"start": self._google_time(old_start), "end": self._google_time(old_end)}
+                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, back, send_updates=updates)
+                problem = "someone else just booked it"
+            else:
+                problem = "that time is already taken"
         action = f"move the appointment to {self._say(new_start)}"
         return await self._refuse(action, problem, new_start, new_end - new_start)
 

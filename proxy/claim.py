@@ -25,7 +25,18 @@ from typing import Any, Literal
 
 from proxy.gcal import CalendarError, GoogleCalendar
 
-__all__ = ["Claim", "booking_id", "claim_slot", "event_span", "first_created", "holds_slot", "private_of"]
+__all__ = [
+    "Claim",
+    "booked_by_call",
+    "booking_id",
+    "claim_slot",
+    "contested",
+    "event_span",
+    "first_created",
+    "holds_slot",
+    "private_of",
+    "rivals",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +97,11 @@ def holds_slot(event: Mapping[str, Any], call_id: str, start: datetime, end: dat
         return False
 
 
+def rivals(events: Iterable[Mapping[str, Any]], low: datetime, high: datetime, *, exclude: str) -> list[Event]:
+    """The busy timed events overlapping [low, high), other than the one with id `exclude`."""
+    return [dict(e) for e in events if e.get("id") != exclude and _busy(e) and _overlaps(e, low, high)]
+
+
 def first_created(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The event every replica agrees keeps a contested slot: earliest `created`, then smallest id."""
     return min(events, key=lambda e: (_created(e), str(e.get("id", ""))), default=None)
@@ -138,13 +154,31 @@ async def claim_slot(
     around = await calendar.list_events(
         connection_id, calendar_id, start=start - buffer, end=end + buffer, budget=max(time_left(), 0.0)
     )
-    rivals = [e for e in around if _busy(e) and _overlaps(e, start - buffer, end + buffer)]
-    winner = first_created([*rivals, *([] if any(e.get("id") == mine.get("id") for e in rivals) else [mine])])
+    contenders = [*rivals(around, start - buffer, end + buffer, exclude=str(mine.get("id"))), mine]
+    winner = first_created(contenders)
     if winner is not None and winner.get("id") != mine.get("id"):
         logger.info("booking %s lost its slot to an earlier event; deleting it", mine.get("id"))
         await calendar.delete_event(connection_id, calendar_id, str(mine["id"]), send_updates=send_updates)
         return Claim("lost", mine)
     return Claim("existed" if existed else "booked", mine)
+
+
+async def booked_by_call(
+    calendar: GoogleCalendar, connection_id: str, calendar_id: str, call_id: str, start: datetime, end: datetime
+) -> bool:
+    """Whether this call already holds exactly [start, end) (a retried booking finds its slot busy)."""
+    events = await calendar.list_events(
+        connection_id, calendar_id, start=start, end=end, private={"vapiCallId": call_id}
+    )
+    return any(holds_slot(e, call_id, start, end) for e in events)
+
+
+async def contested(
+    calendar: GoogleCalendar, connection_id: str, calendar_id: str, event_id: str, low: datetime, high: datetime
+) -> bool:
+    """Whether another busy event overlaps [low, high) besides `event_id` (checked after moving it there)."""
+    around = await calendar.list_events(connection_id, calendar_id, start=low, end=high)
+    return bool(rivals(around, low, high, exclude=event_id))
 
 
 async def _read_back(

@@ -281,3 +281,20 @@ async def test_an_insert_that_cannot_be_confirmed_says_so_logs_and_counts_it(cap
     assert metrics.bookings_unconfirmed._value.get() == 1
     assert "vapi_proxy_bookings_unconfirmed_total 1.0" in metrics.render().decode()
     assert CALL_ID in caplog.text and "unconfirmed" in caplog.text
+
+
+async def test_a_reschedule_onto_a_slot_just_booked_elsewhere_moves_back() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00", call_id=CALL_ID))
+        # Another replica's booking of 2 PM lands after our free check (freeBusy did not show it yet).
+        google.fail["freebusy"] = httpx.Response(
+            200, json={"kind": "calendar#freeBusy", "calendars": {"primary": {"busy": []}}}
+        )
+        google.add(booked("rival0001", "2026-03-04T14:00:00-05:00", "2026-03-04T14:30:00-05:00", number="+12125550000"))
+        [result] = await answer(message(("reschedule_appointment", {"new_start": "2026-03-04T14:00:00-05:00"})))
+    assert result["result"].startswith(
+        "I can't move the appointment to Wednesday, March 4 at 2 PM: someone else just booked it."
+    )
+    assert google.events["mine00001"]["start"]["dateTime"] == "2026-03-04T10:00:00-05:00"
+    assert google.overlapping() == []
