@@ -108,6 +108,7 @@ class Bench:
     threads: int
     users: int
     auth: str
+    general_path: bool = False
     processes: list[Process] = field(default_factory=list)
 
     def cpu(self, which: int) -> int | None:
@@ -154,7 +155,8 @@ class Bench:
         path = self.out / f"{name}.routing.yaml"
         path.write_text(routing_yaml(options))
         env = {**environment(), "VAPI_CALENDAR_PROXY_CONFIG": str(path), "VAPI_CALENDAR_PROXY_LOG_FORMAT": "json"}
-        return self.uvicorn(name, "proxy.server:app_from_environment", env, "/readyz", http)
+        factory = "general_path:create_app" if self.general_path else "proxy.server:app_from_environment"
+        return self.uvicorn(name, factory, env, "/readyz", http)
 
     def baseline(self, answer: bytes) -> Process:
         path = self.out / "baseline.answer.json"
@@ -312,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-    bench = Bench(out, pin, args.duration, args.connections, args.threads, args.users, args.auth)
+    bench = Bench(out, pin, args.duration, args.connections, args.threads, args.users, args.auth, args.general_path)
     chosen = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else list(SCENARIOS)
     results: dict[str, object] = {"settings": {**vars(args), "pinned": pin}, "machine": machine()}
     rows: dict[str, dict[str, object]] = {}
@@ -533,6 +535,9 @@ def main() -> None:
     parser.add_argument("--singleflight-copies", type=int, default=10)
     parser.add_argument("--load-repeat", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and driver to separate CPUs")
+    parser.add_argument(
+        "--general-path", action="store_true", help="the proxy without proxy/fastpath.py (bench/general_path.py)"
+    )
     parser.add_argument("--out", default=str(BENCH / "results"))
     args = parser.parse_args()
     if shutil.which("wrk") is None and set(SCENARIOS[:-1]) & set((args.scenarios or ",".join(SCENARIOS)).split(",")):

@@ -19,8 +19,9 @@ What it skips, and why that is safe:
 - Rendering the assistant: each route's answer is prepared once per config snapshot with its static
   variables filled in (`calendar_answer_format`); a call only fills in the clock variables (formatted
   once per time zone and minute) and the JSON-escaped connection id.
-- `labels()` and the logging module: metric children are bound once per app, and the call line is
-  one `orjson.dumps` through `CallLog`.
+- `labels()` and a prometheus-client call per count: the counters are added up in plain integers and
+  handed over in one `inc(n)` before /metrics renders and at least once a second (`_Counts`); the call
+  line is one `orjson.dumps` through `CallLog`, not a logging record.
 
 Everything unusual takes the general path, with the body (if read) replayed to it: bearer or HMAC
 authentication, a missing, wrong or repeated secret (failures are logged and counted in one place),
@@ -33,11 +34,12 @@ any exception. Only the `assistant-request` label is ever counted here.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.applications import Starlette
@@ -63,6 +65,7 @@ CONNECTION_KEY = b"__connection_id__"
 # file of 100,000 users must not grow by one answer per user ever called.
 PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
+FLUSH_SECONDS = 1.0
 
 logger = get_logger("fastpath")
 
@@ -109,27 +112,37 @@ class _Snapshot:
         return prepared
 
 
-class _Children(dict[str, Any]):
-    def __init__(self, make: Callable[[str], Any]) -> None:
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, key: str) -> Any:
-        child = self[key] = self._make(key)
-        return child
-
-
 class _Counts:
-    """The metric children a fast answer counts, bound once instead of `labels()` on every call."""
-
-    __slots__ = ("answered", "cache_events", "latency", "received")
+    """What fast answers add to the counters, kept as plain integers and handed to prometheus-client in one
+    `inc(n)` per counter: before /metrics renders, at least every FLUSH_SECONDS (for the other workers'
+    scrapes), and when the app stops. The children are bound on their first count, as the general path's
+    are, so no series appears that the general path would not show. The latency histogram is observed
+    per call."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self.received = metrics.server_messages.labels(ASSISTANT_REQUEST)
-        self.answered = metrics.assistant_requests.labels("assistant", "ok")
-        self.latency = metrics.assistant_request_latency
-        # Each of these on its first count, as the general path does: no series appears that it would not show.
-        self.cache_events = _Children(lambda event: metrics.cache_events.labels(event))
+        self._metrics = metrics
+        self._answered = 0
+        self._events: dict[str, int] = {}
+        self._scheduled = False
+        metrics.before_render.append(self.flush)
+
+    def count(self, event: str, elapsed: float) -> None:
+        self._metrics.assistant_request_latency.observe(elapsed)
+        self._answered += 1
+        self._events[event] = self._events.get(event, 0) + 1
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        answered, self._answered = self._answered, 0
+        events, self._events = self._events, {}
+        if answered:
+            self._metrics.server_messages.labels(ASSISTANT_REQUEST).inc(answered)
+            self._metrics.assistant_requests.labels("assistant", "ok").inc(answered)
+        for event, count in events.items():
+            self._metrics.cache_events.labels(event).inc(count)
 
 
 class FastPathApp(Starlette):
@@ -157,7 +170,7 @@ class FastPath:
         self._call_log = call_log
         self._snapshot: _Snapshot | None = None
         self._clock: Callable[[], float] = time.perf_counter
-        self._counts: _Counts | None = None  # bound on the first answer: no series shows before a call
+        self._counts = _Counts(runtime.metrics)
         # Called lines repeat call after call; masking one is a regex and a format.
         self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
 
@@ -188,10 +201,6 @@ class FastPath:
         headers = [(b"content-length", b"%d" % len(answer)), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
-
-    def _bind(self) -> _Counts:
-        self._counts = _Counts(self.runtime.metrics)
-        return self._counts
 
     def _authenticated(self, scope: Scope, snapshot: _Snapshot) -> bool:
         """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
@@ -249,11 +258,7 @@ class FastPath:
         values[CONNECTION_KEY] = prepared.fixed_connection or orjson.dumps(connection_id)[1:-1]
         answer: bytes = prepared.format % values
         elapsed = self._clock() - started
-        counts = self._counts or self._bind()
-        counts.received.inc()
-        counts.cache_events[event].inc()
-        counts.answered.inc()
-        counts.latency.observe(elapsed)
+        self._counts.count(event, elapsed)
         rule_text = prepared.rules.get(rule)
         if rule_text is None:
             rule_text = prepared.rules[rule] = f"{route.name} ({rule})"

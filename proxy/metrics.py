@@ -8,6 +8,7 @@ are summed over every worker that ever ran, gauges show the largest value among 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess, values
@@ -61,6 +62,8 @@ class Metrics:
         # Decided by prometheus_client when it was imported (PROMETHEUS_MULTIPROC_DIR set then), not now.
         self.multiprocess = values.ValueClass is not values.MutexValue
         self._version: str | None = None
+        # Counts kept outside prometheus-client for speed (proxy.fastpath) are added in before any render.
+        self.before_render: list[Callable[[], None]] = []
         r = self.registry
         self.assistant_requests = Counter(
             "vapi_proxy_assistant_requests",
@@ -81,6 +84,12 @@ class Metrics:
             "vapi_proxy_tool_calls",
             "Calendar tool calls served in proxy mode, by tool and result.",
             ["tool", "result"],
+            registry=r,
+        )
+        self.bookings_unconfirmed = _Counter(
+            "vapi_proxy_bookings_unconfirmed",
+            "Bookings whose insert got no answer in time and could not be read back: the event may exist "
+            "without the caller having been told. Alert on any increase and check the logged call id.",
             registry=r,
         )
         self.nango_requests = Counter(
@@ -170,7 +179,7 @@ class Metrics:
         self.connections_refused = Counter(
             "vapi_proxy_connections_refused",
             "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
-            "header_too_large, header_timeout, body_timeout, idle, invalid_request, pipeline_too_deep).",
+            "header_too_large, header_timeout, body_timeout, send_timeout, idle, invalid_request, pipeline_too_deep).",
             ["kind"],
             registry=r,
         )
@@ -185,6 +194,8 @@ class Metrics:
         self._version = version
 
     def render(self) -> bytes:
+        for flush in self.before_render:
+            flush()
         if not self.multiprocess:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
@@ -193,5 +204,7 @@ class Metrics:
 
     def close(self) -> None:
         """This worker is stopping: its gauges leave the totals (its counts stay in them)."""
+        for flush in self.before_render:
+            flush()
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

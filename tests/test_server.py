@@ -281,11 +281,21 @@ async def test_workers_count_into_one_metrics_page_drain_on_sigterm_and_lose_no_
         answers = [await post_call(client) for _ in range(calls)]
         assert {a.status_code for a in answers} == {200}
         assert {a.json()["assistant"]["credentials"][0]["authorizationId"] for a in answers} == {"conn-alice"}
-        for _ in range(4):  # whichever worker answers the scrape sees every worker's counts
+        expected = [
+            f'vapi_proxy_assistant_requests_total{{outcome="assistant",reason="ok"}} {calls:.1f}',
+            f'vapi_proxy_server_messages_total{{type="assistant-request"}} {calls:.1f}',
+            f"vapi_proxy_assistant_request_seconds_count {calls:.1f}",
+        ]
+
+        async def all_counted() -> bool:
             metrics = (await client.get("/metrics")).text
-            assert f'vapi_proxy_assistant_requests_total{{outcome="assistant",reason="ok"}} {calls:.1f}' in metrics
-            assert f'vapi_proxy_server_messages_total{{type="assistant-request"}} {calls:.1f}' in metrics
-            assert f"vapi_proxy_assistant_request_seconds_count {calls:.1f}" in metrics
+            return all(line in metrics for line in expected)
+
+        # Whichever worker answers the scrape sees every worker's counts (the other's within a second).
+        await eventually(all_counted, timeout=5)
+        await asyncio.sleep(1.1)
+        for _ in range(4):
+            assert await all_counted()
 
         proxy.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
