@@ -14,12 +14,17 @@ Nango's `qs` (a raw `+` is a space, so clients must send `%2B`). `connectionId=`
 `GET /_stats` returns how many requests it saw, per user and for list pages; `POST /_reset` zeroes them.
 `POST /_connect` with `{"connection_id": ..., "tags": {...}}` adds a connection (newest first, as if a
 user just finished a Connect session) and answers the `creation` webhook body Nango would send.
+`POST /connect/sessions` makes a session whose link points here: opening it (`curl LINK`) stands for the
+user connecting Google; the fake then creates the connection with the session's tags and, with
+`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import math
 import random
 import re
@@ -27,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import httpx
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -55,6 +61,7 @@ class Behaviour:
     fail_times: int = 0
     fail_status: int = 429
     retry_after: str = "0"
+    webhook_url: str | None = None  # where a completed Connect session's webhook is sent
 
 
 @dataclass
@@ -114,6 +121,7 @@ def create_app(behaviour: Behaviour) -> Starlette:
     stats = Stats()
     rng = random.Random(behaviour.seed)
     added: list[dict[str, object]] = []
+    sessions: dict[str, dict[str, str]] = {}
     failures: Counter[int] = Counter()
     window = {"start": time.time(), "used": 0}
 
@@ -196,19 +204,50 @@ def create_app(behaviour: Behaviour) -> Starlette:
             found.append(connection(index, behaviour.tagged))
         return found
 
-    async def connect(request: Request) -> Response:
-        body = orjson.loads(await request.body())
+    def create(connection_id: str, tags: dict[str, str]) -> bytes:
+        """A new connection with `tags` (keys lowercased, as Nango stores them); its `creation` webhook body."""
         raw = connection(0)
-        raw.update(id=10_000_000 + len(added), connection_id=body["connection_id"], end_user=None)
+        raw.update(id=10_000_000 + len(added), connection_id=connection_id, end_user=None)
         raw["created"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        raw["tags"] = {key.lower(): value for key, value in body["tags"].items()}
+        raw["tags"] = {key.lower(): value for key, value in tags.items()}
         added.append(raw)
         webhook = {
             "from": "nango", "type": "auth", "operation": "creation", "success": True,
-            "connectionId": raw["connection_id"], "providerConfigKey": INTEGRATION, "provider": "google-calendar",
+            "connectionId": connection_id, "providerConfigKey": INTEGRATION, "provider": "google-calendar",
             "authMode": "OAUTH2", "environment": "prod", "tags": raw["tags"],
         }  # fmt: skip
-        return Response(orjson.dumps(webhook), media_type="application/json")
+        return orjson.dumps(webhook)
+
+    async def connect(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        return Response(create(body["connection_id"], body["tags"]), media_type="application/json")
+
+    async def connect_session(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
+            return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
+        body = orjson.loads(await request.body())
+        token = f"nango_connect_session_{len(sessions) + 1}"
+        sessions[token] = dict(body.get("tags") or {})
+        link = f"{request.base_url}_connect-ui?session_token={token}"
+        data = {"token": token, "connect_link": link, "expires_at": "2099-01-01T00:00:00.000Z"}
+        return Response(orjson.dumps({"data": data}), 201, media_type="application/json")
+
+    async def connect_ui(request: Request) -> Response:
+        """Opening the link stands for the user finishing Connect: the connection is made with the session's
+        tags and the signed `creation` webhook is sent to --webhook-url, as Nango would."""
+        token = request.query_params.get("session_token", "")
+        if token not in sessions:
+            return Response(b"unknown or used session\n", 404)
+        connection_id = f"conn-{token.rsplit('_', 1)[1]}-{int(time.time())}"
+        webhook = create(connection_id, sessions.pop(token))
+        delivered = "no --webhook-url"
+        if behaviour.webhook_url:
+            signature = hmac.new(behaviour.secret_key.encode(), webhook, hashlib.sha256).hexdigest()
+            headers = {"X-Nango-Hmac-Sha256": signature, "Content-Type": "application/json"}
+            async with httpx.AsyncClient() as http:
+                reply = await http.post(behaviour.webhook_url, content=webhook, headers=headers)
+            delivered = f"{reply.status_code} {reply.text}"
+        return Response(f"connected {connection_id}; webhook: {delivered}\n".encode())
 
     async def stats_endpoint(request: Request) -> Response:
         return Response(orjson.dumps(stats.summary()), media_type="application/json")
@@ -224,6 +263,8 @@ def create_app(behaviour: Behaviour) -> Starlette:
             Route("/_stats", stats_endpoint, methods=["GET"]),
             Route("/_reset", reset, methods=["POST"]),
             Route("/_connect", connect, methods=["POST"]),
+            Route("/connect/sessions", connect_session, methods=["POST"]),
+            Route("/_connect-ui", connect_ui, methods=["GET"]),
         ]
     )
 
@@ -243,6 +284,8 @@ def main() -> None:
     parser.add_argument("--fail-times", type=int, default=0)
     parser.add_argument("--fail-status", type=int, default=429)
     parser.add_argument("--retry-after", default="0", help="Retry-After of an injected 429 (seconds)")
+    parser.add_argument("--webhook-url", help="send signed creation webhooks here (the proxy's /nango/webhook)")
+    parser.add_argument("--secret-key", default=Behaviour.secret_key, help="the key clients and webhooks use")
     args = parser.parse_args()
     behaviour = Behaviour(
         users=args.users,
@@ -256,6 +299,8 @@ def main() -> None:
         fail_times=args.fail_times,
         fail_status=args.fail_status,
         retry_after=args.retry_after,
+        webhook_url=args.webhook_url,
+        secret_key=args.secret_key,
     )
     uvicorn.run(
         create_app(behaviour),

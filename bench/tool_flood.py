@@ -6,7 +6,8 @@
 Runs the app in this process behind httpx's ASGI transport, with Google Calendar (through Nango's proxy)
 faked by an in-process transport that answers freeBusy after --latency-ms. While the message is answered, a
 probe task sleeps 1 ms at a time and records how late it wakes: the longest event-loop stall. `/livez` is
-asked every 10 ms meanwhile. The baseline, measured in the same run, is the same message with one call.
+asked every 10 ms meanwhile. Like `serve`, each run freezes the objects alive after start-up (--no-freeze to
+compare). The baseline, measured in the same run, is the same message with one call.
 Prints the medians as JSON and a ratio to the baseline.
 """
 
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.app import create_app
 from proxy.config import parse_config
+from proxy.server import freeze_startup_objects
 
 SECRET = "bench-vapi-secret"
 CONFIG = """\
@@ -90,7 +92,7 @@ def cpu_seconds() -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (100 Hz)
 
 
-async def one_run(calls: int, latency: float) -> Run:
+async def one_run(calls: int, latency: float, freeze: bool = True) -> Run:
     google = FakeGoogle(latency)
     app = create_app(
         parse_config(textwrap.dedent(CONFIG), "bench.yaml", {}), http_client=httpx.AsyncClient(transport=google)
@@ -108,6 +110,8 @@ async def one_run(calls: int, latency: float) -> Run:
             stall = max(stall, time.perf_counter() - before - 0.001)
 
     async with app.router.lifespan_context(app):
+        if freeze:
+            freeze_startup_objects()  # as `serve` does once started
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy.bench") as client:
 
@@ -147,12 +151,15 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="skip gc.freeze() after start-up (serve does it, see proxy.server)"
+    )
     args = parser.parse_args()
     baseline: list[Run] = []
     flood: list[Run] = []
     for _ in range(args.repeat):  # interleaved, so machine noise hits both alike
-        baseline.append(await one_run(1, args.latency_ms / 1000))
-        flood.append(await one_run(args.calls, args.latency_ms / 1000))
+        baseline.append(await one_run(1, args.latency_ms / 1000, not args.no_freeze))
+        flood.append(await one_run(args.calls, args.latency_ms / 1000, not args.no_freeze))
     base, hit = summary(baseline), summary(flood)
     print(
         json.dumps(

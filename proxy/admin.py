@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 
 import httpx
 
-from proxy.config import Config
+from proxy.config import Config, ConfigError, read_config_text
+from proxy.config.yamlsource import Path, format_path, parse_document
 from proxy.connindex import ConnectionIndex
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import mask_number
 from proxy.onboarding import OnboardingError, assign_line, create_connect_session, routing_tags
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_nango", "run_with_client", "yaml_location"]
 
 Loader = Callable[[str], Config | None]
 
 
-async def _with_client(config: Config, work: Callable[[NangoClient], Awaitable[int]]) -> int:
+async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitable[int]]) -> int:
     if config.nango.secret_key is None:
         print("error: nango.secret_key is empty: set NANGO_SECRET_KEY", file=sys.stderr)
         return 1
@@ -125,6 +127,42 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
     return 0
 
 
+def yaml_location(config: Config, path: Path) -> str:
+    """file:line (key path) of a key of the config's main file."""
+    try:
+        line = parse_document(read_config_text(config.file), config.file, os.environ).line_of(path)
+    except ConfigError:
+        line = None
+    return f"{config.file}:{line or '?'} ({format_path(path)})"
+
+
+async def check_nango(config: Config, client: NangoClient) -> int:
+    """`check --nango`: where each route comes from. YAML routes by file:line; lines routed by connection
+    tags by Nango connection id and tag; YAML routes that shadow a tagged line; conflicts. 1 on a conflict."""
+    routing = config.nango.tag_routing
+    print(f"yaml: {len(config.routes)} routes from {config.file}")
+    if routing is None:
+        print("tags: tag routing off (nango.tag_routing)")
+        return 0
+    index = await _index(client)
+    tags = {"to": routing.number_tag, "phone_number_id": routing.phone_number_id_tag}
+    yaml_keys = {(entry.kind, entry.value): entry.path for route in config.routes for entry in route.keys.entries}
+    routed = shadowed = 0
+    for kind in ("to", "phone_number_id"):
+        for value in sorted(index.lines(kind)):
+            conn = index.line(kind, value)
+            assert conn is not None
+            source = f"nango connection {conn.connection_id}, tag {tags[kind]}={value}"
+            if (kind, value) in yaml_keys:
+                shadowed += 1
+                print(f"shadowed: {kind} {value}: {yaml_location(config, yaml_keys[kind, value])} wins over {source}")
+            else:
+                routed += 1
+    conflicts = _print_conflicts(index)
+    print(f"tags: {routed} lines routed by Nango connection tags, {shadowed} shadowed by YAML, {conflicts} conflict(s)")
+    return 1 if conflicts else 0
+
+
 async def assign(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
     done = await assign_line(client, args.connection, args.number, args.phone_number_id)
     shown = ", ".join(f"{k}={mask_number(v) if v.startswith('+') else v}" for k, v in sorted(done.tags.items()))
@@ -146,7 +184,7 @@ def _command(
         config = load(args.config)
         if config is None:
             return 1
-        return asyncio.run(_with_client(config, lambda client: run(config, args, client)))
+        return asyncio.run(run_with_client(config, lambda client: run(config, args, client)))
 
     return handler
 

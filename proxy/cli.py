@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
@@ -12,9 +11,8 @@ import httpx
 import orjson
 
 from proxy import __version__
-from proxy.admin import add_commands
-from proxy.config import Config, ConfigError, load_config, read_config_text
-from proxy.config.yamlsource import format_path, parse_document
+from proxy.admin import add_commands, check_nango, run_with_client, yaml_location
+from proxy.config import Config, ConfigError, load_config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
@@ -52,6 +50,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+    if args.nango:
+        return asyncio.run(run_with_client(config, lambda client: check_nango(config, client)))
     return 0
 
 
@@ -101,11 +101,7 @@ def _yaml_source(config: Config, match: Match | None) -> str | None:
     keys = match.route.keys
     kind = {"from+to": "from", "from+phone_number_id": "from"}.get(match.rule, match.rule)
     path = keys.default_path if match.rule == "default" else next((e.path for e in keys.entries if e.kind == kind), ())
-    try:
-        line = parse_document(read_config_text(config.file), config.file, os.environ).line_of(path)
-    except ConfigError:
-        line = None
-    return f"{config.file}:{line or '?'} ({format_path(path)})"
+    return yaml_location(config, path)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
@@ -144,6 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if listener is not None:
             listener.close()
         return 1
+    from proxy.reload import release_memory
+
+    release_memory(collect=True)
     configure_logging(args.log_format, args.log_level.upper())
     return serve(
         config,
@@ -249,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a config file exactly as serve and a reload would; exit 1 listing every error.",
     )
     check.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    check.add_argument(
+        "--nango",
+        action="store_true",
+        help="also list where routes come from in Nango (connection tags), YAML shadowing and conflicts",
+    )
     check.set_defaults(handler=cmd_check)
 
     schema = commands.add_parser(

@@ -14,7 +14,9 @@ descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and 
   of its first byte) and the body within `body_timeout` of the head; else 408 and close;
 - at most `max_connections` connections are open at once; at the cap a new one replaces the oldest
   connection that is only waiting (idle, half-sent, kept alive), and if every connection is busy it is
-  answered 503 and closed at once, so its descriptor is released before any byte of its request is read.
+  answered 503 and closed at once, so its descriptor is released before any byte of its request is read;
+- a peer that stops reading its answers (the transport's write buffer stays full) is cut off after
+  `send_timeout`;
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ConnectionLimits:
     header_timeout: float = 5.0
     body_timeout: float = 10.0
     max_connections: int = 1000
+    send_timeout: float = 10.0
 
 
 def _response(status: int, reason: str, text: str) -> bytes:
@@ -123,6 +126,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.head_done_at = 0.0
         self.deadline: asyncio.TimerHandle | None = None
+        self.send_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections and not self._evict_oldest_waiting():
@@ -139,6 +143,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.send_deadline is not None:
+            self.send_deadline.cancel()
+            self.send_deadline = None
         self.waiting.pop(self, None)
         super().connection_lost(exc)
 
@@ -151,7 +158,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             del self.waiting[victim]
             self.connections.discard(victim)
             victim._disarm()
-            victim.transport.close()
+            victim.transport.abort()  # owed nothing: not even the flush of a buffered answer
             self._note("evicted")
             return True
         return False
@@ -278,6 +285,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(response)
         self.transport.close()
         self._note(kind)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.send_deadline is None:
+            self.send_deadline = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.send_deadline is not None:
+            self.send_deadline.cancel()
+            self.send_deadline = None
+
+    def _send_timed_out(self) -> None:
+        # A peer that stops reading holds its request (and whatever is buffered for it) forever, beyond the
+        # reach of the other limits: the answers it does not read within send_timeout are dropped, and the
+        # connection with them (abort: close() would wait for a flush that never comes).
+        self.send_deadline = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.abort()
+        self._note("send_timeout")
 
 
 def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:

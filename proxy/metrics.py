@@ -86,6 +86,12 @@ class Metrics:
             ["tool", "result"],
             registry=r,
         )
+        self.bookings_unconfirmed = _Counter(
+            "vapi_proxy_bookings_unconfirmed",
+            "Bookings whose insert got no answer in time and could not be read back: the event may exist "
+            "without the caller having been told. Alert on any increase and check the logged call id.",
+            registry=r,
+        )
         self.nango_requests = Counter(
             "vapi_proxy_nango_requests",
             "Requests to Nango, by operation and result (ok, not_found, rate_limited, http_error, timeout, ...).",
@@ -173,7 +179,7 @@ class Metrics:
         self.connections_refused = Counter(
             "vapi_proxy_connections_refused",
             "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
-            "header_too_large, header_timeout, body_timeout, idle, invalid_request, pipeline_too_deep).",
+            "header_too_large, header_timeout, body_timeout, send_timeout, idle, invalid_request, pipeline_too_deep).",
             ["kind"],
             registry=r,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import shutil
@@ -48,6 +49,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)  # type: ignore[arg-type]
+        freeze_startup_objects()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not super().handle_exit: uvicorn would re-raise the signal once shut down, so a clean drain
@@ -87,6 +89,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
         max_header_bytes=server.max_header_bytes,
         header_timeout=server.header_timeout_seconds,
         body_timeout=server.body_timeout_seconds,
+        send_timeout=server.send_timeout_seconds,
         max_connections=cap,
     )
     return LimitedConfig(
@@ -161,7 +164,15 @@ def app_from_environment() -> Starlette:
     path = os.environ[CONFIG_ENV]
     app = create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
     drain_on_signals(app)
+    freeze_startup_objects()
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Exclude what exists after start-up (modules, the config snapshot with up to 100k users) from garbage
+    collection: it lives as long as the process, and a full collection walking it held the event loop for
+    30-100 ms while a large tool-calls message was answered (bench/tool_flood.py; the bound is 50 ms)."""
+    gc.freeze()
 
 
 def drain_on_signals(app: Starlette) -> None:

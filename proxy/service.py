@@ -26,6 +26,7 @@ from proxy.messages import inbound_call
 from proxy.metrics import Metrics
 from proxy.nango import RequestGate
 from proxy.numbers import mask_number
+from proxy.references import WrongGuesses
 from proxy.routing import InboundCall, Match, Rule
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
@@ -94,6 +95,7 @@ class CallService:
         # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
         self.gate = gate
         self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
+        self.guesses = WrongGuesses()  # wrong booking references per call (proxy.references)
         # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
         self.wall_clock = wall_clock
         self._clock = clock
@@ -240,6 +242,7 @@ class CallService:
             timeout=remaining,
             max_calls=config.server.max_tool_calls,
             locks=self.locks,
+            guesses=self.guesses,
         )
         logger.info(
             "tool-calls",

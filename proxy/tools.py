@@ -20,10 +20,12 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from proxy.booking import ArgError, CalendarTools, Outcome, booking_id
+from proxy.booking import ArgError, CalendarTools, Outcome
+from proxy.claim import booking_id
 from proxy.gcal import CalendarError, GoogleCalendar
 from proxy.locks import LocalUserLocks, LockTimeout, UserLocks
 from proxy.metrics import Metrics
+from proxy.references import WrongGuesses
 from proxy.slots import CalendarSettings
 
 __all__ = [
@@ -89,7 +91,10 @@ def function_tools(server: Mapping[str, object]) -> list[dict[str, object]]:
 
     which = {
         "appointment_start": when("Start of the caller's existing appointment, to pick it if they have several."),
-        "event_id": text("Event id from an earlier booking result, if known."),
+        "reference": text(
+            "The six-digit booking reference the caller was given when they booked, digits only. Needed for "
+            "an appointment booked on an earlier call; ask the caller for it."
+        ),
     }
     specs: list[tuple[str, str, dict[str, object], list[str]]] = [
         (
@@ -126,13 +131,15 @@ def function_tools(server: Mapping[str, object]) -> list[dict[str, object]]:
         ),
         (
             "cancel_appointment",
-            "Cancel an upcoming appointment booked from the caller's phone number.",
+            "Cancel an upcoming appointment the caller booked (on this call, or on an earlier one with its "
+            "booking reference).",
             dict(which),
             [],
         ),
         (
             "reschedule_appointment",
-            "Move an upcoming appointment booked from the caller's phone number to a new time.",
+            "Move an upcoming appointment the caller booked (on this call, or on an earlier one with its "
+            "booking reference) to a new time.",
             {
                 "new_start": when("New start time."),
                 "new_end": when("New end time; omit to keep the same length."),
@@ -185,6 +192,7 @@ async def answer_tool_calls(
     timeout: float = 10.0,
     max_calls: int = MAX_TOOL_CALLS,
     locks: UserLocks | None = None,
+    guesses: WrongGuesses | None = None,
 ) -> dict[str, object]:
     """Answer every call of a `tool-calls` message, in order, within `timeout` seconds overall.
 
@@ -195,13 +203,22 @@ async def answer_tool_calls(
     """
     results: list[dict[str, object]] = []
     writes = locks if locks is not None else LocalUserLocks()
+    tried = guesses if guesses is not None else WrongGuesses()
     deadline = anyio.current_time() + timeout
 
     async def run(index: int, call: _Call) -> None:
         outcome = Outcome(TOO_SLOW, "timeout", ok=False)
         with anyio.CancelScope(deadline=deadline):
-            outcome = await _answer(call, ctx, calendar, now, writes, deadline)
+            outcome = await _answer(call, ctx, calendar, now, writes, deadline, tried)
         metrics.tool_calls.labels(tool=call.name, result=outcome.label).inc()
+        if outcome.label == "unconfirmed":
+            # The event may exist without the caller knowing: an admin alerts on this and checks the calendar.
+            metrics.bookings_unconfirmed.inc()
+            logger.warning(
+                "booking for user %s on call %s unconfirmed: the calendar did not answer in time",
+                ctx.user_id,
+                ctx.call_id,
+            )
         results[index] = _result(call, outcome)
 
     running = 0
@@ -281,7 +298,13 @@ def _result(call: _Call, outcome: Outcome) -> dict[str, object]:
 
 
 async def _answer(
-    call: _Call, ctx: CalendarContext, calendar: GoogleCalendar, now: datetime, writes: UserLocks, deadline: float
+    call: _Call,
+    ctx: CalendarContext,
+    calendar: GoogleCalendar,
+    now: datetime,
+    writes: UserLocks,
+    deadline: float,
+    guesses: WrongGuesses,
 ) -> Outcome:
     if not ctx.user_id:
         text = "This phone number isn't set up with a calendar, so I can't check or book times on this call."
@@ -293,7 +316,15 @@ async def _answer(
         )
         return Outcome(text, "not_connected", ok=False)
     try:
-        tools = CalendarTools(ctx, calendar, ctx.connection_id, now, _arguments(call.arguments))
+        tools = CalendarTools(
+            ctx,
+            calendar,
+            ctx.connection_id,
+            now,
+            _arguments(call.arguments),
+            time_left=lambda: deadline - anyio.current_time(),
+            guesses=guesses,
+        )
         handler = {
             "check_availability": tools.check_availability,
             "find_open_slots": tools.find_open_slots,

@@ -134,3 +134,21 @@ def test_numbers_lists_owners_shadowed_lines_and_conflicts(
 def test_check_shows_that_tag_routing_is_on(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", config]) == 0
     assert "tag routing: on (number=vapi_number, phone_number_id=vapi_phone_number_id" in capsys.readouterr().out
+
+
+def test_check_nango_shows_where_each_route_comes_from(
+    fake: FakeNango, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.add("conn-a", {"end_user_id": "usr_a", "vapi_number": "+14155550177"})
+    fake.add("conn-c", {"end_user_id": "usr_c", "vapi_number": "+14155550100"})
+    assert main(["check", "--config", config, "--nango"]) == 0
+    out = capsys.readouterr().out
+    assert f"yaml: 1 routes from {config}" in out
+    assert (
+        f"shadowed: to +14155550100: {config}:11 (routes[0].to) wins over "
+        "nango connection conn-c, tag vapi_number=+14155550100"
+    ) in out
+    assert "tags: 1 lines routed by Nango connection tags, 1 shadowed by YAML, 0 conflict(s)" in out
+    fake.add("conn-b", {"end_user_id": "usr_b", "vapi_number": "+14155550177"})
+    assert main(["check", "--config", config, "--nango"]) == 1  # a conflict fails the check
+    assert "conflict: to +14155550177 is claimed by conn-b (routes it) and conn-a" in capsys.readouterr().err

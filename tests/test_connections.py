@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.server import ServerState
 
 from proxy import connections
 from proxy.connections import FD_RESERVE, connection_cap
@@ -376,3 +377,94 @@ async def test_a_flood_of_malformed_requests_is_counted_and_logged_in_a_few_summ
     assert "Invalid HTTP request received." not in lines
     assert 1 <= lines.count("connections refused") <= 2
     assert 'vapi_proxy_connections_refused_total{kind="invalid_request"} 200.0' in metrics.splitlines()
+
+
+class StalledTransport(asyncio.Transport):
+    """A socket whose peer has stopped reading: writes are kept, nothing is ever sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("203.0.113.9", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_client_that_stops_reading_its_answers_is_cut_off_after_the_send_timeout() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    limits = connections.ConnectionLimits(send_timeout=0.05)
+    config = connections.LimitedConfig(app, limits=limits, lifespan="off", log_config=None)
+    config.load()
+    counted: list[str] = []
+
+    class Refusals:
+        def labels(self, kind: str) -> Refusals:
+            counted.append(kind)
+            return self
+
+        def inc(self) -> None:
+            pass
+
+    state = {connections.CONNECTION_REFUSALS: Refusals()}
+    protocol = connections.LimitedHttpToolsProtocol(config, ServerState(), state)
+    transport = StalledTransport()
+    protocol.connection_made(transport)
+    protocol.pause_writing()  # the transport's buffer is full: the peer reads nothing
+    protocol.data_received(b"GET /livez HTTP/1.1\r\nHost: proxy\r\n\r\n")
+    await asyncio.sleep(0.02)
+    assert not transport.aborted  # the answer waits to be written, for now
+    await asyncio.sleep(0.1)
+    assert transport.aborted  # not close(): that would wait for a flush that never comes
+    assert counted == ["send_timeout"]
+    protocol.connection_lost(None)
+
+    # A peer that reads again in time keeps its connection.
+    protocol = connections.LimitedHttpToolsProtocol(config, ServerState(), state)
+    transport = StalledTransport()
+    protocol.connection_made(transport)
+    protocol.pause_writing()
+    protocol.resume_writing()
+    await asyncio.sleep(0.1)
+    assert not transport.aborted
+    protocol.connection_lost(None)
+
+
+async def test_worker_processes_apply_the_same_limits(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_yaml())
+    async with running_proxy(path, tmp_path, "json", "--workers", "2") as proxy:
+        for _ in range(4):  # whichever worker accepts it
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(b"GET /livez HTTP/1.1\r\nHost: proxy\r\nX-Big: " + b"a" * HEADER_LIMIT)
+            assert (await read_until_closed(reader, 5)).startswith(b"HTTP/1.1 431 ")
+            writer.close()
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        started = time.monotonic()
+        assert await read_until_closed(reader, 5) == b""
+        assert HEADER_TIMEOUT * 0.9 <= time.monotonic() - started < HEADER_TIMEOUT + 1.0
+        writer.close()
+        assert await authenticated_call(proxy) < 2.0

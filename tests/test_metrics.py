@@ -113,6 +113,7 @@ def test_every_metric_is_exported_with_help() -> None:
         "vapi_proxy_assistant_request_seconds",
         "vapi_proxy_server_messages_total",
         "vapi_proxy_tool_calls_total",
+        "vapi_proxy_bookings_unconfirmed_total",
         "vapi_proxy_nango_requests_total",
         "vapi_proxy_connection_cache_total",
         "vapi_proxy_nango_index_connections",

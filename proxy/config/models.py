@@ -96,6 +96,10 @@ class CalendarLayer(Model, frozen=True, kw_only=True):
     min_notice_minutes: Annotated[
         Annotated[int, Meta(ge=0, le=10_080)] | None, doc("proxy mode: earliest bookable time from now")
     ] = None
+    search_ahead_days: Annotated[
+        Annotated[int, Meta(ge=0, le=60)] | None,
+        doc("proxy mode: when a searched range has no openings, how many days after it to offer the next ones"),
+    ] = None
 
 
 class GlobalCalendar(CalendarLayer, frozen=True, kw_only=True):

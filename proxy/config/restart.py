@@ -24,6 +24,7 @@ RESTART_ONLY_SERVER = (
     "max_header_bytes",
     "header_timeout_seconds",
     "body_timeout_seconds",
+    "send_timeout_seconds",
     "keepalive_timeout_seconds",
     "max_connections",
     "forwarded_allow_ips",

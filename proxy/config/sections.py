@@ -93,6 +93,9 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     )
     header_timeout_seconds: Annotated[float, doc("time to receive the headers (408)", ge=0.1, le=300.0)] = 5.0
     body_timeout_seconds: Annotated[float, doc("time to receive the body (408)", ge=0.1, le=300.0)] = 10.0
+    send_timeout_seconds: Annotated[
+        float, doc("a client that reads none of its answers for this long is cut off", ge=0.1, le=300.0)
+    ] = 10.0
     keepalive_timeout_seconds: Annotated[float, doc("idle keep-alive connections close after", ge=0.1, le=3600.0)] = 5.0
     max_connections: Annotated[int, doc("concurrent connections; more are refused with 503", ge=1, le=1_000_000)] = 1000
     max_unauthenticated_body_reads: Annotated[
