@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient
 from proxy.reload import ConfigWatcher
 from proxy.service import CallService
+from proxy.shared import Cluster, RedisSettings
 from proxy.webhooks import handle_nango_webhook
 
 logger = get_logger("app")
@@ -57,6 +59,7 @@ class Runtime:
     config_error: str | None = None
     unauthenticated_reads: int = 0
     watcher: ConfigWatcher | None = None
+    cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def apply(self, config: Config) -> None:
@@ -65,7 +68,10 @@ class Runtime:
         self.config_error = None
         if self.directory is not None:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
-            self.directory.start_index_refresh()
+            if self.cluster is not None:
+                self.cluster.wake()  # the cluster's index: load a newer one, or refresh if due
+            else:
+                self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
 
 
@@ -93,8 +99,11 @@ def create_app(
     metrics: Metrics | None = None,
     http_client: httpx.AsyncClient | None = None,
     config_path: str | None = None,
+    redis: RedisSettings | None = None,
 ) -> Starlette:
-    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one."""
+    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one. `redis`:
+    the shared state of several replicas; by default from `REDIS_URL` (unset: none)."""
+    redis_settings = redis if redis is not None else RedisSettings.from_environment(os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     call_log = CallLog.for_logger(get_logger("calls"))
@@ -193,6 +202,7 @@ def create_app(
             },
             "config_error": runtime.config_error,
             "nango": runtime.directory.status() if runtime.directory is not None else None,
+            "shared": runtime.cluster.status() if runtime.cluster is not None else None,
         }
         return json_response(body, 200 if ready else 503)
 
@@ -210,7 +220,10 @@ def create_app(
         client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
         runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
         runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log)
-        if client is not None and nango.index_refresh_interval > 0:
+        if redis_settings.enabled:
+            runtime.cluster = Cluster(redis_settings, runtime.directory, client, nango, runtime.metrics)
+            runtime.background.extend(runtime.cluster.start())  # the cluster's index replaces the refresher
+        elif client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
         if config_path is not None:
             runtime.watcher = ConfigWatcher(config_path, runtime)
@@ -223,6 +236,8 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*runtime.background, return_exceptions=True)
             await runtime.directory.aclose()
+            if runtime.cluster is not None:
+                await runtime.cluster.aclose()
             if owns_client:
                 await runtime.http.aclose()
             call_log.flush()
