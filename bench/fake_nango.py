@@ -3,17 +3,28 @@
 Shapes follow /work/shared/nango/NOTES.md: `{"connections": [ApiPublicConnection]}` filtered by
 `integrationId` and `tags[end_user_id]`, or paged with `limit`/`page`; errors as
 `{"error": {"code", "message"}}`; `X-RateLimit-*` headers on every authenticated answer.
-User `u{i:06d}` owns connection `conn-u{i:06d}` (bench/generate.py uses the same names).
+User `u{i:06d}` owns connection `conn-u{i:06d}` (bench/generate.py uses the same names). With
+`--tagged`, each connection also carries the routing tag `vapi_number: +1650{i:07d}` (tag routing,
+docs/onboarding.md), and `tags[vapi_number]=` filters like any tag: exact value, the query parsed like
+Nango's `qs` (a raw `+` is a space, so clients must send `%2B`). `connectionId=` filters too.
 
-    python bench/fake_nango.py --port 8900 --users 10000 --latency-ms 200 --error-rate 0 [--hang]
+    python bench/fake_nango.py --port 8900 --users 10000 --latency-ms 200 --error-rate 0 [--hang] [--tagged]
+        [--fail-page 7 --fail-times 2 --fail-status 429 --retry-after 0]
 
 `GET /_stats` returns how many requests it saw, per user and for list pages; `POST /_reset` zeroes them.
+`POST /_connect` with `{"connection_id": ..., "tags": {...}}` adds a connection (newest first, as if a
+user just finished a Connect session) and answers the `creation` webhook body Nango would send.
+`POST /connect/sessions` makes a session whose link points here: opening it (`curl LINK`) stands for the
+user connecting Google; the fake then creates the connection with the session's tags and, with
+`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import math
 import random
 import re
@@ -21,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import httpx
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -30,6 +42,8 @@ from starlette.routing import Route
 
 INTEGRATION = "google-calendar"
 USER = re.compile(r"u([0-9]{6})")
+NUMBER = re.compile(r"\+1650([0-9]{7})")
+CONNECTION = re.compile(r"conn-u([0-9]{6})")
 
 
 @dataclass
@@ -42,12 +56,19 @@ class Behaviour:
     rate_limit: int = 1_000_000  # X-RateLimit-Limit per minute
     secret_key: str = "bench-nango-secret-key"
     seed: int = 1
+    tagged: bool = False  # every connection carries `vapi_number`
+    fail_page: int | None = None  # this list page fails `fail_times` times first
+    fail_times: int = 0
+    fail_status: int = 429
+    retry_after: str = "0"
+    webhook_url: str | None = None  # where a completed Connect session's webhook is sent
 
 
 @dataclass
 class Stats:
     requests: int = 0
     list_pages: int = 0
+    lookups: int = 0  # by tag value or connection id
     unauthorised: int = 0
     errors: int = 0
     hung: int = 0
@@ -58,6 +79,7 @@ class Stats:
         return {
             "requests": self.requests,
             "list_pages": self.list_pages,
+            "lookups": self.lookups,
             "unauthorised": self.unauthorised,
             "errors": self.errors,
             "hung": self.hung,
@@ -68,9 +90,14 @@ class Stats:
         }
 
 
-def connection(i: int) -> dict[str, object]:
+def number_of(i: int) -> str:
+    return f"+1650{i:07d}"
+
+
+def connection(i: int, tagged: bool = False) -> dict[str, object]:
     """An `ApiPublicConnection`, tags first, with the deprecated `end_user` record too."""
     user = f"u{i:06d}"
+    tags = {"end_user_id": user, "vapi_number": number_of(i)} if tagged else {"end_user_id": user}
     return {
         "id": 1000 + i,
         "connection_id": f"conn-{user}",
@@ -86,13 +113,16 @@ def connection(i: int) -> dict[str, object]:
             "tags": None,
             "organization": {"id": "org_9", "display_name": "Acme"},
         },
-        "tags": {"end_user_id": user},
+        "tags": tags,
     }
 
 
 def create_app(behaviour: Behaviour) -> Starlette:
     stats = Stats()
     rng = random.Random(behaviour.seed)
+    added: list[dict[str, object]] = []
+    sessions: dict[str, dict[str, str]] = {}
+    failures: Counter[int] = Counter()
     window = {"start": time.time(), "used": 0}
 
     def answer(status: int, content: object) -> Response:
@@ -115,10 +145,14 @@ def create_app(behaviour: Behaviour) -> Starlette:
         if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
             stats.unauthorised += 1
             return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
-        params = request.query_params
+        params = request.query_params  # parse_qsl, like Nango's qs: a raw "+" is a space
         user = params.get("tags[end_user_id]")
+        number = params.get("tags[vapi_number]")
+        connection_id = params.get("connectionId")
         if user is not None:
             stats.per_user[user] += 1
+        elif number is not None or connection_id is not None:
+            stats.lookups += 1
         else:
             stats.list_pages += 1
         if behaviour.hang:
@@ -131,14 +165,89 @@ def create_app(behaviour: Behaviour) -> Starlette:
             return error(behaviour.error_status, "server_error", "injected failure")
         if params.get("integrationId") != INTEGRATION:
             return error(400, "invalid_query_params", "integrationId")
-        if user is not None:
-            match = USER.fullmatch(user)
-            found = [connection(int(match.group(1)))] if match and int(match.group(1)) < behaviour.users else []
-            return answer(200, {"connections": found})
+        if user is not None or number is not None or connection_id is not None:
+            return answer(200, {"connections": find(user, number, connection_id)})
         limit = min(max(int(params.get("limit", "100")), 1), 2000)
         page = max(int(params.get("page", "0")), 0)
-        newest_first = range(behaviour.users - 1 - page * limit, max(behaviour.users - 1 - (page + 1) * limit, -1), -1)
-        return answer(200, {"connections": [connection(i) for i in newest_first]})
+        if page == behaviour.fail_page and failures[page] < behaviour.fail_times:
+            failures[page] += 1
+            stats.errors += 1
+            if behaviour.fail_status == 429:
+                response = error(429, "rate_limit_exceeded", "too many requests")
+                response.headers["Retry-After"] = behaviour.retry_after
+                return response
+            return error(behaviour.fail_status, "server_error", "injected page failure")
+        # Connections added at runtime are the newest: they come first.
+        listed = list(reversed(added))
+        start, end = page * limit, (page + 1) * limit
+        head = listed[start:end]
+        first, last = max(start - len(listed), 0), max(end - len(listed), 0)
+        newest_first = range(behaviour.users - 1 - first, max(behaviour.users - 1 - last, -1), -1)
+        return answer(200, {"connections": head + [connection(i, behaviour.tagged) for i in newest_first]})
+
+    def find(user: str | None, number: str | None, connection_id: str | None) -> list[dict[str, object]]:
+        found = [
+            c
+            for c in reversed(added)
+            if (user is None or c["tags"].get("end_user_id") == user)  # type: ignore[attr-defined]
+            and (number is None or c["tags"].get("vapi_number") == number)  # type: ignore[attr-defined]
+            and (connection_id is None or c["connection_id"] == connection_id)
+        ]
+        index = None
+        if user is not None and (match := USER.fullmatch(user)):
+            index = int(match.group(1))
+        if number is not None and (match := NUMBER.fullmatch(number)) and behaviour.tagged:
+            index = int(match.group(1)) if index is None or index == int(match.group(1)) else -1
+        if connection_id is not None and (match := CONNECTION.fullmatch(connection_id)):
+            index = int(match.group(1)) if index is None or index == int(match.group(1)) else -1
+        if index is not None and 0 <= index < behaviour.users:
+            found.append(connection(index, behaviour.tagged))
+        return found
+
+    def create(connection_id: str, tags: dict[str, str]) -> bytes:
+        """A new connection with `tags` (keys lowercased, as Nango stores them); its `creation` webhook body."""
+        raw = connection(0)
+        raw.update(id=10_000_000 + len(added), connection_id=connection_id, end_user=None)
+        raw["created"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        raw["tags"] = {key.lower(): value for key, value in tags.items()}
+        added.append(raw)
+        webhook = {
+            "from": "nango", "type": "auth", "operation": "creation", "success": True,
+            "connectionId": connection_id, "providerConfigKey": INTEGRATION, "provider": "google-calendar",
+            "authMode": "OAUTH2", "environment": "prod", "tags": raw["tags"],
+        }  # fmt: skip
+        return orjson.dumps(webhook)
+
+    async def connect(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        return Response(create(body["connection_id"], body["tags"]), media_type="application/json")
+
+    async def connect_session(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
+            return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
+        body = orjson.loads(await request.body())
+        token = f"nango_connect_session_{len(sessions) + 1}"
+        sessions[token] = dict(body.get("tags") or {})
+        link = f"{request.base_url}_connect-ui?session_token={token}"
+        data = {"token": token, "connect_link": link, "expires_at": "2099-01-01T00:00:00.000Z"}
+        return Response(orjson.dumps({"data": data}), 201, media_type="application/json")
+
+    async def connect_ui(request: Request) -> Response:
+        """Opening the link stands for the user finishing Connect: the connection is made with the session's
+        tags and the signed `creation` webhook is sent to --webhook-url, as Nango would."""
+        token = request.query_params.get("session_token", "")
+        if token not in sessions:
+            return Response(b"unknown or used session\n", 404)
+        connection_id = f"conn-{token.rsplit('_', 1)[1]}-{int(time.time())}"
+        webhook = create(connection_id, sessions.pop(token))
+        delivered = "no --webhook-url"
+        if behaviour.webhook_url:
+            signature = hmac.new(behaviour.secret_key.encode(), webhook, hashlib.sha256).hexdigest()
+            headers = {"X-Nango-Hmac-Sha256": signature, "Content-Type": "application/json"}
+            async with httpx.AsyncClient() as http:
+                reply = await http.post(behaviour.webhook_url, content=webhook, headers=headers)
+            delivered = f"{reply.status_code} {reply.text}"
+        return Response(f"connected {connection_id}; webhook: {delivered}\n".encode())
 
     async def stats_endpoint(request: Request) -> Response:
         return Response(orjson.dumps(stats.summary()), media_type="application/json")
@@ -153,6 +262,9 @@ def create_app(behaviour: Behaviour) -> Starlette:
             Route("/connections", connections, methods=["GET"]),
             Route("/_stats", stats_endpoint, methods=["GET"]),
             Route("/_reset", reset, methods=["POST"]),
+            Route("/_connect", connect, methods=["POST"]),
+            Route("/connect/sessions", connect_session, methods=["POST"]),
+            Route("/_connect-ui", connect_ui, methods=["GET"]),
         ]
     )
 
@@ -167,6 +279,13 @@ def main() -> None:
     parser.add_argument("--error-status", type=int, default=500)
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--rate-limit", type=int, default=1_000_000)
+    parser.add_argument("--tagged", action="store_true", help="every connection carries a vapi_number tag")
+    parser.add_argument("--fail-page", type=int, default=None, help="this list page fails --fail-times times first")
+    parser.add_argument("--fail-times", type=int, default=0)
+    parser.add_argument("--fail-status", type=int, default=429)
+    parser.add_argument("--retry-after", default="0", help="Retry-After of an injected 429 (seconds)")
+    parser.add_argument("--webhook-url", help="send signed creation webhooks here (the proxy's /nango/webhook)")
+    parser.add_argument("--secret-key", default=Behaviour.secret_key, help="the key clients and webhooks use")
     args = parser.parse_args()
     behaviour = Behaviour(
         users=args.users,
@@ -175,6 +294,13 @@ def main() -> None:
         error_status=args.error_status,
         hang=args.hang,
         rate_limit=args.rate_limit,
+        tagged=args.tagged,
+        fail_page=args.fail_page,
+        fail_times=args.fail_times,
+        fail_status=args.fail_status,
+        retry_after=args.retry_after,
+        webhook_url=args.webhook_url,
+        secret_key=args.secret_key,
     )
     uvicorn.run(
         create_app(behaviour),

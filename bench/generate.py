@@ -78,6 +78,7 @@ def routing_yaml(options: RoutingOptions) -> str:
         "version: 1",
         "server:",
         f"  deadline_seconds: {options.deadline_seconds}",
+        "  shutdown_delay_seconds: 0",  # the benchmark stops its servers with SIGINT: no drain to wait for
         "auth:",
         '  vapi_secrets: ["${VAPI_SERVER_SECRET}"]',
         "  hmac:",

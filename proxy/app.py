@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.auth import authenticate, authenticate_headers
-from proxy.config import Config
+from proxy.config import Config, ConfigError
+from proxy.connections import CONNECTION_REFUSALS
 from proxy.directory import ConnectionDirectory
+from proxy.fastpath import FastPathApp
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
-from proxy.nango import NangoClient
+from proxy.nango import NangoClient, RequestGate
 from proxy.reload import ConfigWatcher
 from proxy.service import CallService
 from proxy.shared import Cluster, RedisSettings
@@ -37,6 +40,7 @@ logger = get_logger("app")
 # Message types Vapi expects an answer to; everything else is a notification acknowledged with {}.
 ASSISTANT_REQUEST = "assistant-request"
 TOOL_CALLS = "tool-calls"
+READYZ_ERROR_LOCATIONS = 20
 
 
 def json_response(content: object, status_code: int = 200, *, close: bool = False) -> Response:
@@ -56,7 +60,7 @@ class Runtime:
     directory: ConnectionDirectory | None = None
     service: CallService | None = None
     draining: bool = False
-    config_error: str | None = None
+    config_error: ConfigError | None = None  # why the file on disk is not the one served
     unauthenticated_reads: int = 0
     watcher: ConfigWatcher | None = None
     cluster: Cluster | None = None
@@ -73,6 +77,7 @@ class Runtime:
             else:
                 self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
+        self.metrics.deadline.set(config.server.deadline_seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -99,13 +104,16 @@ def create_app(
     metrics: Metrics | None = None,
     http_client: httpx.AsyncClient | None = None,
     config_path: str | None = None,
+    fast_path: bool = True,
     redis: RedisSettings | None = None,
 ) -> Starlette:
-    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one. `redis`:
-    the shared state of several replicas; by default from `REDIS_URL` (unset: none)."""
+    """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
+    `fast_path=False` leaves out proxy.fastpath (tests compare the two). `redis`: the shared state of
+    several replicas; by default from `REDIS_URL` (unset: none)."""
     redis_settings = redis if redis is not None else RedisSettings.from_environment(os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
+    runtime.metrics.deadline.set(config.server.deadline_seconds)
     call_log = CallLog.for_logger(get_logger("calls"))
 
     async def read_unauthenticated(request: Request, config: Config) -> bytes:
@@ -200,7 +208,7 @@ def create_app(
                 "users": len(runtime.config.users),
                 "routes": len(runtime.config.routes),
             },
-            "config_error": runtime.config_error,
+            "config_error": config_error_summary(runtime.config_error),
             "nango": runtime.directory.status() if runtime.directory is not None else None,
             "shared": runtime.cluster.status() if runtime.cluster is not None else None,
         }
@@ -210,18 +218,22 @@ def create_app(
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         owns_client = http_client is None
         nango = runtime.config.nango
         runtime.http = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(nango.read_timeout, connect=nango.connect_timeout),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        client = NangoClient(runtime.http, nango, runtime.metrics) if nango.secret_key else None
+        gate = RequestGate.for_settings(nango)  # one cap for Nango lookups and calendar tools alike
+        client = NangoClient(runtime.http, nango, runtime.metrics, gate=gate) if nango.secret_key else None
         runtime.directory = ConnectionDirectory(client, nango, runtime.metrics)
-        runtime.service = CallService(runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log)
+        runtime.service = CallService(
+            runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log, gate=gate
+        )
         if redis_settings.enabled:
             runtime.cluster = Cluster(redis_settings, runtime.directory, client, nango, runtime.metrics)
+            runtime.service.locks = runtime.cluster.user_locks  # bookings: one user at a time, cluster-wide
             runtime.background.extend(runtime.cluster.start())  # the cluster's index replaces the refresher
         elif client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
@@ -229,7 +241,8 @@ def create_app(
             runtime.watcher = ConfigWatcher(config_path, runtime)
             runtime.background.append(await runtime.watcher.start())
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it.
+            yield {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
         finally:
             runtime.draining = True
             for task in runtime.background:
@@ -241,9 +254,10 @@ def create_app(
             if owns_client:
                 await runtime.http.aclose()
             call_log.flush()
+            runtime.metrics.close()
 
     server = config.server
-    app = Starlette(
+    app = FastPathApp(
         routes=[
             Route(server.path, vapi, methods=["POST"]),
             Route(server.webhook_path, nango_webhook, methods=["POST"]),
@@ -254,7 +268,23 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    if fast_path:
+        app.add_fast_path(runtime, call_log, path=server.path)
     return app
+
+
+def config_error_summary(error: ConfigError | None) -> dict[str, object] | None:
+    """What /readyz (unauthenticated) tells about an invalid file: that it is invalid, where, and a hash to
+    tell one broken edit from the next. The messages stay in the logs and `check`: a value quoted in
+    one could be anything, a secret included."""
+    if error is None:
+        return None
+    locations = [f"{issue.file}:{issue.line}" if issue.line else issue.file for issue in error.issues]
+    return {
+        "errors": len(error.issues),
+        "at": locations[:READYZ_ERROR_LOCATIONS],
+        "hash": hashlib.sha256(str(error).encode()).hexdigest()[:12],
+    }
 
 
 def _client(request: Request) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,12 +97,11 @@ class PreparedAssistant:
 def template_variables(
     *, user_id: str, user_name: str, timezone: ZoneInfo, now: datetime, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    return {
-        **extra,
-        "user_id": user_id,
-        "user_name": user_name,
-        **_clock_variables(timezone, int(now.timestamp()) // 60),
-    }
+    return _fill(extra, user_id, user_name, _clock_variables(timezone, int(now.timestamp()) // 60))
+
+
+def _fill(extra: Mapping[str, str], user_id: str, user_name: str, clock: Mapping[str, str]) -> dict[str, str]:
+    return {**extra, "user_id": user_id, "user_name": user_name, **clock}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -234,12 +234,42 @@ def prepare_calendar_assistant(config: Config, route: Route) -> PreparedAssistan
 
 def calendar_assistant(config: Config, route: Route, connection_id: str, now: datetime) -> bytes:
     """The success answer: the route's assistant, with the user's calendar attached (JSON bytes)."""
-    internal = {
-        CONNECTION_ID: connection_id,
-        ROUTE_NAME: route.name,
-        CREDENTIAL_NAME: f"calendar {route.user.id}"[:40],
-    }
-    return prepare_calendar_assistant(config, route).answer(_variables(config, route, now), internal)
+    return prepare_calendar_assistant(config, route).answer(
+        _variables(config, route, now), _calendar_internal(route, connection_id)
+    )
+
+
+def _calendar_internal(route: Route, connection_id: str) -> dict[str, str]:
+    return {CONNECTION_ID: connection_id, ROUTE_NAME: route.name, CREDENTIAL_NAME: f"calendar {route.user.id}"[:40]}
+
+
+# Stand-ins for the per-call values while a route's answer is turned into a format; random per process,
+# so no config text can contain one.
+_MARK = secrets.token_hex(8)
+CLOCK_VARIABLES = tuple(_clock_variables(ZoneInfo("UTC"), 0))
+
+
+def calendar_answer_format(config: Config, route: Route) -> bytes:
+    """`calendar_assistant`'s answer for this route as a bytes %-format: everything filled in but the clock
+    variables (`%(today)s`, ...) and `%(__connection_id__)s`, whose JSON-escaped values `clock_fragments`
+    and the caller supply. Built from the same pieces, so the bytes are the same as calendar_assistant's."""
+    names = (*CLOCK_VARIABLES, CONNECTION_ID)
+    marks = {name: f"\x00{_MARK}{name}\x00" for name in names}
+    user = route.user
+    variables = _fill(route.variables, user.id, user.name, {name: marks[name] for name in CLOCK_VARIABLES})
+    answer = prepare_calendar_assistant(config, route).answer(
+        variables, _calendar_internal(route, marks[CONNECTION_ID])
+    )
+    answer = answer.replace(b"%", b"%%")
+    for name in names:
+        answer = answer.replace(orjson.dumps(marks[name])[1:-1], b"%%(%s)s" % name.encode())
+    return answer
+
+
+@functools.lru_cache(maxsize=1024)
+def clock_fragments(timezone: ZoneInfo, minute: int) -> Mapping[bytes, bytes]:
+    """The clock variables JSON-escaped, keyed for `calendar_answer_format`. Callers copy, never change it."""
+    return {name.encode(): orjson.dumps(value)[1:-1] for name, value in _clock_variables(timezone, minute).items()}
 
 
 def fallback_answer(config: Config, fallback: Fallback, route: Route | None, now: datetime) -> bytes:

@@ -10,7 +10,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,9 +17,13 @@ from typing import Literal
 
 from starlette.datastructures import Headers
 
+from proxy.config.models import HMAC_PLACEHOLDERS as PLACEHOLDERS
+from proxy.config.models import AuthSettings, BearerPlan, HmacPlan
 from proxy.secret import Secret
 
+# The settings types live with the config models (one home for their defaults); imported from here too.
 __all__ = [
+    "PLACEHOLDERS",
     "AuthResult",
     "AuthSettings",
     "BearerPlan",
@@ -31,7 +34,6 @@ __all__ = [
 ]
 
 SHARED_SECRET_HEADER = "x-vapi-secret"
-PLACEHOLDERS = frozenset({"body", "timestamp", "method", "url"})
 
 _ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512, "sha1": hashlib.sha1}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -42,92 +44,6 @@ _MILLISECONDS_ABOVE = 1e11
 _OWS = b" \t"
 # When every configured method fails, the log names the failure that got furthest.
 _SEVERITY = {"missing": 0, "mismatch": 1, "malformed": 2, "expired": 3, "duplicate": 4}
-
-
-def _check_secrets(field: str, secrets: object) -> tuple[Secret, ...]:
-    # A plain str would print itself in this dataclass's repr; an empty one would match an empty header.
-    if not isinstance(secrets, tuple | list):
-        raise TypeError(f"{field} must be a tuple of Secret")
-    for index, secret in enumerate(secrets):
-        if not isinstance(secret, Secret):
-            raise TypeError(f"{field}[{index}] must be a Secret, not {type(secret).__name__}")
-        if not secret:
-            raise ValueError(f"{field}[{index}] is empty")
-        try:
-            str(secret).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{field}[{index}] is not valid text") from None
-    return tuple(secrets)
-
-
-@dataclass(frozen=True)
-class BearerPlan:
-    """Vapi's bearer credential: a token in `header`, after "Bearer " unless `prefix_enabled` is off."""
-
-    tokens: tuple[Secret, ...]
-    header: str = "authorization"
-    prefix_enabled: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", _check_secrets("tokens", self.tokens))
-        if not self.header:
-            raise ValueError("header must not be empty")
-
-
-@dataclass(frozen=True)
-class HmacPlan:
-    """Vapi's HMAC credential: a signature over `payload_format`, optionally bound to a fresh timestamp."""
-
-    secrets: tuple[Secret, ...]
-    algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
-    signature_header: str = "x-signature"
-    timestamp_header: str | None = "x-timestamp"
-    signature_prefix: str = ""
-    include_timestamp: bool = True
-    payload_format: str = "{timestamp}.{body}"
-    encoding: Literal["hex", "base64"] = "hex"
-    secret_is_base64: bool = False
-    tolerance_seconds: float = 300.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "secrets", _check_secrets("secrets", self.secrets))
-        if self.algorithm not in _ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}")
-        if self.encoding not in ("hex", "base64"):
-            raise ValueError("encoding must be 'hex' or 'base64'")
-        if not self.signature_header:
-            raise ValueError("signature_header must not be empty")
-        if self.include_timestamp and not self.timestamp_header:
-            raise ValueError("include_timestamp needs a timestamp_header")
-        if not (math.isfinite(self.tolerance_seconds) and self.tolerance_seconds > 0):
-            raise ValueError("tolerance_seconds must be a positive number")
-        # A typo such as "{timestmp}" would otherwise fail every request at run time, silently.
-        unknown = set(_PLACEHOLDER.findall(self.payload_format)) - PLACEHOLDERS
-        if unknown:
-            raise ValueError(
-                f"payload_format has unknown placeholders {sorted(unknown)}; known: {sorted(PLACEHOLDERS)}"
-            )
-        for index, secret in enumerate(self.secrets):
-            if self.secret_is_base64 and not _b64decode(_utf8(str(secret))):
-                raise ValueError(f"secrets[{index}] is not valid base64")
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """Every way a request may authenticate; any one that succeeds is enough."""
-
-    shared_secrets: tuple[Secret, ...] = ()
-    bearer: BearerPlan | None = None
-    hmac: HmacPlan | None = None
-    insecure: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shared_secrets", _check_secrets("shared_secrets", self.shared_secrets))
-
-    @property
-    def configured(self) -> bool:
-        """True if at least one method has at least one secret."""
-        return bool(self.shared_secrets or (self.bearer and self.bearer.tokens) or (self.hmac and self.hmac.secrets))
 
 
 @dataclass(frozen=True)

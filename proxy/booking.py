@@ -7,15 +7,16 @@ call, with the same facts as structured data. `proxy.tools` turns outcomes into 
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proxy.gcal import CalendarError, GoogleCalendar
+from proxy.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
+from proxy.gcal import GoogleCalendar
+from proxy.references import WrongGuesses, new_reference, normalise, speak_reference
 from proxy.slots import (
     Interval,
     is_free,
@@ -25,6 +26,8 @@ from proxy.slots import (
     parse_time,
     speak_choices,
     speak_datetime,
+    speak_minutes,
+    speak_period,
     speak_range,
     speak_ranges,
     subtract,
@@ -42,7 +45,15 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WINDOW = timedelta(days=15)
 # A time offered at the edge of the notice window stays bookable while the caller makes up their mind.
 _NOTICE_GRACE = timedelta(minutes=15)
-_NOT_YOURS = "I can only change appointments that were booked from this phone number."
+_NEED_REFERENCE = (
+    "To change an appointment booked on an earlier call, I need its booking reference: the six-digit number "
+    "given when it was booked. Ask the caller for it."
+)
+_WRONG_REFERENCE = "That booking reference doesn't match an upcoming appointment booked from this phone number."
+_NO_MORE_TRIES = (
+    "That booking reference didn't match again, so I can't change appointments on this call. "
+    "Please contact the office directly."
+)
 
 
 @dataclass(frozen=True)
@@ -59,21 +70,25 @@ class ArgError(ValueError):
     """Arguments a tool can't use; the message says why, in words fit to read to the caller."""
 
 
-def booking_id(call_id: str, start: datetime, end: datetime, calendar_id: str) -> str:
-    """A Google event id (base32hex, 52 chars) fixed by call and slot, so a retried booking is the same event."""
-    key = "\n".join((call_id, _iso(start.astimezone(UTC)), _iso(end.astimezone(UTC)), calendar_id))
-    return base64.b32hexencode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=").lower()
-
-
 class CalendarTools:
     """The five tools for one call; methods are named after the tools."""
 
     def __init__(
-        self, ctx: CalendarContext, calendar: GoogleCalendar, connection: str, now: datetime, args: dict[str, Any]
+        self,
+        ctx: CalendarContext,
+        calendar: GoogleCalendar,
+        connection: str,
+        now: datetime,
+        args: dict[str, Any],
+        *,
+        time_left: Callable[[], float] = lambda: math.inf,
+        guesses: WrongGuesses | None = None,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.ctx, self.cal, self.conn, self.args = ctx, calendar, connection, args
+        self.time_left = time_left
+        self.guesses = guesses if guesses is not None else WrongGuesses()
         self.s, self.tz, self.now = ctx.settings, ctx.timezone, now.astimezone(UTC)
         self.earliest = self.now + timedelta(minutes=self.s.min_notice_minutes)
         self.limit = self.now + timedelta(days=self.s.horizon_days)
@@ -104,13 +119,18 @@ class CalendarTools:
         found = await self._search(start, stop, length)
         minutes = int(length.total_seconds() // 60)
         data: dict[str, Any] = {"timezone": self.tz.key, "durationMinutes": minutes, "slots": self._spans(found)}
-        if not found:
-            text = f"There are no open {minutes}-minute times between {self._say(start)} and {self._say(stop)}."
-            return Outcome(text, "none", data=data)
-        text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. " + self._exact(
-            found, minutes
-        )
-        return Outcome(text, "ok", data=data)
+        if found:
+            text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. "
+            return Outcome(text + self._exact(found, minutes), "ok", data=data)
+        nothing = f"There are no open {minutes}-minute times {speak_period(start, stop, self.tz)}"
+        # Nothing in the asked-for range (a weekend, a full day): offer the next days that have openings.
+        ahead = min(self.limit, stop + timedelta(days=self.s.search_ahead_days))
+        later = await self._search(stop, ahead, length) if stop < ahead else []
+        if not later:
+            return Outcome(f"{nothing}, and none in the days after that I can book.", "none", data=data)
+        data |= {"slots": self._spans(later), "requestedRangeEmpty": True}
+        text = f"{nothing}. The next open times are {speak_choices([a for a, _ in later], self.tz)}. "
+        return Outcome(text + self._exact(later, minutes), "ok", data=data)
 
     async def book_appointment(self) -> Outcome:
         start = self._time("start")
@@ -120,13 +140,15 @@ class CalendarTools:
         if email and not _EMAIL.match(email):
             raise ArgError("that email address doesn't look complete")
         self._check_length(start, end)
-        event_id = booking_id(self.ctx.call_id, start, end, self.s.calendar_id)
         problem = self._problem(start, end)
         if problem is None:
             busy = await self._busy(start - self.buffer, end + self.buffer)
-            if is_free(busy, start, end, buffer=self.buffer):
+            # Busy may be this call's own earlier booking of the slot (a retry): claiming finds it again.
+            if is_free(busy, start, end, buffer=self.buffer) or await booked_by_call(
+                self.cal, self.conn, self.s.calendar_id, self.ctx.call_id, start, end
+            ):
                 lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
-                private = {"vapiCallId": self.ctx.call_id}
+                private = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
                 if self.ctx.caller_number:
                     private["vapiCallerNumber"] = self.ctx.caller_number
                 event: dict[str, Any] = {
@@ -138,25 +160,53 @@ class CalendarTools:
                 }
                 if email:
                     event["attendees"] = [{"email": email, "displayName": name}]
-                inserted = await self.cal.insert_event(
-                    self.conn, self.s.calendar_id, event, event_id=event_id, send_updates="all" if email else "none"
+                claim = await claim_slot(
+                    self.cal,
+                    self.conn,
+                    self.s.calendar_id,
+                    event,
+                    call_id=self.ctx.call_id,
+                    start=start,
+                    end=end,
+                    buffer=self.buffer,
+                    send_updates="all" if email else "none",
+                    time_left=self.time_left,
                 )
-                return self._booked(event_id, start, end, created=inserted.created)
-            existing = await self._event_or_none(event_id)
-            if existing is not None and existing.get("status") != "cancelled":
-                return self._booked(event_id, start, end, created=False)
+                return await self._claimed(claim, start, end)
             problem = "that time is already taken"
         return await self._refuse(f"book {self._say(start)}", problem, start, end - start)
+
+    async def _claimed(self, claim: Claim, start: datetime, end: datetime) -> Outcome:
+        when = speak_range(start, end, self.tz)
+        if claim.state == "unconfirmed":
+            text = (
+                f"I'm not sure the booking {when} went through: the calendar is answering too slowly. "
+                "Ask me to book the same time again in a moment; that will not book it twice."
+            )
+            return Outcome(text, "unconfirmed", ok=False, data={"booked": None, **self._span(start, end)})
+        if claim.state == "lost":
+            return await self._refuse(f"book {self._say(start)}", "someone else just booked it", start, end - start)
+        assert claim.event is not None
+        reference = private_of(claim.event).get("vapiBookingRef")
+        data: dict[str, Any] = {"booked": True, "alreadyExisted": claim.state == "existed", **self._span(start, end)}
+        text = f"Booked with {self.ctx.user_name} {when}."
+        if isinstance(reference, str) and reference:
+            data["reference"] = reference
+            text += (
+                f" Booking reference: {speak_reference(reference)}. Tell the caller: they need it to change or "
+                "cancel on a later call."
+            )
+        return Outcome(text, "ok", data=data)
 
     async def cancel_appointment(self) -> Outcome:
         found = await self._find_booking(None)
         if isinstance(found, Outcome):
             return found
-        start, _ = _event_span(found)
+        start, _ = event_span(found)
         if found.get("status") != "cancelled":
             updates = "all" if found.get("attendees") else "none"
             await self.cal.delete_event(self.conn, self.s.calendar_id, str(found["id"]), send_updates=updates)
-        data = {"cancelled": True, "eventId": found["id"], "start": self._iso(start)}
+        data = {"cancelled": True, "start": self._iso(start)}
         return Outcome(f"The appointment on {self._say(start)} is cancelled.", "ok", data=data)
 
     async def reschedule_appointment(self) -> Outcome:
@@ -166,7 +216,7 @@ class CalendarTools:
             return found
         if found.get("status") == "cancelled":
             return Outcome("That appointment was cancelled, so it can't be moved.", "not_found")
-        old_start, old_end = _event_span(found)
+        old_start, old_end = event_span(found)
         new_end = self._maybe_time("new_end") or new_start + (old_end - old_start)
         self._check_length(new_start, new_end)
         problem = self._problem(new_start, new_end)
@@ -176,46 +226,61 @@ class CalendarTools:
             if is_free(busy, new_start, new_end, buffer=self.buffer):
                 changes = {"start": self._google_time(new_start), "end": self._google_time(new_end)}
                 updates = "all" if found.get("attendees") else "none"
-                await self.cal.patch_event(
-                    self.conn, self.s.calendar_id, str(found["id"]), changes, send_updates=updates
-                )
-                data = {"rescheduled": True, "eventId": found["id"], **self._span(new_start, new_end)}
-                return Outcome(
-                    f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}.", "ok", data=data
-                )
-            problem = "that time is already taken"
+                event_id = str(found["id"])
+                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, changes, send_updates=updates)
+                low, high = new_start - self.buffer, new_end + self.buffer
+                if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
+                    data = {"rescheduled": True, **self._span(new_start, new_end)}
+                    text = f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}."
+                    return Outcome(text, "ok", data=data)
+                # A booking landed there meanwhile (another replica): it keeps the time, this one moves back.
+                back = {"start": self._google_time(old_start), "end": self._google_time(old_end)}
+                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, back, send_updates=updates)
+                problem = "someone else just booked it"
+            else:
+                problem = "that time is already taken"
         action = f"move the appointment to {self._say(new_start)}"
         return await self._refuse(action, problem, new_start, new_end - new_start)
 
     async def _find_booking(self, also_at: datetime | None) -> dict[str, Any] | Outcome:
-        """The caller's appointment named by `event_id`, by `appointment_start`, or their only upcoming one."""
-        event_id, when = self._text("event_id", 1024), self._maybe_time("appointment_start")
-        if event_id:
-            event = await self._event_or_none(event_id)
-            if event is None:
-                return Outcome("I couldn't find that appointment.", "not_found")
-            return event if self._owned(event) else Outcome(_NOT_YOURS, "forbidden")
-        by_caller = (
-            {"vapiCallerNumber": self.ctx.caller_number} if self.ctx.caller_number else {"vapiCallId": self.ctx.call_id}
-        )
+        """The appointment to change: one booked on this call, or one booked from this number whose booking
+        reference the caller gave. Times of other bookings are never said before the reference matched."""
+        when = self._maybe_time("appointment_start")
+        call_id, number = self.ctx.call_id, self.ctx.caller_number
+        raw_reference = self.args.get("reference")
+        reference = normalise(raw_reference)
+        if raw_reference not in (None, "") and reference is None:
+            raise ArgError("the booking reference is the six-digit number given at booking")
+        if reference is not None and self.guesses.exhausted(call_id):
+            return Outcome(_NO_MORE_TRIES, "forbidden", ok=False)
+        if reference is not None and number is not None:
+            wanted = {"vapiCallerNumber": number, "vapiBookingRef": reference}
+        else:
+            wanted = {"vapiCallId": call_id}
+        horizon = self.now + timedelta(days=366)
+        # With deleted ones: a retried cancel finds its appointment cancelled, not a wrong reference.
         events = await self.cal.list_events(
-            self.conn, self.s.calendar_id, start=self.now, end=self.now + timedelta(days=366), private=by_caller
+            self.conn, self.s.calendar_id, start=self.now, end=horizon, private=wanted, show_deleted=True
         )
-        mine = [e for e in events if self._owned(e) and e.get("status") != "cancelled"]
-        matches = [e for e in mine if when is None or _event_span(e)[0] == when]
+        mine = [e for e in events if reference is not None or e.get("status") != "cancelled"]
+        if reference is not None and not mine:
+            self.guesses.record(call_id)
+            exhausted = self.guesses.exhausted(call_id)
+            return Outcome(_NO_MORE_TRIES if exhausted else _WRONG_REFERENCE, "forbidden", ok=False)
+        matches = [e for e in mine if when is None or event_span(e)[0] == when]
         if not matches and also_at is not None:  # a retried reschedule: the appointment already moved
-            matches = [e for e in mine if _event_span(e)[0] == also_at]
+            matches = [e for e in mine if event_span(e)[0] == also_at]
         if len(matches) == 1:
             return matches[0]
         if not matches:
+            if reference is None and number is not None:
+                return Outcome(_NEED_REFERENCE, "reference_needed", ok=False)
             at = f" at {self._say(when)}" if when else ""
-            return Outcome(f"I couldn't find an upcoming appointment{at} booked from this phone number.", "not_found")
-        spoken = join_words([self._say(_event_span(e)[0]) for e in matches], "and")
-        data = {"appointments": [{"eventId": e.get("id"), **self._span(*_event_span(e))} for e in matches]}
+            return Outcome(f"I couldn't find an upcoming appointment{at} booked on this call.", "not_found")
+        spoken = join_words([self._say(event_span(e)[0]) for e in matches], "and")
+        data = {"appointments": [self._span(*event_span(e)) for e in matches]}
         return Outcome(
-            f"There are {len(matches)} appointments booked from this number: {spoken}. Which one?",
-            "ambiguous",
-            data=data,
+            f"There are {len(matches)} appointments booked on this call: {spoken}. Which one?", "ambiguous", data=data
         )
 
     async def _refuse(self, action: str, problem: str, around: datetime, length: timedelta) -> Outcome:
@@ -233,16 +298,11 @@ class CalendarTools:
             f"{intro} The closest open times are {offers}. {self._exact(found, minutes)}", "refused", data=data
         )
 
-    def _booked(self, event_id: str, start: datetime, end: datetime, *, created: bool) -> Outcome:
-        data = {"booked": True, "eventId": event_id, "alreadyExisted": not created, **self._span(start, end)}
-        text = f"Booked with {self.ctx.user_name} {speak_range(start, end, self.tz)}. (Event id {event_id}.)"
-        return Outcome(text, "ok", data=data)
-
     def _problem(self, start: datetime, end: datetime) -> str | None:
         if start < self.now:
             return "that time has already passed"
         if start < self.earliest - _NOTICE_GRACE:
-            return f"that's too soon, I need at least {_speak_minutes(self.s.min_notice_minutes)} notice"
+            return f"that's too soon, I need at least {speak_minutes(self.s.min_notice_minutes)} notice"
         if end > self.limit:
             return f"I can only book up to {self.s.horizon_days} days ahead"
         if not within_working_hours(start, end, tz=self.tz, hours=self.s.working_hours):
@@ -273,24 +333,6 @@ class CalendarTools:
 
     async def _busy(self, start: datetime, end: datetime) -> list[Interval]:
         return await self.cal.free_busy(self.conn, self.s.calendar_id, start=start, end=end)
-
-    async def _event_or_none(self, event_id: str) -> dict[str, Any] | None:
-        try:
-            return await self.cal.get_event(self.conn, self.s.calendar_id, event_id)
-        except CalendarError as exc:
-            if exc.kind == "not_found":
-                return None
-            raise
-
-    def _owned(self, event: Mapping[str, Any]) -> bool:
-        props = event.get("extendedProperties")
-        private = props.get("private") if isinstance(props, dict) else None
-        if not isinstance(private, dict):
-            return False
-        number = self.ctx.caller_number
-        return private.get("vapiCallId") == self.ctx.call_id or (
-            number is not None and private.get("vapiCallerNumber") == number
-        )
 
     def _time(self, key: str) -> datetime:
         value = self._maybe_time(key)
@@ -353,23 +395,5 @@ class CalendarTools:
         return f"(Each is {minutes} minutes; exact start times for booking: {starts}.)"
 
 
-def _event_span(event: Mapping[str, Any]) -> Interval:
-    def read(key: str) -> datetime:
-        value = event.get(key)
-        text = value.get("dateTime") if isinstance(value, dict) else None
-        if not isinstance(text, str):
-            raise CalendarError("invalid", f"event has no {key}.dateTime")
-        return datetime.fromisoformat(text).astimezone(UTC)
-
-    return read("start"), read("end")
-
-
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
-
-
-def _speak_minutes(minutes: int) -> str:
-    hours, rest = divmod(minutes, 60)
-    if rest or not hours:
-        return f"{minutes} minutes'"
-    return f"{hours} hour's" if hours == 1 else f"{hours} hours'"

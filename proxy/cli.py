@@ -11,20 +11,22 @@ import httpx
 import orjson
 
 from proxy import __version__
-from proxy.config import Config, load_config
+from proxy.admin import add_commands, check_nango, run_with_client, yaml_location
+from proxy.config import Config, ConfigError, load_config
 from proxy.directory import ConnectionDirectory
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoError, pick_connection
+from proxy.nango import NangoClient
 from proxy.numbers import normalize_number
-from proxy.onboarding import create_connect_session
+from proxy.routing import Match
 from proxy.service import CallService
-from proxy.yamlsource import ConfigError
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
+    """`secrets_optional`: for commands that never authenticate anything (check, resolve), an unset
+    secret variable is a warning, not an error."""
     try:
-        return load_config(path)
+        return load_config(path, secrets_optional=secrets_optional)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -33,7 +35,7 @@ def _load(path: str) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     for warning in config.warnings:
@@ -45,6 +47,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     if not config.auth.configured:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
+    if (tags := config.nango.tag_routing) is not None:
+        keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
+        print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+    if args.nango:
+        return asyncio.run(run_with_client(config, lambda client: check_nango(config, client)))
     return 0
 
 
@@ -76,6 +83,7 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
     route = resolution.match.route if resolution.match is not None else None
     return {
         "rule": resolution.rule,
+        "route_source": resolution.route_source or _yaml_source(config, resolution.match),
         "user": route.user.id if route is not None else None,
         "calendar_mode": route.calendar.mode if route is not None else None,
         "connection_source": resolution.connection_source,
@@ -86,8 +94,18 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
     }
 
 
+def _yaml_source(config: Config, match: Match | None) -> str | None:
+    """Where a YAML route's matching key sits: file:line (key path)."""
+    if match is None:
+        return None
+    keys = match.route.keys
+    kind = {"from+to": "from", "from+phone_number_id": "from"}.get(match.rule, match.rule)
+    path = keys.default_path if match.rule == "default" else next((e.path for e in keys.entries if e.kind == kind), ())
+    return yaml_location(config, path)
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, secrets_optional=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
@@ -100,75 +118,27 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _nango_call(config: Config, user_id: str | None) -> int:
-    if config.nango.secret_key is None:
-        print("error: nango.secret_key is empty: set NANGO_SECRET_KEY", file=sys.stderr)
-        return 1
-    async with httpx.AsyncClient() as http:
-        client = NangoClient(http, config.nango, Metrics())
-        try:
-            if user_id is not None:
-                user = config.users.get(user_id)
-                if user is None:
-                    print(f"error: no user {user_id!r} in {config.file}", file=sys.stderr)
-                    return 1
-                session = await create_connect_session(client, user.nango_user_id, user.email, user.name)
-                print(session.connect_link)
-                print(f"expires at {session.expires_at}; send this link to {user.name}", file=sys.stderr)
-                return 0
-            return await _print_connections(config, client)
-        except NangoError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-
-async def _print_connections(config: Config, client: NangoClient) -> int:
-    by_user: dict[str, list[Connection]] = {}
-    async for page in client.list_connections_pages():
-        for found_connection in page:
-            if found_connection.user_id is not None:
-                by_user.setdefault(found_connection.user_id, []).append(found_connection)
-    missing = 0
-    for user in config.users.values():
-        found = by_user.get(user.nango_user_id, [])
-        usable = pick_connection(found)
-        if user.connection_id is not None:
-            state, detail = "fixed", user.connection_id
-        elif usable is not None:
-            state, detail = "connected", usable.connection_id
-        elif found:
-            state, detail = "error", f"{found[0].connection_id} needs reconnecting"
-            missing += 1
-        else:
-            state, detail = "missing", f"run: vapi-calendar-proxy connect-link --user {user.id}"
-            missing += 1
-        print(f"{user.id}\t{user.name}\t{state}\t{detail}")
-    print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
-    return 0
-
-
-def cmd_connect_link(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    return 1 if config is None else asyncio.run(_nango_call(config, args.user))
-
-
-def cmd_connections(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    return 1 if config is None else asyncio.run(_nango_call(config, None))
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve
+    from proxy.startup import StartupListener
 
-    config = _load(args.config)
-    if config is None:
+    # One worker: the port opens first, so probes get /livez 200 and /readyz 503 while a large file loads.
+    try:
+        listener = StartupListener(args.host, args.port) if args.workers == 1 else None
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    if not config.auth.configured and not args.insecure:
+    config = _load(args.config)
+    if config is not None and not config.auth.configured and not args.insecure:
         print(
             "error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
             "refusing to start. For local experiments only, pass --insecure.",
             file=sys.stderr,
         )
+        config = None
+    if config is None:
+        if listener is not None:
+            listener.close()
         return 1
     configure_logging(args.log_format, args.log_level.upper())
     return serve(
@@ -179,7 +149,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         log_format=args.log_format,
         log_level=args.log_level.upper(),
+        listener=listener,
     )
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from proxy.config.schema import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return 0
 
 
 DESCRIPTION = """\
@@ -267,7 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a config file exactly as serve and a reload would; exit 1 listing every error.",
     )
     check.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    check.add_argument(
+        "--nango",
+        action="store_true",
+        help="also list where routes come from in Nango (connection tags), YAML shadowing and conflicts",
+    )
     check.set_defaults(handler=cmd_check)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the config file (for editors)",
+        description="Print the JSON Schema of the routing file: editors validate and complete against it.",
+    )
+    schema.set_defaults(handler=cmd_schema)
 
     resolve = commands.add_parser(
         "resolve",
@@ -281,22 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--response-only", action="store_true", help="print only the JSON Vapi would receive")
     resolve.set_defaults(handler=cmd_resolve)
 
-    link = commands.add_parser(
-        "connect-link",
-        help="create a Nango Connect link for a user to connect a calendar",
-        description="Create a Nango Connect session for a user and print the link to send (needs NANGO_SECRET_KEY).",
-    )
-    link.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
-    link.add_argument("--user", required=True, metavar="ID", help="user id from the config")
-    link.set_defaults(handler=cmd_connect_link)
-
-    connections = commands.add_parser(
-        "connections",
-        help="list users and the state of their calendar connection",
-        description="List every user of the config: connected, fixed, missing or in error in Nango.",
-    )
-    connections.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
-    connections.set_defaults(handler=cmd_connections)
+    add_commands(commands, _load)
     return parser
 
 

@@ -6,11 +6,17 @@ header), the event loop (httptools joins a header's pieces by concatenation, qua
 descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and keeps the parser:
 
 - the request line plus headers may be at most `max_header_bytes`; a longer head gets 431 and the
-  connection is closed while it is still arriving, before the parser buffers more than the bound;
+  connection is closed while it is still arriving, before the parser buffers more than the bound (a
+  pipelined head that starts in the same read as the previous request ends may reach twice the bound);
+- at most MAX_PIPELINED requests may wait behind the one being answered; a deeper pipeline is cut off;
+- malformed requests get uvicorn's 400, but are logged only in the throttled summary, not one line each;
 - the head must arrive within `header_timeout` of the connection opening (or, on a kept-alive connection,
   of its first byte) and the body within `body_timeout` of the head; else 408 and close;
-- at most `max_connections` connections are open at once; one more is answered 503 and closed at once,
-  so its descriptor is released before any byte of its request is read.
+- at most `max_connections` connections are open at once; at the cap a new one replaces the oldest
+  connection that is only waiting (idle, half-sent, kept alive), and if every connection is busy it is
+  answered 503 and closed at once, so its descriptor is released before any byte of its request is read;
+- a peer that stops reading its answers (the transport's write buffer stays full) is cut off after
+  `send_timeout`;
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -34,6 +41,10 @@ logger = logging.getLogger("vapi_calendar_proxy.connections")
 # connections to Nango and Google), the listener, the event loop's own (epoll, self-pipe), stdio, and
 # a config file being read.
 FD_RESERVE = 128
+# The lifespan state key under which the app hands its refusal counter (a prometheus Counter by kind).
+CONNECTION_REFUSALS = "vapi_calendar_proxy.connection_refusals"
+# Requests a client may send ahead of the answers (HTTP/1.1 pipelining); Vapi and browsers send none.
+MAX_PIPELINED = 16
 # A refusal is logged at most this often (with the count since the last line), so a flood cannot
 # turn into a log flood.
 LOG_EVERY_SECONDS = 10.0
@@ -45,6 +56,7 @@ class ConnectionLimits:
     header_timeout: float = 5.0
     body_timeout: float = 10.0
     max_connections: int = 1000
+    send_timeout: float = 10.0
 
 
 def _response(status: int, reason: str, text: str) -> bytes:
@@ -58,6 +70,10 @@ def _response(status: int, reason: str, text: str) -> bytes:
 HEADER_TOO_LARGE = _response(431, "Request Header Fields Too Large", "request line and headers too large")
 TIMED_OUT = _response(408, "Request Timeout", "request not received in time")
 TOO_MANY_CONNECTIONS = _response(503, "Service Unavailable", "too many connections")
+
+
+class PipelineTooDeep(Exception):
+    pass
 
 
 class RefusalLog:
@@ -84,6 +100,8 @@ class LimitedConfig(uvicorn.Config):
         super().__init__(app, http=LimitedHttpToolsProtocol, ws="none", **kwargs)
         self.connection_limits = limits
         self.refusals = RefusalLog()
+        # Connections waiting for a request head with no request in progress, oldest first (see connection_made).
+        self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -99,46 +117,92 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = limits if isinstance(limits, ConnectionLimits) else ConnectionLimits()
         refusals = getattr(config, "refusals", None)
         self.refusals = refusals if isinstance(refusals, RefusalLog) else RefusalLog()
+        waiting = getattr(config, "waiting", None)
+        self.waiting: dict[LimitedHttpToolsProtocol, None] = waiting if isinstance(waiting, dict) else {}
         self.refused = False
+        self.pipeline_too_deep = False
+        self.completed = 0
         self.reading_head = True
         self.head_bytes = 0
         self.head_done_at = 0.0
         self.deadline: asyncio.TimerHandle | None = None
+        self.send_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self.limits.max_connections:
+        if len(self.connections) >= self.limits.max_connections and not self._evict_oldest_waiting():
             # Refused before anything is parsed or buffered: the descriptor is free again at once.
             self.refused = True
             self.transport = transport
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
-            self.refusals.note("too_many_connections")
+            self._note("too_many_connections")
             return
         super().connection_made(transport)
+        self.waiting[self] = None
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.send_deadline is not None:
+            self.send_deadline.cancel()
+            self.send_deadline = None
+        self.waiting.pop(self, None)
         super().connection_lost(exc)
 
+    def _evict_oldest_waiting(self) -> bool:
+        """At the cap, a new connection replaces the one that has waited longest for a request head with
+        nothing in progress (idle, half-sent or kept alive), as nginx reuses keep-alive connections when it
+        runs out: connections held open by whoever sends nothing never lock real calls out. Only when every
+        connection has a request in progress is the new one refused."""
+        for victim in self.waiting:
+            del self.waiting[victim]
+            self.connections.discard(victim)
+            victim._disarm()
+            victim.transport.abort()  # owed nothing: not even the flush of a buffered answer
+            self._note("evicted")
+            return True
+        return False
+
     def data_received(self, data: bytes) -> None:
-        if self.refused:
+        if self.refused or self.transport.is_closing():
             return
-        if self.reading_head:
-            room = self.limits.max_header_bytes - self.head_bytes
-            if len(data) > room:
-                # Feed only what fits: the head may end inside it, and the rest is body or the next request.
-                if room > 0:
-                    self.head_bytes += room
-                    super().data_received(data[:room])
-                if self.reading_head and not self.transport.is_closing():
-                    self._refuse(HEADER_TOO_LARGE, "header_too_large")
-                    return
-                data = data[room:]
-            else:
-                self.head_bytes += len(data)
-        if data and not self.transport.is_closing():
-            super().data_received(data)
+        if not self.reading_head:
+            self._feed(data)
+            return
+        room = self.limits.max_header_bytes - self.head_bytes
+        if len(data) <= room:
+            self.head_bytes += len(data)
+            self._feed(data)
+            return
+        # More than the head may still take: feed what fits. The head may end inside it; then the rest is
+        # body, or (pipelining) the next request, whose head is counted afresh from there.
+        completed = self.completed
+        self.head_bytes += room
+        if room > 0:
+            self._feed(data[:room])
+        if self.transport.is_closing():
+            return
+        if self.completed != completed:
+            self.data_received(data[room:])  # at most one level per max_header_bytes of this read
+        elif self.reading_head:
+            self._refuse(HEADER_TOO_LARGE, "header_too_large")
+        else:
+            self._feed(data[room:])
+
+    def _feed(self, data: bytes) -> None:
+        # uvicorn's data_received, with its per-request warnings replaced by the throttled RefusalLog: a
+        # flood of malformed requests must not become a flood of log lines.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no WebSocket here (ws="none"): the request was answered as plain HTTP
+        except httptools.HttpParserError:
+            if self.pipeline_too_deep:
+                self._refuse(b"", "pipeline_too_deep")
+            elif not self.transport.is_closing():
+                self._note("invalid_request")
+                self.send_400_response("Invalid HTTP request received.")
 
     # Parser callbacks
     def on_message_begin(self) -> None:
@@ -148,16 +212,42 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
 
     def on_headers_complete(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            # Each queued request holds its scope and headers until those before it are answered, and
+            # one read can carry thousands of them: a client that pipelines this deep is cut off.
+            self.pipeline_too_deep = True
+            raise PipelineTooDeep
         self.reading_head = False
+        self.waiting.pop(self, None)
         # The body deadline is checked when the head deadline fires (one timer per request, not two).
         self.head_done_at = self.loop.time()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self.completed += 1
         self.reading_head = True
         self.head_bytes = 0
         super().on_message_complete()
+        self._mark_waiting()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._mark_waiting()
+
+    def _mark_waiting(self) -> None:
+        # Waiting (and so evictable) once the request is read and answered, unless a pipelined one is queued.
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if self.reading_head and idle and not self.pipeline and not self.transport.is_closing():
+            self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
+            self.waiting[self] = None
+
+    def _note(self, kind: str) -> None:
+        self.refusals.note(kind)
+        counter = self.app_state.get(CONNECTION_REFUSALS)
+        if counter is not None:
+            counter.labels(kind).inc()
 
     def _disarm(self) -> None:
         if self.deadline is not None:
@@ -194,7 +284,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if response:
             self.transport.write(response)
         self.transport.close()
-        self.refusals.note(kind)
+        self._note(kind)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.send_deadline is None:
+            self.send_deadline = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.send_deadline is not None:
+            self.send_deadline.cancel()
+            self.send_deadline = None
+
+    def _send_timed_out(self) -> None:
+        # A peer that stops reading holds its request (and whatever is buffered for it) forever, beyond the
+        # reach of the other limits: the answers it does not read within send_timeout are dropped, and the
+        # connection with them (abort: close() would wait for a flush that never comes).
+        self.send_deadline = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.abort()
+        self._note("send_timeout")
 
 
 def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:

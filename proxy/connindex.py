@@ -58,6 +58,10 @@ class ConnectionIndex:
     def line(self, kind: ClaimKind, value: str) -> Connection | None:
         return self._claims[kind].get(value)
 
+    def lines(self, kind: ClaimKind) -> list[str]:
+        """Every claimed line of one kind."""
+        return list(self._claims[kind])
+
     def connection(self, connection_id: str) -> Connection | None:
         """A tagged connection by id (untagged ones are only reachable through their user)."""
         return self._tagged.get(connection_id)

@@ -18,11 +18,12 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
 
 from proxy.connindex import ConnectionIndex
+from proxy.lines import LineFinder, report_conflicts
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
@@ -45,8 +46,8 @@ class DirectoryListener(Protocol):
     def user_connections(self, user_id: str, conns: list[Connection]) -> None:
         """A webhook, confirmed with Nango: these are the user's connections now."""
 
-    def connection_forgotten(self, connection_id: str) -> None:
-        """Nango says the connection is gone."""
+    def connection_forgotten(self, connection_id: str, user_id: str | None) -> None:
+        """Nango says the connection is gone (or is not `user_id`'s)."""
 
     def connection_suspended(self, connection_id: str) -> None:
         """A failed refresh Nango could not confirm: held back briefly."""
@@ -73,18 +74,6 @@ def answer_for(conn: Connection, source: Source) -> Lookup:
     return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
-@dataclass(frozen=True)
-class Confirmation:
-    """What Nango said about a connection a webhook named: `result` for the metric and the reply,
-    `connection_id` the one the user is served now."""
-
-    result: str
-    connection: Connection | None = None
-    connection_id: str | None = None
-
-
-# Webhooks waiting for Nango's answer at once; more get 503 and Nango delivers them again later.
-MAX_PENDING_CONFIRMATIONS = 32
 # Users that webhooks may add to the index between two refreshes; beyond it they go to the bounded cache.
 WEBHOOK_NEW_USERS_LIMIT = 10_000
 # A failed refresh Nango could not confirm holds the connection back this long.
@@ -122,7 +111,8 @@ class ConnectionDirectory:
         self._outage_streak = 0
         self._breaker_open_until = 0.0
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
-        self._confirming: dict[tuple[str, str | None], asyncio.Task[Confirmation]] = {}
+        # Webhook confirmations in flight (proxy.webhooks), shared by concurrent deliveries.
+        self.confirming: dict[tuple[str, str | None], asyncio.Task[Any]] = {}
         self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
         self._webhook_users = 0
         self._refresh: asyncio.Task[bool] | None = None
@@ -132,6 +122,20 @@ class ConnectionDirectory:
         # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
         self._generation = 0
         self._last_error: str | None = None
+        routing = settings.tag_routing
+        self.lines = LineFinder(self, routing, metrics, size, settings.cache_ttl, clock) if routing else None
+
+    @property
+    def client(self) -> NangoClient | None:
+        return self._client
+
+    @property
+    def index(self) -> ConnectionIndex:
+        """The current index (replaced as a whole by each refresh)."""
+        return self._index
+
+    def breaker_open(self) -> bool:
+        return self._clock() < self._breaker_open_until
 
     @property
     def _index_enabled(self) -> bool:
@@ -160,13 +164,29 @@ class ConnectionDirectory:
             logger.warning("nango lookup for user %s did not finish within %.2fs", user_id, timeout)
             return self._stale_or(user_id, Lookup(None, "timeout", f"no answer within {timeout:g}s"), "timeout")
 
+    def warm(self, user_id: str) -> tuple[str, str] | None:
+        """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
+        count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
+        # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
+        conn = self._index.user(user_id)
+        event = "index_hit"
+        if conn is None:
+            event = "hit"
+            try:
+                conn = self._cache[user_id]  # one expiry check; TTLCache.get makes two
+            except KeyError:
+                return None
+        if not conn.healthy or (self._unusable and conn.connection_id in self._unusable):
+            return None
+        return conn.connection_id, event
+
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
         if (conn := self._index.user(user_id)) is not None:
             self._event("index_hit", count)
-            return self._answer(conn, "index")
+            return self.answer(conn, "index")
         if (conn := self._cache.get(user_id)) is not None:
             self._event("hit", count)
-            return self._answer(conn, "cache")
+            return self.answer(conn, "cache")
         if (reason := self._negative.get(user_id)) is not None:
             self._event("negative_hit", count)
             return Lookup(None, reason, "cached")
@@ -206,7 +226,8 @@ class ConnectionDirectory:
             return newer
         return self._remember(user_id, conns)
 
-    def _answer(self, conn: Connection, source: Source) -> Lookup:
+    def answer(self, conn: Connection, source: Source) -> Lookup:
+        """What a lookup answers for `conn`: its id, unless it has errors or a failed refresh holds it back."""
         if self._unusable and conn.connection_id in self._unusable:
             return Lookup(None, "unhealthy", f"connection {conn.connection_id}: refresh failed (unconfirmed)")
         return answer_for(conn, source)
@@ -250,45 +271,6 @@ class ConnectionDirectory:
         self._negative[user_id] = "negative"
         return Lookup(None, "negative", "no connection")
 
-    async def confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
-        """Ask Nango about a connection a webhook names, and apply what Nango says, never the webhook's body.
-
-        One request: the user's connections (`tags[user_tag]=`) when the webhook names a user, else the
-        connection itself (`connectionId=`). A replayed or forged webhook can therefore neither roll a user
-        back to an old connection nor point a user at someone else's: the result is what Nango holds now,
-        ranked like the index ranks it. Concurrent webhooks about one connection share the request.
-        """
-        if self._client is None:
-            return Confirmation("nango_not_configured")
-        if self._clock() < self._breaker_open_until:
-            raise NangoError("confirm", None, "breaker_open")
-        key = (connection_id, user_id)
-        task = self._confirming.get(key)
-        if task is None:
-            if len(self._confirming) >= MAX_PENDING_CONFIRMATIONS:
-                raise NangoError("confirm", None, "busy")
-            task = asyncio.create_task(self._confirm(connection_id, user_id), name=f"nango-confirm:{connection_id}")
-            self._confirming[key] = task
-            task.add_done_callback(lambda _: self._confirming.pop(key, None))
-        return await asyncio.shield(task)
-
-    async def _confirm(self, connection_id: str, user_id: str | None) -> Confirmation:
-        assert self._client is not None
-        if user_id is not None:
-            conns = await self._client.find_user_connections(user_id)
-        else:
-            found = await self._client.find_connection(connection_id)
-            conns = [found] if found is not None else []
-        conn = next((c for c in conns if c.connection_id == connection_id), None)
-        if conn is None:
-            # Deleted, or not this user's: whatever we hold about it is wrong now.
-            self.forget_connection(connection_id)
-            return Confirmation("not_found")
-        if conn.user_id is None:
-            return Confirmation("no_user", conn)
-        self.apply_user_connections(conn.user_id, conns)
-        return Confirmation("applied", conn, self.current(conn.user_id))
-
     def open_breaker(self, seconds: float) -> None:
         """No lookup asks Nango for `seconds` (this replica's outage streak, or the cluster's)."""
         self._breaker_open_until = max(self._breaker_open_until, self._clock() + seconds)
@@ -304,32 +286,40 @@ class ConnectionDirectory:
             self._apply(functools.partial(ConnectionIndex.remove, connection_id=known.connection_id, user_id=user_id))
         if known is None and self._webhook_users >= WEBHOOK_NEW_USERS_LIMIT:
             logger.warning(
-                "%d users added by webhooks since the last index refresh; %s only cached",
-                WEBHOOK_NEW_USERS_LIMIT,
-                user_id,
+                "%d users added by webhooks since the index refresh; %s only cached", self._webhook_users, user_id
             )
         else:
             self._webhook_users += known is None
             for conn in conns:
                 self._apply(functools.partial(ConnectionIndex.put, conn=conn))
         self._remember(user_id, conns)
+        if self.lines is not None:
+            self.lines.learned(conns)
         if announce and self.listener is not None:
             self.listener.user_connections(user_id, conns)
+
+    def learn(self, conns: list[Connection]) -> None:
+        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them."""
+        self._generation += 1
+        for conn in conns:
+            self._apply(functools.partial(ConnectionIndex.put, conn=conn))
+        if self.lines is not None:
+            self.lines.learned(conns)
 
     def current(self, user_id: str) -> str | None:
         """The connection id the next lookup of `user_id` answers from memory, if any."""
         known = self._known(user_id, count=False)
         return known.connection_id if known is not None else None
 
-    def forget_connection(self, connection_id: str, *, announce: bool = True) -> None:
-        """Nango says the connection does not exist (deleted): stop handing it out."""
+    def forget_connection(self, connection_id: str, user_id: str | None = None, *, announce: bool = True) -> None:
+        """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out."""
         self._generation += 1
-        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=None))
-        for user_id in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
-            del self._cache[user_id]
-            self._last_good.pop(user_id, None)
+        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
         if announce and self.listener is not None:
-            self.listener.connection_forgotten(connection_id)
+            self.listener.connection_forgotten(connection_id, user_id)
+        for cached in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
+            del self._cache[cached]
+            self._last_good.pop(cached, None)
 
     def suspend(self, connection_id: str, *, announce: bool = True) -> None:
         """A failed refresh Nango could not confirm (unreachable): hold the connection back for a short,
@@ -414,6 +404,8 @@ class ConnectionDirectory:
         self._webhook_users = 0
         self._index_at = self._clock() - age
         self._metrics.index_size.set(len(index))
+        self._metrics.tagged_lines.set(index.claimed_lines)
+        report_conflicts(index, self._metrics)
         self._metrics.index_age.set(time.time() - age)
 
     def index_snapshot(self) -> tuple[ConnectionIndex, float | None]:
@@ -449,6 +441,8 @@ class ConnectionDirectory:
             "negative_cache_size": len(self._negative),
             "lookups_in_flight": len(self._inflight),
             "breaker_open": self._clock() < self._breaker_open_until,
+            "tagged_lines": self._index.claimed_lines,
+            "line_conflicts": sum(1 for _ in self._index.conflicts()),
         }
 
     def _event(self, event: str, count: bool = True) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from proxy.metrics import Metrics
+from proxy.nango import RequestGate
 from proxy.secret import Secret
 
 __all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify"]
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 ErrorKind = Literal["auth", "not_found", "conflict", "unavailable", "timeout", "invalid"]
 Event = dict[str, Any]
 
+# events.list: Google's default page size, and how many events one listing reads at most (documented in
+# docs/booking.md): a caller's own upcoming appointments, or the events around one slot.
+LIST_PAGE_SIZE = 250
+MAX_LISTED_EVENTS = 1000
 # Google answers 403 both for "no access" and for quota; only the quota reasons go away by waiting.
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"})
 # Nango codes meaning the user's connection is gone or its token refresh failed: the user must reconnect.
@@ -62,6 +67,7 @@ class GoogleCalendar:
         integration_id: str,
         timeout: float,
         metrics: Metrics | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self._http = http
         self._base = nango_base_url.rstrip("/") + "/proxy/calendar/v3"
@@ -69,6 +75,8 @@ class GoogleCalendar:
         self._integration = integration_id
         self._timeout = httpx.Timeout(timeout)
         self._metrics = metrics
+        # Without a shared gate (tests, tools) the calendar gets its own, bounded the same way.
+        self._gate = gate if gate is not None else RequestGate(total_timeout=max(timeout * 2, 1.0))
 
     def __repr__(self) -> str:
         return f"GoogleCalendar(base={self._base!r}, integration_id={self._integration!r})"
@@ -101,6 +109,7 @@ class GoogleCalendar:
         *,
         event_id: str,
         send_updates: str = "none",
+        budget: float | None = None,
     ) -> Inserted:
         """Create the event under a caller-chosen id, so a retried request finds it instead of doubling it.
 
@@ -111,7 +120,13 @@ class GoogleCalendar:
         path = f"/calendars/{_seg(calendar_id)}/events"
         try:
             created = await self._call(
-                "insert", "POST", path, connection_id, json=body, params=[("sendUpdates", send_updates)]
+                "insert",
+                "POST",
+                path,
+                connection_id,
+                json=body,
+                params=[("sendUpdates", send_updates)],
+                budget=budget,
             )
             return Inserted(created, created=True)
         except CalendarError as exc:
@@ -124,9 +139,11 @@ class GoogleCalendar:
         restored = await self.patch_event(connection_id, calendar_id, event_id, changes, send_updates=send_updates)
         return Inserted(restored, created=True)
 
-    async def get_event(self, connection_id: str, calendar_id: str, event_id: str) -> Event:
+    async def get_event(
+        self, connection_id: str, calendar_id: str, event_id: str, *, budget: float | None = None
+    ) -> Event:
         """One event (also a cancelled one: Google keeps them with status 'cancelled')."""
-        return await self._call("get", "GET", _event_path(calendar_id, event_id), connection_id)
+        return await self._call("get", "GET", _event_path(calendar_id, event_id), connection_id, budget=budget)
 
     async def list_events(
         self,
@@ -135,21 +152,37 @@ class GoogleCalendar:
         *,
         start: datetime,
         end: datetime,
-        private: Mapping[str, str],
-        limit: int = 10,
+        private: Mapping[str, str] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        max_events: int = MAX_LISTED_EVENTS,
+        budget: float | None = None,
+        show_deleted: bool = False,
     ) -> list[Event]:
-        """Upcoming single events whose private extended properties match all of `private`."""
+        """Single events overlapping [start, end) whose private extended properties match all of `private`,
+        in start order, paging with `pageToken` up to `max_events` (the rest is left out and logged)."""
         params: list[tuple[str, str]] = [
             ("timeMin", _rfc3339(start)),
             ("timeMax", _rfc3339(end)),
             ("singleEvents", "true"),
             ("orderBy", "startTime"),
-            ("maxResults", str(limit)),
-            *(("privateExtendedProperty", f"{key}={value}") for key, value in private.items()),
+            ("maxResults", str(min(page_size, max_events))),
+            *(("privateExtendedProperty", f"{key}={value}") for key, value in (private or {}).items()),
+            *([("showDeleted", "true")] if show_deleted else []),
         ]
         path = f"/calendars/{_seg(calendar_id)}/events"
-        data = await self._call("list", "GET", path, connection_id, params=params)
-        return [item for item in data.get("items") or [] if isinstance(item, dict)]
+        events: list[Event] = []
+        token: str | None = None
+        while True:
+            page = params + ([("pageToken", token)] if token else [])
+            data = await self._call("list", "GET", path, connection_id, params=page, budget=budget)
+            events += [item for item in data.get("items") or [] if isinstance(item, dict)]
+            next_token = data.get("nextPageToken")
+            if not isinstance(next_token, str) or not next_token:
+                return events
+            if len(events) >= max_events:
+                logger.warning("calendar list stopped at %d events (the bound); later ones are left out", max_events)
+                return events[:max_events]
+            token = next_token
 
     async def delete_event(
         self, connection_id: str, calendar_id: str, event_id: str, *, send_updates: str = "none"
@@ -193,6 +226,7 @@ class GoogleCalendar:
         *,
         json: Mapping[str, Any] | None = None,
         params: Sequence[tuple[str, str]] = (),
+        budget: float | None = None,
     ) -> Event:
         headers = {
             "Authorization": f"Bearer {self._secret}",
@@ -200,10 +234,11 @@ class GoogleCalendar:
             "Provider-Config-Key": self._integration,
         }
         try:
-            response = await self._http.request(
-                method, self._base + path, headers=headers, json=json, params=tuple(params), timeout=self._timeout
-            )
-        except httpx.TimeoutException:
+            async with self._gate.turn(budget):
+                response = await self._http.request(
+                    method, self._base + path, headers=headers, json=json, params=tuple(params), timeout=self._timeout
+                )
+        except (httpx.TimeoutException, TimeoutError):
             self._count(operation, "timeout")
             raise CalendarError("timeout", f"{operation}: no answer from Nango in time") from None
         except httpx.TransportError as exc:

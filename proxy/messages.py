@@ -106,14 +106,20 @@ def call_id_of(message: Mapping[str, object]) -> str:
     return _text(_object(message, "call"), "id") or "-"
 
 
-def inbound_call(message: Mapping[str, object]) -> InboundCall:
-    """Routing keys of the message's call: called line, its Vapi id, and the caller."""
+def call_keys(message: Mapping[str, object]) -> tuple[str, str | None, str | None, str | None]:
+    """(call id, called line, its Vapi phoneNumberId, caller) of the message's call, as plain values."""
     call = _object(message, "call")
     phone_number = _object(message, "phoneNumber") or _object(call, "phoneNumber")
     customer = _object(message, "customer") or _object(call, "customer")
-    return InboundCall(
-        call_id=call_id_of(message),
-        to=_number_or_uri(phone_number),
-        phone_number_id=_text(phone_number, "id") or _text(call, "phoneNumberId"),
-        caller=_number_or_uri(customer) or _number_or_uri(_object(call, "customer")),
+    return (
+        _text(call, "id") or "-",
+        _number_or_uri(phone_number),
+        _text(phone_number, "id") or _text(call, "phoneNumberId"),
+        _number_or_uri(customer) or _number_or_uri(_object(call, "customer")),
     )
+
+
+def inbound_call(message: Mapping[str, object]) -> InboundCall:
+    """Routing keys of the message's call: called line, its Vapi id, and the caller."""
+    call_id, to, phone_number_id, caller = call_keys(message)
+    return InboundCall(call_id=call_id, to=to, phone_number_id=phone_number_id, caller=caller)

@@ -1,10 +1,17 @@
-"""Prometheus metrics, one registry per app instance (no module-level mutable state)."""
+"""Prometheus metrics, one registry per app instance (no module-level mutable state).
+
+With `serve --workers N` the workers count into one directory (prometheus-client's multiprocess mode,
+PROMETHEUS_MULTIPROC_DIR, set up by proxy.server) and /metrics adds them up: counters and histograms
+are summed over every worker that ever ran, gauges show the largest value among the live workers.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Self
+import os
+from collections.abc import Callable
+from typing import Any, Literal, Self
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess, values
 from prometheus_client import Counter as _Counter
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -12,6 +19,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 # Vapi drops an assistant-request after 7.5 s: buckets are dense below that and stop just above it.
+# Gauges across workers: the largest value among the live ones (each worker has its own index and config).
+LIVE_MAX: Literal["livemax"] = "livemax"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 7.5, 10.0)
 
 
@@ -50,6 +59,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        # Decided by prometheus_client when it was imported (PROMETHEUS_MULTIPROC_DIR set then), not now.
+        self.multiprocess = values.ValueClass is not values.MutexValue
+        self._version: str | None = None
+        # Counts kept outside prometheus-client for speed (proxy.fastpath) are added in before any render.
+        self.before_render: list[Callable[[], None]] = []
         r = self.registry
         self.assistant_requests = Counter(
             "vapi_proxy_assistant_requests",
@@ -72,6 +86,12 @@ class Metrics:
             ["tool", "result"],
             registry=r,
         )
+        self.bookings_unconfirmed = _Counter(
+            "vapi_proxy_bookings_unconfirmed",
+            "Bookings whose insert got no answer in time and could not be read back: the event may exist "
+            "without the caller having been told. Alert on any increase and check the logged call id.",
+            registry=r,
+        )
         self.nango_requests = Counter(
             "vapi_proxy_nango_requests",
             "Requests to Nango, by operation and result (ok, not_found, rate_limited, http_error, timeout, ...).",
@@ -85,11 +105,26 @@ class Metrics:
             ["event"],
             registry=r,
         )
-        self.index_size = Gauge("vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r)
+        self.index_size = Gauge(
+            "vapi_proxy_nango_index_connections", "Users in the Nango index.", registry=r, multiprocess_mode=LIVE_MAX
+        )
+        self.tagged_lines = Gauge(
+            "vapi_proxy_tag_routed_lines",
+            "Lines (numbers, Vapi phone-number ids) routed by connection tags.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
+        self.line_conflicts = Gauge(
+            "vapi_proxy_tag_routing_conflicts",
+            "Lines claimed by more than one connection's tags.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
         self.index_age = Gauge(
             "vapi_proxy_nango_index_refreshed_timestamp_seconds",
             "When the Nango index was last refreshed.",
             registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.config_reloads = Counter(
             "vapi_proxy_config_reloads",
@@ -98,12 +133,23 @@ class Metrics:
             registry=r,
         )
         self.config_info = Gauge(
-            "vapi_proxy_config_info", "The loaded config: 1 for its version hash.", ["version"], registry=r
+            "vapi_proxy_config_info",
+            "The loaded config: 1 for its version hash.",
+            ["version"],
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.config_file_invalid = Gauge(
             "vapi_proxy_config_file_invalid",
             "1 while the config file on disk is invalid (the last good config keeps serving), else 0.",
             registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
+        self.deadline = Gauge(
+            "vapi_proxy_deadline_seconds",
+            "server.deadline_seconds of the loaded config: the answer budget the latency alert compares with.",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.webhooks = Counter(
             "vapi_proxy_nango_webhooks",
@@ -116,6 +162,7 @@ class Metrics:
             "vapi_proxy_redis_up",
             "1 while the shared state's Redis answers; 0 while replicas fall back to local state or without REDIS_URL.",
             registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.redis_operations = Counter(
             "vapi_proxy_redis_operations",
@@ -129,10 +176,35 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.connections_refused = Counter(
+            "vapi_proxy_connections_refused",
+            "Connections the connection limits closed or refused, by kind (too_many_connections, evicted, "
+            "header_too_large, header_timeout, body_timeout, send_timeout, idle, invalid_request, pipeline_too_deep).",
+            ["kind"],
+            registry=r,
+        )
 
     def set_config_version(self, version: str) -> None:
-        self.config_info.clear()
+        if not self.multiprocess:
+            self.config_info.clear()
+        elif self._version is not None and self._version != version:
+            # Multiprocess mode cannot clear a child (its value stays in this worker's file): zero it instead.
+            self.config_info.labels(version=self._version).set(0)
         self.config_info.labels(version=version).set(1)
+        self._version = version
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        for flush in self.before_render:
+            flush()
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This worker is stopping: its gauges leave the totals (its counts stay in them)."""
+        for flush in self.before_render:
+            flush()
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

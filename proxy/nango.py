@@ -7,6 +7,7 @@ parsed defensively: anything unexpected becomes `NangoError(code="invalid_respon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -19,9 +20,9 @@ from urllib.parse import quote
 
 import httpx
 
+from proxy.config.models import NangoSettings
 from proxy.metrics import Metrics
 from proxy.ratelimit import RateLimit, SharedBudget
-from proxy.secret import Secret
 from proxy.tags import TagRoute, TagRouting, read_tag_route
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "NangoError",
     "NangoSettings",
     "RateLimit",
+    "RequestGate",
     "owner_of",
     "parse_connection",
     "pick_connection",
@@ -58,22 +60,25 @@ PAGE_ATTEMPTS = 5
 PAGE_RETRY_PAUSE = 1.0
 
 
-@dataclass(frozen=True)
-class NangoSettings:
-    base_url: str = "https://api.nango.dev"
-    secret_key: Secret | None = None
-    integration_id: str = "google-calendar"
-    user_tag: str = "end_user_id"  # tags[<user_tag>]=<user id>
-    legacy_end_user_id_lookup: bool = False  # also try endUserId= when the tag finds nothing
-    connect_timeout: float = 1.0
-    read_timeout: float = 2.5
-    cache_ttl: float = 300.0
-    negative_ttl: float = 30.0
-    cache_max_size: int = 100_000
-    index_refresh_interval: float = 300.0  # seconds; 0 disables the periodic bulk index
-    index_page_size: int = 2000
-    webhook_signing_keys: tuple[Secret, ...] = ()
-    tag_routing: TagRouting | None = None  # None: tags route nothing (opt-in)
+class RequestGate:
+    """The one bound on outbound requests: at most `limit` in flight, each (its wait for a turn included)
+    within `total_timeout` seconds. Shared by Nango lookups and the calendar tools' Google requests (which
+    also go through Nango), so neither can starve the other of connections or flood Nango."""
+
+    def __init__(self, total_timeout: float, limit: int = MAX_CONCURRENT_REQUESTS) -> None:
+        self.total_timeout = total_timeout
+        self._slots = asyncio.Semaphore(limit)
+
+    @classmethod
+    def for_settings(cls, settings: NangoSettings) -> RequestGate:
+        return cls(settings.connect_timeout + TOTAL_TIMEOUT_READS * settings.read_timeout)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, budget: float | None = None) -> AsyncIterator[None]:
+        """Hold one slot for a request; TimeoutError past `budget` (default and at most `total_timeout`)."""
+        limit = self.total_timeout if budget is None else max(0.0, min(budget, self.total_timeout))
+        async with asyncio.timeout(limit), self._slots:
+            yield
 
 
 @dataclass(frozen=True, slots=True)  # slots: the index holds one per connection of the integration
@@ -184,6 +189,7 @@ class NangoClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        gate: RequestGate | None = None,
     ) -> None:
         if not settings.secret_key:
             raise ValueError("NangoSettings.secret_key is required for a NangoClient")
@@ -196,8 +202,7 @@ class NangoClient:
         self._sleep = sleep
         self._base_url = settings.base_url.rstrip("/")
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        self._total_timeout = settings.connect_timeout + TOTAL_TIMEOUT_READS * settings.read_timeout
-        self._in_flight = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.gate = gate if gate is not None else RequestGate.for_settings(settings)
         self.rate_limit = RateLimit()
         # Set by proxy.shared.cluster when replicas share Nango's budget through Redis.
         self.shared_budget: SharedBudget | None = None
@@ -333,7 +338,7 @@ class NangoClient:
             self._count(operation, "skipped")
             raise NangoError(operation, None, "rate_limited", retry_after=wait)
         try:
-            async with asyncio.timeout(self._total_timeout), self._in_flight:
+            async with self.gate.turn():
                 response = await self._http.request(
                     method,
                     self._base_url + path,

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import phonenumbers
 
-__all__ = ["E164_PATTERN", "MAX_INPUT_LENGTH", "mask_number", "normalize_number"]
+__all__ = ["E164_PATTERN", "MAX_INPUT_LENGTH", "mask_number", "normalize_number", "route_key"]
 
 # ASCII digits only: a bare `\d` would also accept Arabic-Indic and full-width digits.
 E164_PATTERN = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -132,3 +132,14 @@ def _parse_best(candidates: list[str], region: str) -> str | None:
     # The library allows shapes E.164 does not (e.g. too short); keeping the output inside the
     # pattern is also what makes normalisation idempotent.
     return e164 if E164_PATTERN.fullmatch(e164) else None
+
+
+def route_key(raw: object) -> str | None:
+    """The lookup key of a number as an admin or Vapi writes it: E.164, else a bare lower-case SIP URI."""
+    number = normalize_number(raw)
+    if number is not None:
+        return number
+    if isinstance(raw, str) and raw[:4].lower() in ("sip:", "sips") and len(raw) <= 256:
+        uri = raw.strip().lower().split(";", 1)[0]
+        return "sip:" + uri.split(":", 1)[1] if ":" in uri else None
+    return None

@@ -14,16 +14,14 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Literal, Protocol
 
-from proxy.config import Config, config_version, parse_config, read_config_text
+from proxy.config import Config, ConfigError, ConfigIssue, parse_config, read_config_text
+from proxy.config.load import current_version, expand_includes
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
-from proxy.nango import NangoSettings
-from proxy.yamlsource import ConfigError, ConfigIssue
 
-__all__ = ["ConfigWatcher", "Reloadable", "restart_needed"]
+__all__ = ["ConfigWatcher", "Reloadable", "fingerprint", "watched_fingerprint"]
 
 logger = get_logger("reload")
 
@@ -34,26 +32,6 @@ Fingerprint = tuple[object, ...]
 # then read once finished rather than half-written (which would count as an invalid reload).
 SETTLE_SECONDS = 0.05
 
-# Settings read once at startup (routes, uvicorn's shutdown, the Nango client and caches).
-RESTART_ONLY_SERVER = (
-    "path",
-    "webhook_path",
-    "drain_seconds",
-    "shutdown_delay_seconds",
-    # uvicorn's settings and the connection limits (proxy/connections.py) are fixed when the listener starts.
-    "max_header_bytes",
-    "header_timeout_seconds",
-    "body_timeout_seconds",
-    "keepalive_timeout_seconds",
-    "max_connections",
-    "forwarded_allow_ips",
-)
-NANGO_KEYS = {  # NangoSettings field -> YAML key, where they differ
-    "cache_ttl": "cache_ttl_seconds",
-    "negative_ttl": "negative_ttl_seconds",
-    "index_refresh_interval": "index_refresh_seconds",
-}
-NANGO_LIVE = frozenset({"webhook_signing_keys"})
 NO_AUTH = "no Vapi authentication configured (vapi_secrets, bearer or hmac); refusing to serve it"
 
 
@@ -61,7 +39,7 @@ class Reloadable(Protocol):
     """What the watcher reloads: `proxy.app.Runtime`."""
 
     config: Config
-    config_error: str | None
+    config_error: ConfigError | None
     metrics: Metrics
     insecure: bool
 
@@ -78,14 +56,10 @@ def fingerprint(path: str) -> Fingerprint | None:
     return (target.st_dev, target.st_ino, target.st_size, target.st_mtime_ns, name.st_ino, name.st_mtime_ns)
 
 
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Keys whose change only takes effect after a restart."""
-    changed = [f"server.{key}" for key in RESTART_ONLY_SERVER if getattr(old.server, key) != getattr(new.server, key)]
-    for field in fields(NangoSettings):
-        name = field.name
-        if name not in NANGO_LIVE and getattr(old.nango, name) != getattr(new.nango, name):
-            changed.append(f"nango.{NANGO_KEYS.get(name, name)}")
-    return changed
+def watched_fingerprint(config: Config) -> Fingerprint:
+    """What changes when the main file, an included file, or the set of files an include matches does."""
+    names = (config.files[0], *expand_includes(config.files[0], config.include_patterns)) if config.files else ()
+    return tuple((name, fingerprint(name)) for name in names)
 
 
 class ConfigWatcher:
@@ -97,7 +71,7 @@ class ConfigWatcher:
         self.target = target
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._seen: Fingerprint | None = fingerprint(path)
+        self._seen: Fingerprint = watched_fingerprint(target.config)
 
     def trigger(self) -> None:
         """Reload as soon as possible (the SIGHUP handler). Call from the event loop's thread."""
@@ -127,28 +101,35 @@ class ConfigWatcher:
             remove_handler()
 
     async def _changed(self) -> bool:
-        current = fingerprint(self.path)
+        current = watched_fingerprint(self.target.config)
         if current == self._seen:
             return False
         await asyncio.sleep(SETTLE_SECONDS)
-        return fingerprint(self.path) == current
+        return watched_fingerprint(self.target.config) == current
 
     async def reload(self, reason: str, *, quiet: bool = False) -> ReloadResult:
         """Read, validate and (when valid and different) apply the file. Never raises ConfigError."""
         async with self._lock:
-            self._seen = fingerprint(self.path)
             old = self.target.config
+            self._seen = watched_fingerprint(old)
             try:
-                text = await asyncio.to_thread(read_config_text, self.path)
-                if config_version(text) == old.version:
+                if await asyncio.to_thread(current_version, old) == old.version:
                     return self._unchanged(reason, quiet)
-                new = await asyncio.to_thread(parse_config, text, self.path, os.environ)
+                text = await asyncio.to_thread(read_config_text, self.path)
+                new = await asyncio.to_thread(parse_config, text, self.path, os.environ, running=old)
                 if not new.auth.configured and not self.target.insecure:
                     # `serve` refuses to start like this; served, it would answer every call 401.
                     raise ConfigError([ConfigIssue(self.path, None, ("auth",), NO_AUTH)])
+                if new.version == old.version:
+                    return self._unchanged(reason, quiet)
+                self.target.apply(new)
             except ConfigError as exc:
                 return self._invalid(reason, old, exc)
-            self.target.apply(new)
+            except Exception as exc:  # any failure is an invalid reload: counted, alerting, the old config stays
+                logger.exception("config reload failed")
+                issue = ConfigIssue(self.path, None, (), f"could not be applied ({type(exc).__name__})")
+                return self._invalid(reason, old, ConfigError([issue]))
+            self._seen = watched_fingerprint(new)
             self.target.metrics.config_reloads.labels("ok").inc()
             self.target.metrics.config_file_invalid.set(0)
             logger.info(
@@ -165,10 +146,10 @@ class ConfigWatcher:
             )
             for warning in new.warnings:
                 logger.warning("config warning", extra={"fields": {"issue": str(warning)}})
-            if keys := restart_needed(old, new):
+            if new.restart_needed:
                 logger.warning(
-                    "config reloaded, but these settings take effect only after a restart",
-                    extra={"fields": {"keys": keys}},
+                    "config reloaded, but these settings keep their running values until a restart",
+                    extra={"fields": {"keys": list(new.restart_needed)}},
                 )
             return "ok"
 
@@ -182,7 +163,7 @@ class ConfigWatcher:
         return "unchanged"
 
     def _invalid(self, reason: str, old: Config, exc: ConfigError) -> ReloadResult:
-        self.target.config_error = str(exc)
+        self.target.config_error = exc
         self.target.metrics.config_reloads.labels("invalid").inc()
         self.target.metrics.config_file_invalid.set(1)
         for issue in exc.issues:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import math
 import os
+import shutil
 import signal
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -17,11 +23,13 @@ from proxy.app import Runtime, create_app
 from proxy.config import Config, load_config
 from proxy.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
+from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
 INSECURE_ENV = "VAPI_CALENDAR_PROXY_INSECURE"
 LOG_FORMAT_ENV = "VAPI_CALENDAR_PROXY_LOG_FORMAT"
 LOG_LEVEL_ENV = "VAPI_CALENDAR_PROXY_LOG_LEVEL"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 logger = get_logger("server")
 
@@ -41,6 +49,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)  # type: ignore[arg-type]
+        freeze_startup_objects()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not super().handle_exit: uvicorn would re-raise the signal once shut down, so a clean drain
@@ -80,6 +89,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
         max_header_bytes=server.max_header_bytes,
         header_timeout=server.header_timeout_seconds,
         body_timeout=server.body_timeout_seconds,
+        send_timeout=server.send_timeout_seconds,
         max_connections=cap,
     )
     return LimitedConfig(
@@ -87,6 +97,8 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
         limits=limits,
         log_config=None,
         timeout_graceful_shutdown=drain_timeout(config),
+        # The proxy logs each call itself; uvicorn would build an access-log line's arguments per request.
+        access_log=False,
         timeout_keep_alive=server.keepalive_timeout_seconds,  # typed int in uvicorn; it only reaches call_later
         # Forwarded headers rewrite the client address and scheme: believed only from the listed peers.
         proxy_headers=bool(server.forwarded_allow_ips),
@@ -104,7 +116,11 @@ def serve(
     insecure: bool,
     log_format: LogFormat,
     log_level: str = "INFO",
+    listener: StartupListener | None = None,
 ) -> int:
+    """`listener`: the socket opened before the config loaded (one worker); uvicorn takes it over."""
+    listen = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    logger.info("config loaded", extra={"fields": {"listen": listen, **loaded_summary(config, insecure=insecure)}})
     if workers > 1:
         # Each worker process builds its own app from the file: uvicorn forks before the app exists.
         os.environ[CONFIG_ENV] = config.file
@@ -115,17 +131,86 @@ def serve(
         multi = uvicorn_config(
             config, "proxy.server:app_from_environment", factory=True, host=host, port=port, workers=workers
         )
-        Multiprocess(multi, sockets=[multi.bind_socket()]).run()
+        with shared_metrics_directory():
+            Multiprocess(multi, sockets=[multi.bind_socket()]).run()
         return 0
     app = create_app(config, insecure=insecure, config_path=config.file)
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
     runtime: Runtime = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
-    server.run()
+    server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
 
 
+@contextlib.contextmanager
+def shared_metrics_directory() -> Iterator[None]:
+    """Workers count into one directory (prometheus-client's multiprocess mode), so /metrics shows the
+    whole server's totals whichever worker answers the scrape. A directory set by the operator is kept."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="vapi-calendar-proxy-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory  # read by prometheus_client when a worker imports it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def app_from_environment() -> Starlette:
+    """The app of one worker process (`serve --workers N`, or uvicorn run directly, as bench/run.py does)."""
     configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"), os.environ.get(LOG_LEVEL_ENV, "INFO"))  # type: ignore[arg-type]
     path = os.environ[CONFIG_ENV]
-    return create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
+    app = create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
+    drain_on_signals(app)
+    freeze_startup_objects()
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Exclude what exists after start-up (modules, the config snapshot with up to 100k users) from garbage
+    collection: it lives as long as the process, and a full collection walking it held the event loop for
+    30-100 ms while a large tool-calls message was answered (bench/tool_flood.py; the bound is 50 ms)."""
+    gc.freeze()
+
+
+def drain_on_signals(app: Starlette) -> None:
+    """DrainingServer's drain for a server we do not construct (uvicorn's workers run its plain Server):
+    while the app runs, a handler in front of uvicorn's own turns /readyz 503 on the first SIGTERM/SIGINT
+    and passes the signal on to uvicorn `shutdown_delay_seconds` later; a second one passes at once."""
+    runtime: Runtime = app.state.runtime
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with inner(app):
+            loop = asyncio.get_running_loop()
+            passed_on: dict[int, Callable[[int, FrameType | None], object]] = {}
+
+            def stop(sig: int, handler: Callable[[int, FrameType | None], object]) -> None:
+                logger.info("shutting down", extra={"fields": {"signal": signal.Signals(sig).name}})
+                handler(sig, None)
+
+            def drain(sig: int) -> None:
+                delay = runtime.config.server.shutdown_delay_seconds
+                logger.info("draining", extra={"fields": {"signal": signal.Signals(sig).name, "delay_s": delay}})
+                loop.call_later(delay, stop, sig, passed_on[sig])
+
+            def on_signal(sig: int, frame: FrameType | None) -> None:
+                if runtime.draining:
+                    passed_on[sig](sig, frame)
+                    return
+                runtime.draining = True
+                loop.call_soon_threadsafe(drain, sig)
+
+            # Only the main thread may set handlers; uvicorn restores its own when it stops capturing signals.
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    handler = signal.getsignal(sig)
+                    if callable(handler):
+                        passed_on[sig] = handler
+                        signal.signal(sig, on_signal)
+            yield
+
+    app.router.lifespan_context = lifespan

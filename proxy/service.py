@@ -19,14 +19,19 @@ from proxy.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answ
 from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.directory import ConnectionDirectory, Lookup
 from proxy.gcal import GoogleCalendar
+from proxy.lines import LineMatch
+from proxy.locks import LocalUserLocks, UserLocks
 from proxy.logs import CallLog, get_logger
 from proxy.messages import inbound_call
 from proxy.metrics import Metrics
+from proxy.nango import RequestGate
 from proxy.numbers import mask_number
-from proxy.routing import InboundCall, Match
+from proxy.references import WrongGuesses
+from proxy.routing import InboundCall, Match, Rule
 from proxy.secret import Secret
 from proxy.slots import CalendarSettings
-from proxy.tools import CalendarContext, answer_tool_calls, failed_results, owns_any
+from proxy.tagroutes import route_source, tagged_route
+from proxy.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
 
 # Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
 TOOL_CALLS_TIMEOUT_SECONDS = 10.0
@@ -50,6 +55,8 @@ class Resolution:
     match: Match | None
     connection_source: str | None = None
     connection_detail: str = ""
+    # Where a route made from Nango connection tags came from (empty for YAML routes).
+    route_source: str = ""
 
     @property
     def answer(self) -> Json:
@@ -76,6 +83,8 @@ class CallService:
         metrics: Metrics,
         *,
         http: httpx.AsyncClient,
+        gate: RequestGate | None = None,
+        locks: UserLocks | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
         call_log: CallLog | None = None,
@@ -83,17 +92,36 @@ class CallService:
         self.directory = directory
         self.metrics = metrics
         self.http = http
+        # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
+        self.gate = gate
+        self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
+        self.guesses = WrongGuesses()  # wrong booking references per call (proxy.references)
         # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
         self.wall_clock = wall_clock
         self._clock = clock
         self.call_log = call_log or CallLog(logger, None)
 
-    async def connection_for(self, route: Route, timeout: float) -> Lookup:
+    async def connection_for(self, route: Route, timeout: float, line: LineMatch | None = None) -> Lookup:
         user = route.user
         if user.connection_id is not None:
             self.metrics.cache_events.labels("fixed").inc()
             return Lookup(user.connection_id, "fixed")
+        if line is not None:
+            # The connection whose tags claim the line is the calendar: no second lookup.
+            return self.directory.answer(line.connection, line.source)  # type: ignore[arg-type]
         return await self.directory.lookup(user.nango_user_id, timeout=timeout)
+
+    async def route(self, config: Config, call: InboundCall, timeout: float) -> tuple[Match | None, LineMatch | None]:
+        """YAML rules first; then, before a YAML default, the line's Nango connection tags (tag routing)."""
+        match = config.routing.match(call)
+        lines = self.directory.lines
+        if lines is None or (match is not None and match.rule != "default"):
+            return match, None
+        line = await lines.find(call, timeout=timeout)
+        if line is None:
+            return match, None
+        rule: Rule = "phone_number_id" if line.kind == "phone_number_id" else "to"
+        return Match(tagged_route(config, line), rule), line
 
     async def resolve(self, config: Config, message: Json) -> Resolution:
         """Decide the answer for one assistant-request. Never raises."""
@@ -102,21 +130,23 @@ class CallService:
         call = inbound_call(message)
         match: Match | None = None
         try:
-            match = config.routing.match(call)
+            remaining = config.server.deadline_seconds - BUILD_MARGIN_SECONDS
+            match, line = await self.route(config, call, max(remaining, 0.0))
             if match is None:
                 fallback = config.fallbacks.unknown_number
                 answer = fallback_answer(config, fallback, None, now)
                 return Resolution(answer, _outcome(fallback), "unknown_number", call, None)
             route = match.route
+            source = route_source(line) if line is not None else ""
             remaining = config.server.deadline_seconds - (self._clock() - started) - BUILD_MARGIN_SECONDS
-            lookup = await self.connection_for(route, max(remaining, 0.0))
+            lookup = await self.connection_for(route, max(remaining, 0.0), line)
             if lookup.connection_id is not None:
                 answer = calendar_assistant(config, route, lookup.connection_id, now)
-                return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail)
+                return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail, source)
             kind: FallbackKind = "no_calendar" if lookup.source in ("negative", "unhealthy") else "error"
             fallback = route.fallbacks.get(kind)
             answer = fallback_answer(config, fallback, route, now)
-            return Resolution(answer, _outcome(fallback), kind, call, match, lookup.source, lookup.detail)
+            return Resolution(answer, _outcome(fallback), kind, call, match, lookup.source, lookup.detail, source)
         except Exception:
             logger.exception(
                 "assistant-request failed; answering with the error fallback",
@@ -164,11 +194,11 @@ class CallService:
         """Calendar tools in proxy mode. The user comes from the message's own call, through the same
         routing, so any replica can serve any call without remembering the assistant-request.
         Never raises: whatever breaks becomes a speakable error for each tool call."""
-        if not owns_any(message):
-            # Another server's tools (or none): acknowledge, as for any notification.
-            logger.info("tool-calls for tools this proxy does not own", extra={"fields": {}})
-            return {}
         try:
+            if not owns_any(message):
+                # Vapi sends a call here only when this is the tool's server: nobody else will answer it.
+                logger.info("tool-calls for tools this proxy does not serve", extra={"fields": {}})
+                return await not_served_results(message)
             return await self._tool_calls(config, message)
         except Exception:
             logger.exception("tool-calls failed; answering with a speakable error")
@@ -177,11 +207,11 @@ class CallService:
     async def _tool_calls(self, config: Config, message: Json) -> Json:
         started = self._clock()
         call = inbound_call(message)
-        match = config.routing.match(call)
+        match, line = await self.route(config, call, config.server.deadline_seconds)
         route = match.route if match is not None else None
         connection_id: str | None = None
         if route is not None and route.calendar.mode == "proxy":
-            lookup = await self.connection_for(route, config.server.deadline_seconds)
+            lookup = await self.connection_for(route, config.server.deadline_seconds, line)
             connection_id = lookup.connection_id
         ctx = CalendarContext(
             user_id=route.user.id if route is not None else "",
@@ -200,10 +230,19 @@ class CallService:
             integration_id=config.nango.integration_id,
             timeout=config.nango.read_timeout * 2,
             metrics=self.metrics,
+            gate=self.gate,
         )
         remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
         answer = await answer_tool_calls(
-            message, ctx, calendar, self.metrics, now=datetime.fromtimestamp(self.wall_clock(), UTC), timeout=remaining
+            message,
+            ctx,
+            calendar,
+            self.metrics,
+            now=datetime.fromtimestamp(self.wall_clock(), UTC),
+            timeout=remaining,
+            max_calls=config.server.max_tool_calls,
+            locks=self.locks,
+            guesses=self.guesses,
         )
         logger.info(
             "tool-calls",

@@ -77,6 +77,7 @@ class CalendarSettings:
     max_slots: int = 3
     horizon_days: int = 14
     min_notice_minutes: int = 60
+    search_ahead_days: int = 7  # find_open_slots: how far past an empty range to look for the next openings
 
     def __post_init__(self) -> None:
         if self.mode not in ("native", "proxy"):
@@ -89,6 +90,7 @@ class CalendarSettings:
             "max_slots": (self.max_slots, 1, 20),
             "horizon_days": (self.horizon_days, 1, 366),
             "min_notice_minutes": (self.min_notice_minutes, 0, 60 * 24 * 7),
+            "search_ahead_days": (self.search_ahead_days, 0, 60),
         }
         for name, (value, low, high) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -235,6 +237,30 @@ def speak_range(start: datetime, end: datetime, tz: ZoneInfo) -> str:
     if start.astimezone(tz).date() == end.astimezone(tz).date():
         return f"on {speak_day(start, tz)} from {speak_time(start, tz)} to {speak_time(end, tz)}"
     return f"from {speak_datetime(start, tz)} to {speak_datetime(end, tz)}"
+
+
+def speak_minutes(minutes: int) -> str:
+    """A notice period as in "at least 1 hour's notice": "45 minutes'", "1 hour's", "2 hours'"."""
+    hours, rest = divmod(minutes, 60)
+    if rest or not hours:
+        return f"{minutes} minutes'"
+    return f"{hours} hour's" if hours == 1 else f"{hours} hours'"
+
+
+def speak_period(start: datetime, end: datetime, tz: ZoneInfo) -> str:
+    """A searched range as said aloud: whole local days by name ('on Saturday, March 7 or Sunday, March 8',
+    'between Monday, March 2 and Friday, March 6'), else 'on Saturday, March 7 between 9 AM and 5 PM'."""
+    low, high = start.astimezone(tz), end.astimezone(tz)
+    midnight = time(0)
+    if low.time() == midnight and high.time() == midnight and high > low:
+        days = [low.date() + timedelta(days=i) for i in range((high.date() - low.date()).days)]
+        names = [f"{day:%A}, {day:%B} {day.day}" for day in days]
+        if len(names) <= 2:
+            return "on " + " or ".join(names)
+        return f"between {names[0]} and {names[-1]}"
+    if low.date() == high.date():
+        return f"on {speak_day(start, tz)} between {speak_time(start, tz)} and {speak_time(end, tz)}"
+    return f"between {speak_datetime(start, tz)} and {speak_datetime(end, tz)}"
 
 
 def speak_choices(starts: Sequence[datetime], tz: ZoneInfo) -> str:

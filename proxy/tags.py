@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from proxy.config.models import TagRouting
 from proxy.numbers import normalize_number
 
 __all__ = [
@@ -48,27 +49,6 @@ def tag_value_problem(value: str) -> str | None:
     if not 1 <= len(value) <= TAG_VALUE_MAX_LENGTH:
         return f"a tag value has 1-{TAG_VALUE_MAX_LENGTH} characters"
     return None
-
-
-@dataclass(frozen=True)
-class TagRouting:
-    """Which tag keys carry routing (`nango.tag_routing`). Each key is a lowercase Nango tag key or None."""
-
-    number_tag: str | None = None
-    phone_number_id_tag: str | None = None
-    template_tag: str | None = None
-    name_tag: str | None = None
-    timezone_tag: str | None = None
-    # How long "no connection claims this line" is remembered before the next miss asks Nango again.
-    negative_ttl: float = 5.0
-
-    @property
-    def keys(self) -> Iterator[tuple[str, str]]:
-        """(role, tag key) for every configured key."""
-        for role in ("number", "phone_number_id", "template", "name", "timezone"):
-            key: str | None = getattr(self, f"{role}_tag")
-            if key is not None:
-                yield role, key
 
 
 @dataclass(frozen=True, slots=True)

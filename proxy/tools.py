@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +20,12 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from proxy.booking import ArgError, CalendarTools, Outcome, booking_id
+from proxy.booking import ArgError, CalendarTools, Outcome
+from proxy.claim import booking_id
 from proxy.gcal import CalendarError, GoogleCalendar
+from proxy.locks import LocalUserLocks, LockTimeout, UserLocks
 from proxy.metrics import Metrics
+from proxy.references import WrongGuesses
 from proxy.slots import CalendarSettings
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "caller_of",
     "failed_results",
     "function_tools",
+    "not_served_results",
     "owns_any",
 ]
 
@@ -43,13 +49,21 @@ TOOL_NAMES = (
     "cancel_appointment",
     "reschedule_appointment",
 )
-# Writes run one at a time within a message, so two bookings in one batch cannot both pass the free check.
+# Writes of one user run one at a time (proxy.locks), so two bookings cannot both pass the free check.
 _WRITES = frozenset({"book_appointment", "cancel_appointment", "reschedule_appointment"})
 _OFFSET_RULE = (
     "ISO 8601 date-time with an explicit UTC offset for the calendar's time zone on that date, "
     "e.g. 2026-03-10T14:30:00-04:00. Never omit the offset."
 )
 UNREACHABLE = "I can't reach the calendar right now. Please try again in a moment."
+# Vapi's tool-calls answer has one result per call; each runs calendar requests, so a message gets a bounded
+# share of the shared request cap. Past it a call is answered with an error at once (server.max_tool_calls).
+MAX_TOOL_CALLS = 16
+# Calls handled between two yields to the event loop: about 1 ms of work on a slow core.
+_CALLS_PER_STEP = 128
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The tool's name is the model's choice and not speakable: the text does not repeat it.
+NOT_SERVED = "Sorry, I can't do that on this call: that action isn't available here."
 TOO_SLOW = "I can't reach the calendar right now; it's taking too long to answer. Please try again in a moment."
 
 
@@ -77,7 +91,10 @@ def function_tools(server: Mapping[str, object]) -> list[dict[str, object]]:
 
     which = {
         "appointment_start": when("Start of the caller's existing appointment, to pick it if they have several."),
-        "event_id": text("Event id from an earlier booking result, if known."),
+        "reference": text(
+            "The six-digit booking reference the caller was given when they booked, digits only. Needed for "
+            "an appointment booked on an earlier call; ask the caller for it."
+        ),
     }
     specs: list[tuple[str, str, dict[str, object], list[str]]] = [
         (
@@ -114,13 +131,15 @@ def function_tools(server: Mapping[str, object]) -> list[dict[str, object]]:
         ),
         (
             "cancel_appointment",
-            "Cancel an upcoming appointment booked from the caller's phone number.",
+            "Cancel an upcoming appointment the caller booked (on this call, or on an earlier one with its "
+            "booking reference).",
             dict(which),
             [],
         ),
         (
             "reschedule_appointment",
-            "Move an upcoming appointment booked from the caller's phone number to a new time.",
+            "Move an upcoming appointment the caller booked (on this call, or on an earlier one with its "
+            "booking reference) to a new time.",
             {
                 "new_start": when("New start time."),
                 "new_end": when("New end time; omit to keep the same length."),
@@ -153,6 +172,9 @@ def caller_of(message: Mapping[str, object]) -> tuple[str, str | None]:
     return (call_id if isinstance(call_id, str) else "", number if isinstance(number, str) and number else None)
 
 
+_NOT_SERVED = Outcome(NOT_SERVED, "not_served", ok=False)
+
+
 @dataclass(frozen=True)
 class _Call:
     id: str
@@ -168,53 +190,103 @@ async def answer_tool_calls(
     *,
     now: datetime,
     timeout: float = 10.0,
+    max_calls: int = MAX_TOOL_CALLS,
+    locks: UserLocks | None = None,
+    guesses: WrongGuesses | None = None,
 ) -> dict[str, object]:
-    """Answer every call of a `tool-calls` message, concurrently, within `timeout` seconds overall.
+    """Answer every call of a `tool-calls` message, in order, within `timeout` seconds overall.
 
-    Never raises: failures become speakable `error` results. Set `timeout` below the tool server's
+    The first `max_calls` of this proxy's tools run concurrently; every other call (past the cap, or a tool
+    this proxy does not serve) gets its own speakable error, because Vapi sends a tool call only to the
+    tool's server and nobody else will answer it. Never raises. Set `timeout` below the tool server's
     `timeoutSeconds` so Vapi gets the answer before it gives up.
     """
-    calls = _calls_of(message)
-    results: list[dict[str, object]] = [{} for _ in calls]
-    writes = anyio.Lock()
+    results: list[dict[str, object]] = []
+    writes = locks if locks is not None else LocalUserLocks()
+    tried = guesses if guesses is not None else WrongGuesses()
     deadline = anyio.current_time() + timeout
 
     async def run(index: int, call: _Call) -> None:
         outcome = Outcome(TOO_SLOW, "timeout", ok=False)
         with anyio.CancelScope(deadline=deadline):
-            outcome = await _answer(call, ctx, calendar, now, writes)
-        metrics.tool_calls.labels(tool=call.name if call.name in TOOL_NAMES else "unknown", result=outcome.label).inc()
+            outcome = await _answer(call, ctx, calendar, now, writes, deadline, tried)
+        metrics.tool_calls.labels(tool=call.name, result=outcome.label).inc()
+        if outcome.label == "unconfirmed":
+            # The event may exist without the caller knowing: an admin alerts on this and checks the calendar.
+            metrics.bookings_unconfirmed.inc()
+            logger.warning(
+                "booking for user %s on call %s unconfirmed: the calendar did not answer in time",
+                ctx.user_id,
+                ctx.call_id,
+            )
         results[index] = _result(call, outcome)
 
+    running = 0
+    refused: Counter[tuple[str, str]] = Counter()  # counted once per message: a flood costs one inc per label
+    too_many = Outcome(
+        f"That was more than {max_calls} requests at once, so I skipped this one. Please ask for it again.",
+        "too_many_calls",
+        ok=False,
+    )
     async with anyio.create_task_group() as group:
-        for index, call in enumerate(calls):
-            group.start_soon(run, index, call)
+        for index, call in enumerate(_iter_calls(message)):
+            if index % _CALLS_PER_STEP == _CALLS_PER_STEP - 1:
+                await anyio.sleep(0)  # a flood of calls must not hold the event loop (issue 9: < 50 ms at a time)
+            if call.name in TOOL_NAMES and running < max_calls:
+                running += 1
+                results.append({})
+                group.start_soon(run, index, call)
+                continue
+            outcome = too_many if call.name in TOOL_NAMES else _NOT_SERVED
+            refused[call.name if call.name in TOOL_NAMES else "unknown", outcome.label] += 1
+            results.append(_result(call, outcome))
+        for (tool, label), count in refused.items():
+            metrics.tool_calls.labels(tool=tool, result=label).inc(count)
     return {"results": results}
 
 
-def _calls_of(message: Mapping[str, object]) -> list[_Call]:
+def _iter_calls(message: Mapping[str, object]) -> Iterator[_Call]:
     items = message.get("toolCallList")
     if not isinstance(items, list) or not items:
         wrapped = message.get("toolWithToolCallList")
         items = [w.get("toolCall") for w in wrapped if isinstance(w, dict)] if isinstance(wrapped, list) else []
-    calls = []
     for item in items:
         if not isinstance(item, dict):
             continue
         call_id, function = item.get("id"), item.get("function")
         if isinstance(call_id, str) and call_id and isinstance(function, dict):
-            calls.append(_Call(call_id, str(function.get("name") or ""), function.get("arguments")))
-    return calls
+            yield _Call(call_id, _name_of(function.get("name")), function.get("arguments"))
+
+
+def _calls_of(message: Mapping[str, object]) -> list[_Call]:
+    return list(_iter_calls(message))
+
+
+def _name_of(raw: object) -> str:
+    """A function name as OpenAI and Vapi allow it (letters, digits, _ and -, at most 64), else "".
+
+    Only a string is looked at: formatting anything else (a list nested 1,000 deep) could recurse."""
+    return raw if isinstance(raw, str) and _FUNCTION_NAME.fullmatch(raw) else ""
 
 
 def owns_any(message: Mapping[str, object]) -> bool:
     """Whether any call of a tool-calls message is for one of this proxy's tools."""
-    return any(call.name in TOOL_NAMES for call in _calls_of(message))
+    return any(call.name in TOOL_NAMES for call in _iter_calls(message))
 
 
 def failed_results(message: Mapping[str, object], text: str = UNREACHABLE) -> dict[str, object]:
     """The same speakable error for every call of a message: the answer when something unforeseen broke."""
     return {"results": [_result(call, Outcome(text, "error", False)) for call in _calls_of(message)]}
+
+
+async def not_served_results(message: Mapping[str, object]) -> dict[str, object]:
+    """A speakable error for each call of a message that names none of this proxy's tools."""
+    results = []
+    for index, call in enumerate(_iter_calls(message)):
+        if index % _CALLS_PER_STEP == _CALLS_PER_STEP - 1:
+            await anyio.sleep(0)
+        results.append(_result(call, _NOT_SERVED))
+    return {"results": results}
 
 
 def _result(call: _Call, outcome: Outcome) -> dict[str, object]:
@@ -226,18 +298,33 @@ def _result(call: _Call, outcome: Outcome) -> dict[str, object]:
 
 
 async def _answer(
-    call: _Call, ctx: CalendarContext, calendar: GoogleCalendar, now: datetime, writes: anyio.Lock
+    call: _Call,
+    ctx: CalendarContext,
+    calendar: GoogleCalendar,
+    now: datetime,
+    writes: UserLocks,
+    deadline: float,
+    guesses: WrongGuesses,
 ) -> Outcome:
-    if call.name not in TOOL_NAMES:
-        return Outcome(f"Unknown tool {call.name!r}; this server handles {', '.join(TOOL_NAMES)}.", "unknown", False)
+    if not ctx.user_id:
+        text = "This phone number isn't set up with a calendar, so I can't check or book times on this call."
+        return Outcome(text, "no_route", ok=False)
     if ctx.connection_id is None:
         text = (
             f"The calendar isn't connected yet, so I can't check or book times. "
-            f"{ctx.user_name} needs to connect their Google Calendar first."
+            f"{ctx.user_name or 'The calendar owner'} needs to connect their Google Calendar first."
         )
         return Outcome(text, "not_connected", ok=False)
     try:
-        tools = CalendarTools(ctx, calendar, ctx.connection_id, now, _arguments(call.arguments))
+        tools = CalendarTools(
+            ctx,
+            calendar,
+            ctx.connection_id,
+            now,
+            _arguments(call.arguments),
+            time_left=lambda: deadline - anyio.current_time(),
+            guesses=guesses,
+        )
         handler = {
             "check_availability": tools.check_availability,
             "find_open_slots": tools.find_open_slots,
@@ -246,7 +333,9 @@ async def _answer(
             "reschedule_appointment": tools.reschedule_appointment,
         }[call.name]
         if call.name in _WRITES:
-            async with writes:
+            # One user's check-then-write steps never interleave: not within a message, not across messages.
+            key = f"{ctx.connection_id}\n{ctx.settings.calendar_id}"
+            async with writes.hold(key, timeout=deadline - anyio.current_time()):
                 outcome = await handler()
         else:
             outcome = await handler()
@@ -256,6 +345,8 @@ async def _answer(
     except CalendarError as exc:
         logger.warning("tool %s for user %s failed: %s", call.name, ctx.user_id, exc)
         return _failure(exc, ctx)
+    except LockTimeout:
+        return Outcome(TOO_SLOW, "timeout", ok=False)
     except Exception:
         logger.exception("tool %s for user %s crashed", call.name, ctx.user_id)
         return Outcome(UNREACHABLE, "error", ok=False)
@@ -288,6 +379,8 @@ def _arguments(raw: object) -> dict[str, Any]:
             raw = json.loads(raw)
         except ValueError:
             raise ArgError("the arguments were not valid JSON") from None
+        except RecursionError:
+            raise ArgError("the arguments were nested too deeply") from None
     if not isinstance(raw, dict):
         raise ArgError("the arguments must be a JSON object")
     return raw

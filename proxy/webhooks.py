@@ -5,7 +5,7 @@ Trust model. Only `X-Nango-Hmac-Sha256` (hex HMAC-SHA256 of the raw body) is acc
 `X-Nango-Signature` is deprecated by Nango as unsafe. Nango's scheme has no timestamp or nonce
 (NangoHQ/nango `packages/webhooks/lib/utils.ts`), so a captured webhook can be replayed and whoever holds
 the signing key can write any body. A webhook is therefore only a hint that a connection changed: the
-directory asks Nango about it (one request, `Directory.confirm`) and applies Nango's answer, never the
+directory asks Nango about it (one request, `confirm`) and applies Nango's answer, never the
 body. A replayed `creation` cannot roll a user back, a forged one cannot point a user at another user's
 connection or add users Nango does not have, and a replayed failed `refresh` is ignored once Nango says
 the connection is healthy. Only while Nango cannot be asked does a failed `refresh` hold the connection
@@ -15,17 +15,19 @@ it again later.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import orjson
 
 from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
-from proxy.nango import NangoError, owner_of
+from proxy.nango import Connection, NangoClient, NangoError, owner_of
 from proxy.secret import Secret
 
 __all__ = ["SIGNATURE_HEADER", "handle_nango_webhook", "verify_nango_signature"]
@@ -36,6 +38,8 @@ SIGNATURE_HEADER = "X-Nango-Hmac-Sha256"
 # Types Nango documents; anything else is counted as "other" to keep the metric's labels bounded.
 KNOWN_TYPES = frozenset({"auth", "sync", "forward", "async_action"})
 KNOWN_OPERATIONS = frozenset({"creation", "override", "refresh", "unknown"})
+# Webhooks waiting for Nango's answer at once; more get 503 and Nango delivers them again later.
+MAX_PENDING_CONFIRMATIONS = 32
 
 
 def verify_nango_signature(body: bytes, header_value: str | None, keys: Sequence[Secret]) -> bool:
@@ -125,7 +129,7 @@ async def _apply_auth(
     if user_id is not None and len(user_id) > 255:
         return 200, "ignored"
     try:
-        confirmation = await directory.confirm(connection_id, user_id)
+        confirmation = await confirm(directory, connection_id, user_id)
     except NangoError as exc:
         if failed:
             directory.suspend(connection_id)
@@ -158,3 +162,58 @@ async def _apply_auth(
         return 200, "kept_newer"
     logger.info("nango %s: user %s now uses connection %s", operation, conn.user_id, connection_id)
     return 200, "applied"
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What Nango said about a connection a webhook named: `result` for the metric and the reply,
+    `connection_id` the one the user is served now."""
+
+    result: str
+    connection: Connection | None = None
+    connection_id: str | None = None
+
+
+async def confirm(directory: ConnectionDirectory, connection_id: str, user_id: str | None) -> Confirmation:
+    """Ask Nango about a connection a webhook names, and apply what Nango says, never the webhook's body.
+
+    One request: the user's connections (`tags[user_tag]=`) when the webhook names a user, else the
+    connection itself (`connectionId=`). A replayed or forged webhook can therefore neither roll a user
+    back to an old connection nor point a user at someone else's: the result is what Nango holds now,
+    ranked like the index ranks it. Concurrent webhooks about one connection share the request.
+    """
+    client = directory.client
+    if client is None:
+        return Confirmation("nango_not_configured")
+    if directory.breaker_open():
+        raise NangoError("confirm", None, "breaker_open")
+    key = (connection_id, user_id)
+    pending = directory.confirming
+    task = pending.get(key)
+    if task is None:
+        if len(pending) >= MAX_PENDING_CONFIRMATIONS:
+            raise NangoError("confirm", None, "busy")
+        task = asyncio.create_task(_confirm(directory, client, connection_id, user_id), name="nango-confirm")
+        pending[key] = task
+        task.add_done_callback(lambda _: pending.pop(key, None))
+    confirmation: Confirmation = await asyncio.shield(task)
+    return confirmation
+
+
+async def _confirm(
+    directory: ConnectionDirectory, client: NangoClient, connection_id: str, user_id: str | None
+) -> Confirmation:
+    if user_id is not None:
+        conns = await client.find_user_connections(user_id)
+    else:
+        found = await client.find_connection(connection_id)
+        conns = [found] if found is not None else []
+    conn = next((c for c in conns if c.connection_id == connection_id), None)
+    if conn is None:
+        # Deleted, or not this user's: whatever we hold about it is wrong now.
+        directory.forget_connection(connection_id, user_id)
+        return Confirmation("not_found")
+    if conn.user_id is None:
+        return Confirmation("no_user", conn)
+    directory.apply_user_connections(conn.user_id, conns)
+    return Confirmation("applied", conn, directory.current(conn.user_id))

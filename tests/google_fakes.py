@@ -1,10 +1,33 @@
-"""Factories for Google Calendar's documented JSON shapes (relayed by Nango's proxy) and a client to receive them."""
+"""Google Calendar v3 behind Nango's proxy for tests: JSON factories, a client, and `FakeGoogle`, a calendar
+that validates requests as Google does.
+
+Google's rules the fake enforces (https://developers.google.com/calendar/api/v3/reference/events):
+- times are RFC 3339 with an offset (`timeMin`, `timeMax`, and `dateTime` unless `timeZone` names the zone),
+  an event's end after its start, else 400;
+- a client-chosen event id is 5-1024 characters of base32hex (a-v, 0-9), else 400; an id used before, also by
+  a deleted event, gets 409 `duplicate`;
+- deleting keeps the event with status `cancelled` (get still returns it, list hides it), a second delete is
+  410 `deleted`; patching a cancelled event with status `confirmed` restores it;
+- events.list pages with `maxResults` (default 250, at most 2500) and `pageToken`/`nextPageToken`, filters by
+  `privateExtendedProperty`, `timeMin` (< end) and `timeMax` (> start), `orderBy=startTime` needs
+  `singleEvents=true`;
+- every event carries `created`/`updated` in UTC with milliseconds, `created` strictly increasing here;
+- Nango's proxy needs `Connection-Id` and `Provider-Config-Key` headers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
+import respx
 
 from proxy.gcal import GoogleCalendar
 from proxy.metrics import Metrics
@@ -105,3 +128,233 @@ def make_calendar(http: httpx.AsyncClient, metrics: Metrics | None = None, timeo
         timeout=timeout,
         metrics=metrics,
     )
+
+
+EVENTS_PATH = r"^/proxy/calendar/v3/calendars/(?P<calendar_id>[^/]+)/events"
+_EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?")
+
+
+def bad_request(message: str) -> httpx.Response:
+    return httpx.Response(400, json=google_error(400, "badRequest", message))
+
+
+class Invalid(Exception):
+    """A request Google would refuse with 400."""
+
+
+def _instant(text: object, name: str, *, zone: object = None) -> datetime:
+    if isinstance(text, str) and _RFC3339.fullmatch(text):
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    if isinstance(text, str) and isinstance(zone, str) and _NAIVE.fullmatch(text):
+        from zoneinfo import ZoneInfo
+
+        return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    raise Invalid(f"Invalid value for: {name} ({text!r} is not RFC 3339 with an offset)")
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class FakeGoogle:
+    """Google Calendar behind Nango's proxy, as respx routes keeping events in memory (see the module doc).
+
+    Several app instances may share one: that is how the replica race is tested. `latency` (seconds, or a
+    function returning seconds) delays every answer; an insert stores its event halfway through it, as a
+    real server commits before it answers. `fail[op]` makes an operation answer with that response or raise
+    that exception (ops: freebusy, insert, insert_after_store, list, get, delete, patch); `stall[op]` holds
+    the answer that many seconds after the work is done.
+    """
+
+    def __init__(self, mock: respx.MockRouter, *, latency: float | Callable[[], float] = 0.0) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+        self.other_busy: list[tuple[str, str]] = []
+        self.fail: dict[str, httpx.Response | Exception] = {}
+        self.stall: dict[str, float] = {}
+        self.latency = latency
+        self.in_flight = self.most_in_flight = 0
+        self.clock = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # after `google_event`'s own `created`
+        self._ids = itertools.count(1)
+        base = BASE_URL.removeprefix("https://")
+        self.freebusy = mock.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy").mock(side_effect=self._free_busy)
+        self.insert = mock.route(method="POST", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._insert)
+        self.list = mock.route(method="GET", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._list)
+        one = EVENTS_PATH + r"/(?P<event_id>[^/]+)$"
+        self.get = mock.route(method="GET", host=base, path__regex=one).mock(side_effect=self._get)
+        self.delete = mock.route(method="DELETE", host=base, path__regex=one).mock(side_effect=self._delete)
+        self.patch = mock.route(method="PATCH", host=base, path__regex=one).mock(side_effect=self._patch)
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.events[event["id"]] = event
+
+    def live(self) -> list[dict[str, Any]]:
+        return [e for e in self.events.values() if e["status"] != "cancelled"]
+
+    def overlapping(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Pairs of live events whose times overlap: double bookings."""
+        spans = sorted((_span(e), e["id"]) for e in self.live())
+        return [
+            (self.events[a_id], self.events[b_id])
+            for i, ((a_start, a_end), a_id) in enumerate(spans)
+            for (b_start, _), b_id in spans[i + 1 :]
+            if b_start < a_end
+        ]
+
+    def _now(self) -> str:
+        # Google stamps with milliseconds; strictly increasing so `created` orders inserts as they committed.
+        self.clock += timedelta(milliseconds=1)
+        return _stamp(self.clock)
+
+    async def _wait(self, share: float = 1.0) -> None:
+        delay = self.latency() if callable(self.latency) else self.latency
+        await asyncio.sleep(delay * share)
+
+    async def _answer(self, op: str, work: Callable[[], httpx.Response], request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self._serve(op, work, request)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(self, op: str, work: Callable[[], httpx.Response], request: httpx.Request) -> httpx.Response:
+        await self._wait(0.5)
+        if not request.headers.get("connection-id") or not request.headers.get("provider-config-key"):
+            return httpx.Response(400, json=nango_error("missing_connection_id", "Missing Connection-Id header"))
+        failure = self.fail.get(op)
+        if isinstance(failure, Exception):
+            raise failure
+        if failure is not None:
+            return failure
+        try:
+            response = work()
+        except Invalid as exc:
+            return bad_request(str(exc))
+        await self._wait(0.5)
+        if op in self.stall:
+            await asyncio.sleep(self.stall[op])
+        return response
+
+    async def _free_busy(self, request: httpx.Request) -> httpx.Response:
+        def work() -> httpx.Response:
+            body = json.loads(request.content)
+            low, high = _instant(body.get("timeMin"), "timeMin"), _instant(body.get("timeMax"), "timeMax")
+            if high <= low:
+                raise Invalid("The specified time range is empty.")
+            spans = [_span(e) for e in self.live() if e.get("transparency") != "transparent"]
+            spans += [(_instant(s, "busy"), _instant(e, "busy")) for s, e in self.other_busy]
+            busy = [
+                {"start": _stamp(max(start, low)), "end": _stamp(min(end, high))}
+                for start, end in sorted(spans)
+                if start < high and end > low
+            ]
+            calendars = {item["id"]: {"busy": busy} for item in body["items"]}
+            answer = {"kind": "calendar#freeBusy", "timeMin": _stamp(low), "timeMax": _stamp(high)}
+            return httpx.Response(200, json=answer | {"calendars": calendars})
+
+        return await self._answer("freebusy", work, request)
+
+    async def _insert(self, request: httpx.Request, calendar_id: str) -> httpx.Response:
+        def work() -> httpx.Response:
+            body = json.loads(request.content)
+            event_id = body.get("id")
+            if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
+                raise Invalid("Invalid resource id value.")
+            event_id = event_id or f"fake{next(self._ids):08d}"
+            _check_times(body)
+            if event_id in self.events:
+                return httpx.Response(409, json=DUPLICATE)
+            stamp = self._now()
+            event = google_event(event_id) | body | {"id": event_id, "status": "confirmed"}
+            self.add(event | {"created": stamp, "updated": stamp, "iCalUID": f"{event_id}@google.com"})
+            if (after := self.fail.get("insert_after_store")) is not None:
+                if isinstance(after, Exception):
+                    raise after
+                return after
+            return httpx.Response(200, json=self.events[event_id])
+
+        return await self._answer("insert", work, request)
+
+    async def _get(self, request: httpx.Request, calendar_id: str, event_id: str) -> httpx.Response:
+        def work() -> httpx.Response:
+            event = self.events.get(unquote(event_id))
+            return httpx.Response(200, json=event) if event else httpx.Response(404, json=NOT_FOUND)
+
+        return await self._answer("get", work, request)
+
+    async def _delete(self, request: httpx.Request, calendar_id: str, event_id: str) -> httpx.Response:
+        def work() -> httpx.Response:
+            event = self.events.get(unquote(event_id))
+            if event is None:
+                return httpx.Response(404, json=NOT_FOUND)
+            if event["status"] == "cancelled":
+                return httpx.Response(410, json=DELETED)
+            event.update(status="cancelled", updated=self._now())
+            return httpx.Response(204)
+
+        return await self._answer("delete", work, request)
+
+    async def _patch(self, request: httpx.Request, calendar_id: str, event_id: str) -> httpx.Response:
+        def work() -> httpx.Response:
+            event = self.events.get(unquote(event_id))
+            if event is None:
+                return httpx.Response(404, json=NOT_FOUND)
+            changes = json.loads(request.content)
+            if "id" in changes and changes["id"] != event["id"]:
+                raise Invalid("The event id cannot be changed.")
+            _check_times(event | changes)
+            event.update(changes, updated=self._now(), sequence=event.get("sequence", 0) + 1)
+            return httpx.Response(200, json=event)
+
+        return await self._answer("patch", work, request)
+
+    async def _list(self, request: httpx.Request, calendar_id: str) -> httpx.Response:
+        def work() -> httpx.Response:
+            params = request.url.params
+            low = _instant(params["timeMin"], "timeMin") if "timeMin" in params else None
+            high = _instant(params["timeMax"], "timeMax") if "timeMax" in params else None
+            if params.get("orderBy") == "startTime" and params.get("singleEvents") != "true":
+                raise Invalid("The requested ordering is not available for the particular query.")
+            size = min(int(params.get("maxResults", "250")), 2500)
+            if size < 1:
+                raise Invalid("Invalid value for: maxResults")
+            wanted = [p.split("=", 1) for p in params.get_list("privateExtendedProperty")]
+            deleted = params.get("showDeleted") == "true"
+            items = [
+                e
+                for e in self.events.values()
+                if (deleted or e["status"] != "cancelled")
+                and all(e.get("extendedProperties", {}).get("private", {}).get(k) == v for k, v in wanted)
+                and (low is None or _span(e)[1] > low)
+                and (high is None or _span(e)[0] < high)
+            ]
+            items.sort(key=lambda e: (_span(e)[0], e["id"]))
+            token = params.get("pageToken", "page:0")
+            if not token.startswith("page:") or not token[5:].isdigit():
+                raise Invalid("Invalid page token value.")
+            offset = int(token[5:])
+            page = items[offset : offset + size]
+            body: dict[str, Any] = events_list_body(*page)
+            if offset + size < len(items):
+                body["nextPageToken"] = f"page:{offset + size}"
+            return httpx.Response(200, json=body)
+
+        return await self._answer("list", work, request)
+
+
+def _span(event: dict[str, Any]) -> tuple[datetime, datetime]:
+    start, end = event["start"], event["end"]
+    return (
+        _instant(start.get("dateTime"), "start.dateTime", zone=start.get("timeZone")),
+        _instant(end.get("dateTime"), "end.dateTime", zone=end.get("timeZone")),
+    )
+
+
+def _check_times(event: dict[str, Any]) -> None:
+    if not isinstance(event.get("start"), dict) or not isinstance(event.get("end"), dict):
+        raise Invalid("Missing time: start and end are required.")
+    start, end = _span(event)
+    if end <= start:
+        raise Invalid("The specified time range is empty.")

@@ -236,13 +236,22 @@ class FakeNango:
         del webhook["endUser"]  # a session made with tags only has no end user
         return webhook
 
+    def connect(self, tags: dict[str, str], connection_id: str) -> dict[str, Any]:
+        """A Connect session with `tags`, completed by the user: returns the `creation` webhook body."""
+        token = self._session({"tags": tags}).json()["data"]["token"]
+        return self.complete_session(token, connection_id)
+
     def list_pages(self) -> int:
         return sum(1 for r in self.requests if r.url.path == "/connections" and "page" in r.url.params)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
         if self.latency:
             await asyncio.sleep(self.latency)
+        return self.answer(request)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """The answer to one request (synchronous: usable as a respx side effect)."""
+        self.requests.append(request)
         if self.down:
             return httpx.Response(503, json=error_body("server_error"))
         if request.headers.get("authorization") != f"Bearer {SECRET_KEY}":

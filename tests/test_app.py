@@ -415,7 +415,7 @@ async def test_tool_calls_are_answered_for_the_routed_users_calendar(respx_mock:
     assert_tool_calls_response(answer)
     first, second = answer["results"]
     assert first["toolCallId"] == "tc-1" and "result" in first and "10 AM" in first["result"]
-    assert second["toolCallId"] == "tc-2" and "send_fax" in second["error"]
+    assert second["toolCallId"] == "tc-2" and second["name"] == "send_fax" and "isn't available" in second["error"]
     request = free_busy.calls.last.request
     assert request.headers["connection-id"] == "conn-doe"
     assert request.headers["provider-config-key"] == "google-calendar"
@@ -435,11 +435,21 @@ async def test_tool_calls_when_google_is_down_get_a_speakable_error(respx_mock: 
     assert result["error"].startswith("I can't reach the calendar right now")
 
 
-async def test_tool_calls_for_tools_the_proxy_does_not_own_are_acknowledged() -> None:
-    body = tool_calls_body("+16505550100", ("tc-1", "lookup_order", {"order": "42"}))
+async def test_tool_calls_for_tools_the_proxy_does_not_own_each_get_a_speakable_error() -> None:
+    from tests.contract import assert_tool_calls_response
+
+    # Vapi sends a tool call only to that tool's server: an empty answer would leave the model waiting.
+    body = tool_calls_body("+16505550100", ("tc-1", "lookup_order", {"order": "42"}), ("tc-2", "send_fax", {}))
     async with proxy_client(config_from(PROXY_MODE)) as client:
         response = await post(client, body)
-    assert (response.status_code, response.json()) == (200, {})
+    assert response.status_code == 200
+    answer = response.json()
+    assert_tool_calls_response(answer)
+    assert [(r["toolCallId"], r["name"]) for r in answer["results"]] == [("tc-1", "lookup_order"), ("tc-2", "send_fax")]
+    assert all(
+        r["error"] == "Sorry, I can't do that on this call: that action isn't available here."
+        for r in answer["results"]
+    )
 
 
 async def test_tool_calls_that_break_unexpectedly_still_get_speakable_errors(monkeypatch: pytest.MonkeyPatch) -> None:

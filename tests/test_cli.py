@@ -39,10 +39,17 @@ def test_check_lists_every_error_with_file_and_line(tmp_path: Path, capsys: pyte
     assert "2 error(s)" in err
 
 
-def test_check_refuses_an_unset_secret(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_and_resolve_need_no_runtime_secret_but_serve_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("VAPI_SERVER_SECRET")
-    assert main(["check", "--config", EXAMPLE]) == 1
-    assert "environment variable VAPI_SERVER_SECRET is not set" in capsys.readouterr().err
+    assert main(["check", "--config", EXAMPLE]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "environment variable VAPI_SERVER_SECRET is not set (serve needs it)" in err
+    assert main(["resolve", "--config", EXAMPLE, "--to", "(415) 555-0101"]) == 0
+    assert json.loads(capsys.readouterr().out)["user"] == "usr_lee"
+    assert main(["serve", "--config", EXAMPLE]) == 1
+    assert "error: " in (err := capsys.readouterr().err) and "environment variable VAPI_SERVER_SECRET is not set" in err
 
 
 def test_check_on_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:

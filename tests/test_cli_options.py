@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,13 @@ def test_bad_option_values_get_a_usage_error_not_a_traceback(args: list[str], me
 def test_log_level_is_case_insensitive() -> None:
     args = build_parser().parse_args(["serve", "--config", "c.yaml", "--log-level", "WARNING"])
     assert args.log_level == "warning"
+
+
+def test_operations_doc_lists_every_command() -> None:
+    """docs/operations.md's command-line block stays in step with the parser."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    block = doc.split("## Command line", 1)[1].split("```", 2)[1]
+    documented = set(re.findall(r"^vapi-calendar-proxy ([a-z-]+)", block, flags=re.MULTILINE)) - {"--version"}
+    subparsers = next(a for a in build_parser()._actions if isinstance(a.choices, dict))
+    assert isinstance(subparsers.choices, dict)
+    assert documented == set(subparsers.choices)

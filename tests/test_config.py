@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Config, load_config, parse_config
-from proxy.yamlsource import ConfigError
+from proxy.config import Config, ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"VAPI_SERVER_SECRET": "s3cret-value-123"}
@@ -185,32 +184,60 @@ routes:
 """
 
 
-def test_fast_and_general_readers_build_the_same_snapshot() -> None:
-    fast = parse_config(MIXED, "routing.yaml", {})
-    general = parse_config(MIXED, "routing.yaml", {}, fast_paths=False)
-    assert fast.users == general.users
-    assert fast.routes == general.routes
-    assert [route.calendar for route in fast.routes] == [route.calendar for route in general.routes]
+def test_mixed_entries_build_the_snapshot_an_admin_expects() -> None:
+    config = parse_config(MIXED, "routing.yaml", {})
+    assert config.users["numeric"].name == "42"  # an unquoted number is read as the text written
+    assert config.users["no_zone"].timezone.key == "Europe/London"
+    assert config.users["no_zone"].nango_user_id == "nz-tag"
+    assert config.users["flat"].nango_user_id == "flat"
+    assert config.routing.by_phone_number_id["pn-1"].name == "merged-line"
+    assert config.routing.by_phone_number_id["pn-1"].variables == {"x": "1"}
+    assert config.routing.by_caller_on_line[("+14155550123", "+14155550100")].fallbacks.no_calendar.action == "reject"
+    assert config.routing.by_to["+14155550101"].template == "other"
+    assert config.routing.by_to["sip:desk@pbx.example.org"].user.id == "flat"
+    assert config.routing.by_to["+14155550109"].calendar.settings.buffer_minutes == 10
+    assert config.routing.default is not None and config.routing.default.user.id == "flat"
 
 
 @pytest.mark.parametrize(
-    "broken",
+    ("broken", "expected"),
     [
-        MIXED.replace("timezone: America/New_York", "timezone: Mars/Base"),
-        MIXED.replace("{id: numeric, name: 42}", "{id: flat, name: Again}"),
-        MIXED.replace('{to: "+1 415 555 0100", user: flat}', '{to: "not a number", user: flat}'),
-        MIXED.replace("{default: true, user: flat}", "{to: '+1 415 555 0199', user: ghost}"),
-        MIXED.replace('{to: "sip:desk@pbx.example.org", user: flat}', '{to: "+1 415 555 0100", user: numeric}'),
-        MIXED.replace("{id: no_zone, name: No Zone,", "{id: no_zone, name: No Zone, template: nope,"),
+        (
+            MIXED.replace("timezone: America/New_York", "timezone: Mars/Base"),
+            ["routing.yaml:7: users[0].timezone: unknown IANA timezone 'Mars/Base' (e.g. America/New_York)"],
+        ),
+        (
+            MIXED.replace("{id: numeric, name: 42}", "{id: flat, name: Again}"),
+            [
+                "routing.yaml:11: users[4].id: duplicate user id 'flat'",
+                "routing.yaml:17: routes[4].user: names no user: 'numeric'",
+            ],
+        ),
+        (
+            MIXED.replace('{to: "+1 415 555 0100", user: flat}', '{to: "not a number", user: flat}'),
+            ["routing.yaml:13: routes[0].to: is not a phone number or SIP URI: 'not a number'"],
+        ),
+        (
+            MIXED.replace("{default: true, user: flat}", "{to: '+1 415 555 0199', user: ghost}"),
+            ["routing.yaml:19: routes[6].user: names no user: 'ghost'"],
+        ),
+        (
+            MIXED.replace('{to: "sip:desk@pbx.example.org", user: flat}', '{to: "+1 415 555 0100", user: numeric}'),
+            ["routing.yaml:18: routes[5].to: to +14155550100 is already routed by routes[0].to"],
+        ),
+        (
+            MIXED.replace("{id: no_zone, name: No Zone,", "{id: no_zone, name: No Zone, template: nope,"),
+            [
+                "routing.yaml:8: users[1].template: duplicate key",
+                "routing.yaml:8: users[1].template: names no template: 'nope'",
+            ],
+        ),
     ],
 )
-def test_fast_and_general_readers_report_the_same_errors(broken: str) -> None:
-    with pytest.raises(ConfigError) as fast:
+def test_errors_in_entries_are_located(broken: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
         parse_config(broken, "routing.yaml", {})
-    with pytest.raises(ConfigError) as general:
-        parse_config(broken, "routing.yaml", {}, fast_paths=False)
-    assert [str(i) for i in fast.value.issues] == [str(i) for i in general.value.issues]
-    assert fast.value.issues
+    assert [str(issue) for issue in info.value.issues] == expected
 
 
 def test_proxy_mode_warns_when_vapi_could_not_authenticate_tool_calls() -> None:

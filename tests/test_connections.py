@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import resource
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from uvicorn.server import ServerState
 
 from proxy import connections
 from proxy.connections import FD_RESERVE, connection_cap
@@ -192,20 +195,41 @@ async def test_a_kept_alive_connection_is_closed_after_the_keepalive_timeout(tmp
         writer.close()
 
 
-async def test_connections_over_the_cap_get_503_and_the_cap_frees_up(tmp_path: Path) -> None:
+async def test_at_the_cap_a_new_connection_replaces_the_oldest_idle_one(tmp_path: Path) -> None:
     async with proxy_with(tmp_path, max_connections=20, header_timeout_seconds=30) as proxy:
         held = [await asyncio.open_connection(*address(proxy)) for _ in range(20)]
         await asyncio.sleep(0.2)  # the server has accepted them all
+        assert await authenticated_call(proxy) < 1.0
+        # The oldest made room, closed without a word; the call's own connection is gone again afterwards,
+        # so the next call fits without closing anyone.
+        assert await asyncio.wait_for(held[0][0].read(), 1) == b""
+        assert await authenticated_call(proxy) < 1.0
+        await asyncio.sleep(0.1)
+        assert not any(reader.at_eof() for reader, _ in held[1:])
+        for _, writer in held:
+            writer.close()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path, max_connections=20, body_timeout_seconds=30) as proxy:
+        body = call_body()
+        head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Vapi-Secret: {VAPI_SECRET}\r\nContent-Length: {len(body)}\r\n"
+        busy = []
+        for _ in range(20):  # authenticated requests whose bodies are still arriving
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(head.encode() + b"\r\n" + body[:100])
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
         reader, writer = await asyncio.open_connection(*address(proxy))
         answer = await read_until_closed(reader, 5)
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert answer.endswith(b"too many connections")
         writer.close()
-        for _, held_writer in held[:5]:
-            held_writer.close()
-        await asyncio.sleep(0.2)
+        busy_reader, busy_writer = busy.pop(0)
+        busy_writer.write(body[100:])  # one finishes: its answer comes, and the connection waits again
+        assert (await asyncio.wait_for(busy_reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         assert await authenticated_call(proxy) < 1.0
-        for _, held_writer in held[5:]:
+        for _, held_writer in [*busy, (busy_reader, busy_writer)]:
             held_writer.close()
 
 
@@ -251,3 +275,179 @@ def test_the_connection_cap_fits_under_the_open_file_limit(monkeypatch: pytest.M
     assert limits["soft"] == 1000 + FD_RESERVE
     limits.update(soft=resource.RLIM_INFINITY, hard=resource.RLIM_INFINITY)
     assert connection_cap(1000) == 1000
+
+
+def hostile_heads(count: int, seed: int = 9) -> list[bytes]:
+    """Request heads as an attacker writes them: random bytes in names and values, odd request lines,
+    many or huge headers, bare LFs, NULs, duplicate auth headers, absurd content lengths."""
+    rng = random.Random(seed)
+    lines = [
+        b"POST /vapi HTTP/1.1",
+        b"GET /livez HTTP/1.1",
+        b"POST /nango/webhook HTTP/1.1",
+        b"GET /" + b"a" * 5000 + b" HTTP/1.1",
+        b"POST /vapi?\x00=\xff HTTP/1.1",
+        b"BREW /vapi HTTP/1.1",
+        b"POST /vapi HTTP/9.9",
+        b"\xff\xfe\r\n",
+        b"POST /vapi HTTP/1.0",
+    ]
+    heads = []
+    for _ in range(count):
+        head = [rng.choice(lines), b"Host: proxy"]
+        for _ in range(rng.choice((0, 1, 2, 5, 50, 400))):
+            name = rng.choice((b"X-Vapi-Secret", b"Authorization", b"X-Signature", b"X-Timestamp", b"X-F", b"X-G"))
+            if rng.random() < 0.02:
+                name = b"Content-Length"
+            if rng.random() < 0.03:
+                name = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+            value = rng.choice(
+                (
+                    VAPI_SECRET.encode(),
+                    b"Bearer x",
+                    b"-1",
+                    b"99999999999999999999",
+                    bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200))) if rng.random() < 0.1 else b"",
+                    bytes(rng.randrange(32, 127) for _ in range(rng.randrange(0, 200))),
+                    b"v" * rng.randrange(0, 3000),
+                )
+            )
+            head.append(name + b":" + value)
+        separator = b"\n" if rng.random() < 0.1 else b"\r\n"
+        trailer = bytes(rng.randrange(256) for _ in range(50)) if rng.random() < 0.1 else b""  # a bad next request
+        heads.append(separator.join(head) + separator + separator + trailer)
+    return heads
+
+
+async def test_fuzzed_heads_never_get_a_5xx_and_the_server_stays_up(tmp_path: Path) -> None:
+    heads = hostile_heads(400)
+    statuses: Counter[bytes] = Counter()
+    async with proxy_with(tmp_path) as proxy:
+        for head in heads:
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            with contextlib.suppress(OSError):  # the server may have answered and closed already
+                writer.write(head)
+                writer.write_eof()
+            try:
+                answer = await asyncio.wait_for(reader.read(), 5)
+            except ConnectionError:
+                answer = b"reset"  # closed by the server with some of the request unread
+            statuses[answer[9:12] or b"closed"] += 1
+            writer.close()
+        assert await authenticated_call(proxy) < 1.0
+        assert proxy.process.poll() is None
+    assert sum(statuses.values()) == len(heads)
+    assert not [status for status in statuses if status.startswith(b"5")], statuses
+    assert {b"200", b"400", b"401", b"431"} <= set(statuses)
+
+
+async def test_pipelined_requests_beyond_the_head_limit_in_one_write_are_all_answered(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        request = b"GET /livez HTTP/1.1\r\nHost: proxy\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n"
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(request * 12)  # about 12.5 KiB, three times max_header_bytes (4 KiB), in one write
+        for _ in range(12):
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+            await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 5)
+        writer.close()
+
+
+async def test_a_client_pipelining_thousands_of_requests_is_cut_off(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(b"GET /livez HTTP/1.1\r\nHost: proxy\r\n\r\n" * 5000)
+        answers = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with most of the requests unread
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                answers += chunk
+        assert answers.count(b"HTTP/1.1 200 OK") <= connections.MAX_PIPELINED + 1
+        writer.close()
+        assert await authenticated_call(proxy) < 1.0
+
+
+async def test_a_flood_of_malformed_requests_is_counted_and_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(b"\x00\x01 not http\r\n\r\n")
+            assert (await read_until_closed(reader, 5)).startswith(b"HTTP/1.1 400 ")
+            writer.close()
+        lines = [line["msg"] for line in proxy.log_lines()]
+        metrics = httpx.get(proxy.url + "/metrics").text
+    assert "Invalid HTTP request received." not in lines
+    assert 1 <= lines.count("connections refused") <= 2
+    assert 'vapi_proxy_connections_refused_total{kind="invalid_request"} 200.0' in metrics.splitlines()
+
+
+class StalledTransport(asyncio.Transport):
+    """A socket whose peer has stopped reading: writes are kept, nothing is ever sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("203.0.113.9", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_client_that_stops_reading_its_answers_is_cut_off_after_the_send_timeout() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    limits = connections.ConnectionLimits(send_timeout=0.05)
+    config = connections.LimitedConfig(app, limits=limits, lifespan="off", log_config=None)
+    config.load()
+    counted: list[str] = []
+
+    class Refusals:
+        def labels(self, kind: str) -> Refusals:
+            counted.append(kind)
+            return self
+
+        def inc(self) -> None:
+            pass
+
+    state = {connections.CONNECTION_REFUSALS: Refusals()}
+    protocol = connections.LimitedHttpToolsProtocol(config, ServerState(), state)
+    transport = StalledTransport()
+    protocol.connection_made(transport)
+    protocol.pause_writing()  # the transport's buffer is full: the peer reads nothing
+    protocol.data_received(b"GET /livez HTTP/1.1\r\nHost: proxy\r\n\r\n")
+    await asyncio.sleep(0.02)
+    assert not transport.aborted  # the answer waits to be written, for now
+    await asyncio.sleep(0.1)
+    assert transport.aborted  # not close(): that would wait for a flush that never comes
+    assert counted == ["send_timeout"]
+    protocol.connection_lost(None)
+
+    # A peer that reads again in time keeps its connection.
+    protocol = connections.LimitedHttpToolsProtocol(config, ServerState(), state)
+    transport = StalledTransport()
+    protocol.connection_made(transport)
+    protocol.pause_writing()
+    protocol.resume_writing()
+    await asyncio.sleep(0.1)
+    assert not transport.aborted
+    protocol.connection_lost(None)

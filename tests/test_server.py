@@ -58,12 +58,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json") -> AsyncIterator[Proxy]:
+async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json", *options: str) -> AsyncIterator[Proxy]:
     """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
     port = free_port()
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
-        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format]
+        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format, *options]
         process = subprocess.Popen(
             [sys.executable, "-m", "proxy", *command],
             cwd=ROOT,
@@ -146,7 +146,7 @@ async def test_file_changes_and_sighup_reload_the_running_server(tmp_path: Path)
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["config"]["version"] == versions["B2"]
-        assert ready.json()["config_error"] == issue
+        assert ready.json()["config_error"]["at"] == [f"{path}:{line}"]
         metrics = (await client.get("/metrics")).text
         assert 'vapi_proxy_config_reloads_total{result="ok"} 3.0' in metrics
         assert 'vapi_proxy_config_reloads_total{result="invalid"} 1.0' in metrics
@@ -265,3 +265,49 @@ async def test_sigterm_turns_readyz_503_lets_the_call_in_flight_finish_then_exit
 
 async def _now(value: bool) -> bool:
     return value
+
+
+async def test_workers_count_into_one_metrics_page_drain_on_sigterm_and_lose_no_call_line(tmp_path: Path) -> None:
+    delay = 2.0
+    text = routing_yaml("A", server={"shutdown_delay_seconds": delay, "drain_seconds": 2})
+    config = tmp_path / "routing.yaml"
+    config.write_text(text.replace("timezone: Europe/Paris", "timezone: Europe/Paris\n    connection_id: conn-alice"))
+    calls = 40
+    async with (
+        running_proxy(config, tmp_path, "json", "--workers", "2") as proxy,
+        # A new connection per request, so the kernel hands them to both workers.
+        httpx.AsyncClient(base_url=proxy.url, limits=httpx.Limits(max_keepalive_connections=0)) as client,
+    ):
+        answers = [await post_call(client) for _ in range(calls)]
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()["assistant"]["credentials"][0]["authorizationId"] for a in answers} == {"conn-alice"}
+        expected = [
+            f'vapi_proxy_assistant_requests_total{{outcome="assistant",reason="ok"}} {calls:.1f}',
+            f'vapi_proxy_server_messages_total{{type="assistant-request"}} {calls:.1f}',
+            f"vapi_proxy_assistant_request_seconds_count {calls:.1f}",
+        ]
+
+        async def all_counted() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return all(line in metrics for line in expected)
+
+        # Whichever worker answers the scrape sees every worker's counts (the other's within a second).
+        await eventually(all_counted, timeout=5)
+        await asyncio.sleep(1.1)
+        for _ in range(4):
+            assert await all_counted()
+
+        proxy.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        async def draining() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return (await client.get("/readyz")).status_code == 503
+            return False
+
+        await eventually(draining)  # 503 from a worker that still serves: without the drain, it would just close
+        assert await wait_for_exit(proxy.process, timeout=delay + 10) == 0
+        assert time.monotonic() - signalled >= delay
+    lines = proxy.log_lines()  # every line is whole JSON, or this fails
+    assert len([line for line in lines if line["msg"] == "assistant-request"]) == calls
+    assert len([line for line in lines if line["msg"] == "draining" and line["signal"] == "SIGTERM"]) == 2

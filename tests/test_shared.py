@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.connindex import ConnectionIndex
+from proxy.locks import LockTimeout
 from proxy.metrics import Metrics
 from proxy.nango import Connection
 from proxy.shared import (
@@ -24,7 +25,8 @@ from proxy.shared import (
     SharedUnavailable,
     TokenBucket,
 )
-from proxy.shared.index import CHUNK_SIZE, OverlayEntry, apply_overlay
+from proxy.shared.index import CHUNK_SIZE, OverlayEntry, apply_overlay, decode_chunk
+from proxy.shared.userlocks import RedisUserLocks
 from proxy.tags import TagRoute
 from tests.redis_server import RedisServer
 
@@ -161,14 +163,17 @@ async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis
         await indexes.put(OverlayEntry(now_ms, "user", "u000001", (replaced,)))
         await indexes.put(OverlayEntry(now_ms, "user", "u000002", (broken,)))
         await indexes.put(OverlayEntry(now_ms, "forget", "conn-line"))
+        await indexes.put(OverlayEntry(now_ms, "forget", "conn-u000003", owner="u000003"))
         loaded = await indexes.load(meta)
         assert loaded is not None
-        conns, overlay = loaded
+        chunks, overlay = loaded
+        conns = [conn for chunk in chunks for conn in decode_chunk(chunk)]
         assert conns == built  # tag routes included
         index = _index_of(conns, overlay)
         assert index.user("u000001") == replaced
         assert index.user("u000002") == broken
         assert index.user("u004004") == built[4004]
+        assert index.user("u000003") is None
         assert index.line("to", "+14155550100") is None  # forgotten, as the directory forgets it
         assert _index_of(conns, []).line("to", "+14155550100") == routed
 
@@ -203,7 +208,7 @@ async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_s
         assert meta is not None
         loaded = await indexes.load(meta)
         assert loaded is not None
-        index = _index_of(*loaded)
+        index = _index_of([c for chunk in loaded[0] for c in decode_chunk(chunk)], loaded[1])
         assert index.user("u000001").connection_id == "conn-u000001"  # type: ignore[union-attr]
         assert index.user("u000002") == during
         assert [entry.subject for entry in loaded[1]] == ["u000002"]  # the older entry was trimmed
@@ -211,7 +216,7 @@ async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_s
 
 def test_overlay_entries_that_are_not_ours_are_skipped() -> None:
     good = OverlayEntry(5, "forget", "conn-1")
-    raw = [b"garbage", b'[1, "drop", "x", []]', b'[1, "user", "u", [["c", "u", "", true]]]', good.encode()]
+    raw = [b"garbage", b'[1, "drop", "x", [], null]', b'[1, "user", "u", [["c", "u", "", true]], null]', good.encode()]
     assert IndexStore.overlay_entries(raw) == [good]
 
 
@@ -308,3 +313,20 @@ async def test_the_breaker_opens_for_everyone_after_the_threshold(redis_server: 
         assert await one.failure()
         assert 1.5 < await two.open_for() <= 2.0
         assert not await two.failure()  # a new streak
+
+
+async def test_user_locks_serialise_one_user_across_replicas_and_fall_back_to_local(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as one_store, store_on(redis_server) as other_store:
+        one, other = RedisUserLocks(LeasedLock(one_store)), RedisUserLocks(LeasedLock(other_store))
+        async with one.hold("usr_1", timeout=0.5) as first:
+            with pytest.raises(LockTimeout):
+                async with other.hold("usr_1", timeout=0.1):
+                    pass
+            async with other.hold("usr_2", timeout=0.1):  # another user's calendar is not held up
+                pass
+        async with other.hold("usr_1", timeout=0.5) as second:
+            assert second.token > first.token and not second.expired()
+        redis_server.kill()
+        started = time.perf_counter()
+        async with other.hold("usr_1", timeout=1.0):  # Redis gone: this replica's lock alone, at once
+            assert time.perf_counter() - started < 0.2

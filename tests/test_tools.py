@@ -5,7 +5,6 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -16,15 +15,23 @@ from vapi.types import CreateFunctionToolDto, OpenAiModelToolsItem_Function, Ser
 
 from proxy.gcal import GoogleCalendar
 from proxy.metrics import Metrics
+from proxy.references import WrongGuesses
 from proxy.slots import CalendarSettings, WorkingHours
-from proxy.tools import TOOL_NAMES, CalendarContext, answer_tool_calls, booking_id, caller_of, function_tools
+from proxy.tools import (
+    NOT_SERVED,
+    TOOL_NAMES,
+    CalendarContext,
+    answer_tool_calls,
+    booking_id,
+    caller_of,
+    function_tools,
+)
 from tests.contract import assert_tool_calls_response, unknown_keys
 from tests.google_fakes import (
     DELETED,
-    DUPLICATE,
     INVALID_CREDENTIALS,
-    NOT_FOUND,
     REFRESH_FAILED,
+    FakeGoogle,
     google_event,
     make_calendar,
 )
@@ -84,114 +91,20 @@ def message(*calls: tuple[str, dict[str, Any]], raw_arguments: bool = False) -> 
     }
 
 
-class FakeGoogle:
-    """Google Calendar behind Nango's proxy, as respx routes keeping events in memory.
-
-    Answers with Google's documented shapes: freeBusy from the stored events, 409 on a reused id,
-    deleted events kept as `cancelled` (410 on a second delete), extended-property filtering on list.
-    """
-
-    def __init__(self, mock: respx.MockRouter) -> None:
-        self.events: dict[str, dict[str, Any]] = {}
-        self.other_busy: list[tuple[str, str]] = []
-        self.fail: dict[str, httpx.Response | Exception] = {}
-        base = BASE_URL.removeprefix("https://")
-        self.freebusy = mock.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy").mock(side_effect=self._free_busy)
-        self.insert = mock.route(method="POST", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._insert)
-        self.list = mock.route(method="GET", host=base, path__regex=EVENTS_PATH + "$").mock(side_effect=self._list)
-        one = EVENTS_PATH + r"/(?P<event_id>[^/]+)$"
-        self.get = mock.route(method="GET", host=base, path__regex=one).mock(side_effect=self._get)
-        self.delete = mock.route(method="DELETE", host=base, path__regex=one).mock(side_effect=self._delete)
-        self.patch = mock.route(method="PATCH", host=base, path__regex=one).mock(side_effect=self._patch)
-
-    def add(self, event: dict[str, Any]) -> None:
-        self.events[event["id"]] = event
-
-    def live(self) -> list[dict[str, Any]]:
-        return [e for e in self.events.values() if e["status"] != "cancelled"]
-
-    def _failure(self, op: str) -> httpx.Response | None:
-        failure = self.fail.get(op)
-        if isinstance(failure, Exception):
-            raise failure
-        return failure
-
-    def _free_busy(self, request: httpx.Request) -> httpx.Response:
-        if failure := self._failure("freebusy"):
-            return failure
-        body = json.loads(request.content)
-        low, high = datetime.fromisoformat(body["timeMin"]), datetime.fromisoformat(body["timeMax"])
-        spans = [(e["start"]["dateTime"], e["end"]["dateTime"]) for e in self.live()] + self.other_busy
-        busy = []
-        for s, e in sorted(spans, key=lambda span: datetime.fromisoformat(span[0])):
-            start, end = datetime.fromisoformat(s), datetime.fromisoformat(e)
-            if start < high and end > low:
-                busy.append({"start": _z(max(start, low)), "end": _z(min(end, high))})
-        calendars = {item["id"]: {"busy": busy} for item in body["items"]}
-        return httpx.Response(
-            200,
-            json={
-                "kind": "calendar#freeBusy",
-                "timeMin": body["timeMin"],
-                "timeMax": body["timeMax"],
-                "calendars": calendars,
-            },
-        )
-
-    def _insert(self, request: httpx.Request) -> httpx.Response:
-        if failure := self._failure("insert"):
-            return failure
-        body = json.loads(request.content)
-        if body["id"] in self.events:
-            return httpx.Response(409, json=DUPLICATE)
-        self.add(
-            google_event(body["id"], body["start"]["dateTime"], body["end"]["dateTime"])
-            | body
-            | {"status": "confirmed"}
-        )
-        if failure := self._failure("insert_after_store"):
-            return failure
-        return httpx.Response(200, json=self.events[body["id"]])
-
-    def _get(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        return httpx.Response(200, json=event) if event else httpx.Response(404, json=NOT_FOUND)
-
-    def _delete(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        if event is None:
-            return httpx.Response(404, json=NOT_FOUND)
-        if event["status"] == "cancelled":
-            return httpx.Response(410, json=DELETED)
-        event["status"] = "cancelled"
-        return httpx.Response(204)
-
-    def _patch(self, request: httpx.Request, event_id: str) -> httpx.Response:
-        event = self.events.get(unquote(event_id))
-        if event is None:
-            return httpx.Response(404, json=NOT_FOUND)
-        event.update(json.loads(request.content))
-        return httpx.Response(200, json=event)
-
-    def _list(self, request: httpx.Request) -> httpx.Response:
-        wanted = [p.split("=", 1) for p in request.url.params.get_list("privateExtendedProperty")]
-        items = [
-            e
-            for e in self.live()
-            if all(e.get("extendedProperties", {}).get("private", {}).get(k) == v for k, v in wanted)
-        ]
-        items.sort(key=lambda e: datetime.fromisoformat(e["start"]["dateTime"]))
-        return httpx.Response(200, json={"kind": "calendar#events", "timeZone": "America/New_York", "items": items})
-
-
-def _z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+REFERENCE = "246813"
 
 
 def booked(
-    event_id: str, start: str, end: str, *, number: str = CALLER, call_id: str = "earlier-call"
+    event_id: str,
+    start: str,
+    end: str,
+    *,
+    number: str = CALLER,
+    call_id: str = "earlier-call",
+    reference: str = REFERENCE,
 ) -> dict[str, Any]:
-    return google_event(event_id, start, end, private={"vapiCallId": call_id, "vapiCallerNumber": number})
+    private = {"vapiCallId": call_id, "vapiCallerNumber": number, "vapiBookingRef": reference}
+    return google_event(event_id, start, end, private=private)
 
 
 async def answer(
@@ -328,10 +241,17 @@ async def test_book_appointment_creates_one_event_marked_with_the_caller() -> No
     event_id = booking_id(
         CALL_ID, datetime(2026, 3, 3, 19, 30, tzinfo=UTC), datetime(2026, 3, 3, 20, tzinfo=UTC), "primary"
     )
-    assert result["result"] == (f"Booked with Dr. Doe on Tuesday, March 3 from 2:30 PM to 3 PM. (Event id {event_id}.)")
+    reference = google.events[event_id]["extendedProperties"]["private"]["vapiBookingRef"]
+    assert re.fullmatch(r"[0-9]{6}", reference)
+    spoken = f"{' '.join(reference[:3])}, {' '.join(reference[3:])}"
+    assert result["result"] == (
+        f"Booked with Dr. Doe on Tuesday, March 3 from 2:30 PM to 3 PM. Booking reference: {spoken}. "
+        "Tell the caller: they need it to change or cancel on a later call."
+    )
+    assert event_id not in json.dumps(result)  # no long ids for the model to read out
     assert result["metadata"] == {
         "booked": True,
-        "eventId": event_id,
+        "reference": reference,
         "alreadyExisted": False,
         "start": "2026-03-03T14:30:00-05:00",
         "end": "2026-03-03T15:00:00-05:00",
@@ -341,7 +261,9 @@ async def test_book_appointment_creates_one_event_marked_with_the_caller() -> No
     body = json.loads(request.content)
     assert body["id"] == event_id
     assert body["start"] == {"dateTime": "2026-03-03T14:30:00-05:00", "timeZone": "America/New_York"}
-    assert body["extendedProperties"] == {"private": {"vapiCallId": CALL_ID, "vapiCallerNumber": CALLER}}
+    assert body["extendedProperties"] == {
+        "private": {"vapiCallId": CALL_ID, "vapiCallerNumber": CALLER, "vapiBookingRef": reference}
+    }
     assert body["attendees"] == [{"email": "sam@example.com", "displayName": "Sam Caller"}]
     assert "Knee" in body["description"] and CALLER in body["description"]
     assert [e["id"] for e in google.live()] == [event_id]
@@ -384,7 +306,7 @@ async def test_the_same_tool_call_twice_makes_one_event() -> None:
         [second] = await answer(msg)
     assert first["result"] == second["result"] and first["result"].startswith("Booked")
     assert second["metadata"]["alreadyExisted"] is True
-    assert len(google.live()) == 1 and google.insert.call_count == 1
+    assert len(google.live()) == 1
 
 
 @pytest.mark.anyio
@@ -400,8 +322,10 @@ async def test_a_retry_after_a_lost_insert_answer_finds_the_event() -> None:
             200, json={"kind": "calendar#freeBusy", "calendars": {"primary": {"busy": []}}}
         )
         [second] = await answer(msg)
-    assert "taking too long" in first["error"]
-    assert second["result"].startswith("Booked")
+    # The lost answer is read back by the event's id: the caller hears the truth, and the retry adds nothing.
+    assert first["result"].startswith("Booked") and first["metadata"]["alreadyExisted"] is False
+    assert second["result"].startswith("Booked") and second["metadata"]["alreadyExisted"] is True
+    assert second["metadata"]["reference"] == first["metadata"]["reference"]
     assert len(google.live()) == 1 and google.insert.call_count == 2
 
 
@@ -490,23 +414,28 @@ async def test_bad_arguments_get_a_speakable_error(args: dict[str, Any], problem
 
 
 @pytest.mark.anyio
-async def test_cancel_finds_the_callers_only_upcoming_appointment() -> None:
+async def test_cancel_with_the_reference_finds_the_callers_appointment() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
+        google.add(booked("mine00002", "2026-03-05T10:00:00-05:00", "2026-03-05T10:30:00-05:00", reference="900001"))
         google.add(booked("theirs001", "2026-03-04T11:00:00-05:00", "2026-03-04T11:30:00-05:00", number="+12125550000"))
-        [result] = await answer(message(("cancel_appointment", {})))
+        [result] = await answer(message(("cancel_appointment", {"reference": "246 813"})))
     assert result["result"] == "The appointment on Wednesday, March 4 at 10 AM is cancelled."
-    assert google.list.calls.last.request.url.params["privateExtendedProperty"] == f"vapiCallerNumber={CALLER}"
-    assert [e["id"] for e in google.live()] == ["theirs001"]
+    params = google.list.calls.last.request.url.params
+    assert sorted(params.get_list("privateExtendedProperty")) == [
+        f"vapiBookingRef={REFERENCE}",
+        f"vapiCallerNumber={CALLER}",
+    ]
+    assert sorted(e["id"] for e in google.live()) == ["mine00002", "theirs001"]
 
 
 @pytest.mark.anyio
-async def test_cancel_by_event_id_is_idempotent() -> None:
+async def test_cancel_by_reference_is_idempotent() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
-        msg = message(("cancel_appointment", {"event_id": "mine00001"}))
+        msg = message(("cancel_appointment", {"reference": REFERENCE}))
         [first] = await answer(msg)
         [second] = await answer(msg)
     assert first["result"] == second["result"] == "The appointment on Wednesday, March 4 at 10 AM is cancelled."
@@ -519,20 +448,71 @@ async def test_cancel_410_from_a_concurrent_delete_still_succeeds() -> None:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
         google.delete.mock(return_value=httpx.Response(410, json=DELETED))
-        [result] = await answer(message(("cancel_appointment", {})))
+        [result] = await answer(message(("cancel_appointment", {"reference": REFERENCE})))
     assert result["result"].endswith("is cancelled.")
 
 
 @pytest.mark.anyio
-async def test_cannot_cancel_someone_elses_appointment() -> None:
+async def test_a_spoofed_caller_number_alone_can_neither_change_nor_hear_a_booking() -> None:
+    """Issue 10 finding 5: caller ID is spoofable; the reference from the booking call is also needed."""
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
-        google.add(booked("theirs001", "2026-03-04T11:00:00-05:00", "2026-03-04T11:30:00-05:00", number="+12125550000"))
-        [result] = await answer(message(("cancel_appointment", {"event_id": "theirs001"})))
-        [none] = await answer(message(("cancel_appointment", {})))
-    assert result["result"] == "I can only change appointments that were booked from this phone number."
-    assert none["result"] == "I couldn't find an upcoming appointment booked from this phone number."
-    assert not google.delete.called
+        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
+        [cancel] = await answer(message(("cancel_appointment", {})))
+        move = {"new_start": "2026-03-05T10:00:00-05:00", "appointment_start": "2026-03-04T10:00:00-05:00"}
+        [reschedule] = await answer(message(("reschedule_appointment", move)))
+        [guess] = await answer(message(("cancel_appointment", {"reference": "111111"})))
+    assert (
+        cancel["error"]
+        == reschedule["error"]
+        == (
+            "To change an appointment booked on an earlier call, I need its booking reference: the six-digit number "
+            "given when it was booked. Ask the caller for it."
+        )
+    )
+    assert (
+        guess["error"] == "That booking reference doesn't match an upcoming appointment booked from this phone number."
+    )
+    for result in (cancel, reschedule, guess):
+        assert "March 4" not in json.dumps(result) and "10 AM" not in json.dumps(result)
+    assert not google.delete.called and not google.patch.called
+    assert google.events["mine00001"]["start"]["dateTime"] == "2026-03-04T10:00:00-05:00"
+
+
+@pytest.mark.anyio
+async def test_three_wrong_references_end_the_guessing_for_that_call() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
+        guesses = WrongGuesses()
+        async with httpx.AsyncClient() as http:
+            calendar = make_calendar(http)
+            results = []
+            for reference in ("111111", "222222", "333333", REFERENCE):
+                msg = message(("cancel_appointment", {"reference": reference}))
+                answer_ = await answer_tool_calls(msg, ctx(), calendar, Metrics(), now=NOW, guesses=guesses)
+                results.append(answer_["results"][0]["error"])  # type: ignore[index]
+    assert (
+        results[2]
+        == results[3]
+        == (
+            "That booking reference didn't match again, so I can't change appointments on this call. "
+            "Please contact the office directly."
+        )
+    )
+    assert not google.delete.called and len(google.live()) == 1
+
+
+@pytest.mark.anyio
+async def test_the_booking_call_itself_needs_no_reference() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(booked("earlier01", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
+        google.add(booked("thiscall1", "2026-03-05T10:00:00-05:00", "2026-03-05T10:30:00-05:00", call_id=CALL_ID))
+        [result] = await answer(message(("cancel_appointment", {})))
+    assert google.list.calls.last.request.url.params["privateExtendedProperty"] == f"vapiCallId={CALL_ID}"
+    assert result["result"] == "The appointment on Thursday, March 5 at 10 AM is cancelled."
+    assert {e["id"] for e in google.live()} == {"earlier01"}
 
 
 @pytest.mark.anyio
@@ -540,23 +520,22 @@ async def test_withheld_number_can_only_touch_this_calls_bookings() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         google.add(booked("earlier01", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
-        google.add(booked("thiscall1", "2026-03-05T10:00:00-05:00", "2026-03-05T10:30:00-05:00", call_id=CALL_ID))
-        [result] = await answer(message(("cancel_appointment", {})), ctx(caller_number=None))
+        [result] = await answer(message(("cancel_appointment", {"reference": REFERENCE})), ctx(caller_number=None))
     assert google.list.calls.last.request.url.params["privateExtendedProperty"] == f"vapiCallId={CALL_ID}"
-    assert "Thursday, March 5" in result["result"]
+    assert "doesn't match" in result["error"]
     assert {e["id"] for e in google.live()} == {"earlier01"}
 
 
 @pytest.mark.anyio
-async def test_several_appointments_ask_which_one() -> None:
+async def test_several_appointments_of_this_call_ask_which_one() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
-        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
-        google.add(booked("mine00002", "2026-03-05T10:00:00-05:00", "2026-03-05T10:30:00-05:00"))
+        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00", call_id=CALL_ID))
+        google.add(booked("mine00002", "2026-03-05T10:00:00-05:00", "2026-03-05T10:30:00-05:00", call_id=CALL_ID))
         [ask] = await answer(message(("cancel_appointment", {})))
         [pick] = await answer(message(("cancel_appointment", {"appointment_start": "2026-03-05T15:00:00Z"})))
     assert ask["result"] == (
-        "There are 2 appointments booked from this number: Wednesday, March 4 at 10 AM and "
+        "There are 2 appointments booked on this call: Wednesday, March 4 at 10 AM and "
         "Thursday, March 5 at 10 AM. Which one?"
     )
     assert "Thursday, March 5" in pick["result"] and [e["id"] for e in google.live()] == ["mine00001"]
@@ -568,7 +547,7 @@ async def test_reschedule_moves_the_event_even_onto_its_own_time() -> None:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
         # Overlaps the appointment's current time, which freeBusy reports as busy.
-        msg = message(("reschedule_appointment", {"new_start": "2026-03-04T10:15:00-05:00"}))
+        msg = message(("reschedule_appointment", {"new_start": "2026-03-04T10:15:00-05:00", "reference": REFERENCE}))
         [first] = await answer(msg)
         [retry] = await answer(msg)
     assert (
@@ -586,7 +565,8 @@ async def test_reschedule_onto_a_taken_time_is_refused() -> None:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
         google.add(booked("theirs001", "2026-03-04T11:00:00-05:00", "2026-03-04T12:00:00-05:00", number="+12125550000"))
-        [result] = await answer(message(("reschedule_appointment", {"new_start": "2026-03-04T11:30:00-05:00"})))
+        move = {"new_start": "2026-03-04T11:30:00-05:00", "reference": REFERENCE}
+        [result] = await answer(message(("reschedule_appointment", move)))
     assert result["result"].startswith(
         "I can't move the appointment to Wednesday, March 4 at 11:30 AM: that time is already taken."
     )
@@ -660,9 +640,9 @@ async def test_unknown_tools_get_an_error_and_known_ones_still_run() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         FakeGoogle(mock)
         unknown, known = await answer(message(("transfer_call", {}), ("find_open_slots", {})), metrics=metrics)
-    assert unknown["name"] == "transfer_call" and "Unknown tool 'transfer_call'" in unknown["error"]
+    assert unknown["name"] == "transfer_call" and unknown["error"] == NOT_SERVED
     assert known["result"].startswith("The next open times")
-    assert metrics.tool_calls.labels(tool="unknown", result="unknown")._value.get() == 1
+    assert metrics.tool_calls.labels(tool="unknown", result="not_served")._value.get() == 1
 
 
 @pytest.mark.anyio

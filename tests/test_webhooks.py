@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from proxy import directory as directory_module
+from proxy import webhooks
 from proxy.directory import UNCONFIRMED_FAILURE_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
 from proxy.secret import Secret
@@ -323,7 +324,7 @@ async def test_concurrent_webhooks_about_one_connection_share_one_request() -> N
 
 @pytest.mark.anyio
 async def test_pending_confirmations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(directory_module, "MAX_PENDING_CONFIRMATIONS", 2)
+    monkeypatch.setattr(webhooks, "MAX_PENDING_CONFIRMATIONS", 2)
     async with nango_env() as (fake, directory, metrics, _):
         fake.latency = 0.01
         answers = await asyncio.gather(

@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import yamlsource
-from proxy.yamlsource import ConfigError, Document, parse_document
+from proxy.config import yamlsource
+from proxy.config.yamlsource import ConfigError, Document, parse_document
 
 ENV = {"SET": "value-of-set", "EMPTY": ""}
 
@@ -32,8 +32,10 @@ def read(text: str) -> tuple[object, list[str], dict[yamlsource.Path, int]]:
         document = parse_document(text, "f.yaml", ENV)
     except ConfigError as exc:
         return None, [str(issue) for issue in exc.issues], {}
+    issues = [str(issue) for issue in document.issues]
+    issues += [f"{yamlsource.format_path(path)}: {name} is not set" for path, name in document.unset]
     document.line_of(())
-    return document.data, [], document.lines
+    return document.data, issues, document.lines
 
 
 def both(text: str) -> tuple[tuple[object, list[str], dict[yamlsource.Path, int]], ...]:
@@ -106,10 +108,11 @@ def test_lines_are_found_only_when_an_issue_needs_them() -> None:
     assert document.text is None
 
 
-def test_an_unset_variable_is_reported_at_its_line() -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_document("a: 1\nb:\n  - ${UNSET}\n", "f.yaml", ENV)
-    assert [str(issue) for issue in info.value.issues] == ["f.yaml:3: b[0]: environment variable UNSET is not set"]
+def test_an_unset_variable_is_recorded_at_its_path_for_the_loader_to_judge() -> None:
+    document = parse_document("a: 1\nb:\n  - ${UNSET}\n", "f.yaml", ENV)
+    assert document.unset == [(("b", 0), "UNSET")]
+    assert document.data == {"a": 1, "b": [""]}
+    assert document.line_of(("b", 0)) == 3
 
 
 def test_the_node_walker_is_still_there_for_files_the_event_walker_leaves(node_walker_only: None) -> None:

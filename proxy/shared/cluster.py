@@ -28,9 +28,18 @@ from proxy.nango import Connection, NangoClient, NangoSettings
 from proxy.ratelimit import BACKGROUND_RESERVE
 from proxy.shared.budget import SharedBreaker, TokenBucket
 from proxy.shared.fanout import Announcement, Fanout
-from proxy.shared.index import IndexMeta, IndexStore, OverlayEntry, apply_overlay, decode_connection, encode_connection
+from proxy.shared.index import (
+    IndexMeta,
+    IndexStore,
+    OverlayEntry,
+    apply_overlay,
+    decode_chunk,
+    decode_connection,
+    encode_connection,
+)
 from proxy.shared.lock import Lease, LeasedLock
 from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
+from proxy.shared.userlocks import RedisUserLocks
 
 __all__ = ["Cluster"]
 
@@ -74,6 +83,7 @@ class Cluster:
         self.fanout = Fanout(self.store, metrics)
         self.bucket = TokenBucket(self.store)
         self.breaker = SharedBreaker(self.store, threshold=BREAKER_THRESHOLD, open_seconds=FAILURE_TTL_SECONDS)
+        self.user_locks = RedisUserLocks(self.locks)
         self._directory = directory
         self._interval = nango.index_refresh_interval
         self._index_enabled = client is not None and self._interval > 0
@@ -139,9 +149,9 @@ class Cluster:
         entry = OverlayEntry(int(time.time() * 1000), "user", user_id, tuple(conns))
         self._spawn(self._share(entry, {"u": user_id, "cs": [encode_connection(c) for c in conns]}))
 
-    def connection_forgotten(self, connection_id: str) -> None:
-        entry = OverlayEntry(int(time.time() * 1000), "forget", connection_id)
-        self._spawn(self._share(entry, {"c": connection_id}))
+    def connection_forgotten(self, connection_id: str, user_id: str | None) -> None:
+        entry = OverlayEntry(int(time.time() * 1000), "forget", connection_id, owner=user_id)
+        self._spawn(self._share(entry, {"c": connection_id, "u": user_id}))
 
     def connection_suspended(self, connection_id: str) -> None:
         self._spawn(self.fanout.publish("suspend", {"c": connection_id}))
@@ -198,7 +208,7 @@ class Cluster:
             if (connection_id := _field(data, "c")) is None:
                 return
             if message.kind == "forget":
-                self._directory.forget_connection(connection_id, announce=False)
+                self._directory.forget_connection(connection_id, _field(data, "u"), announce=False)
             else:
                 self._directory.suspend(connection_id, announce=False)
         elif message.kind == "index":
@@ -250,12 +260,14 @@ class Cluster:
             return
         with self._directory.recording_effects() as effects:
             loaded = await self.indexes.load(meta)
-        if loaded is None:
-            return
-        conns, overlay = loaded
-        index = ConnectionIndex()
-        for conn in conns:
-            index.add(conn)
+            if loaded is None:
+                return
+            chunks, overlay = loaded
+            index = ConnectionIndex()
+            for chunk in chunks:
+                for conn in decode_chunk(chunk):
+                    index.add(conn)
+                await asyncio.sleep(0)  # calls go first: a chunk is ~2 ms of work
         for entry in overlay:
             apply_overlay(index, entry)
         self._directory.install_index(index, effects, age=max(time.time() - meta.built_at, 0.0))

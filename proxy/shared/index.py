@@ -26,7 +26,15 @@ from proxy.shared.lock import Lease
 from proxy.shared.store import SharedStore
 from proxy.tags import TagRoute
 
-__all__ = ["IndexMeta", "IndexStore", "OverlayEntry", "apply_overlay", "decode_connection", "encode_connection"]
+__all__ = [
+    "IndexMeta",
+    "IndexStore",
+    "OverlayEntry",
+    "apply_overlay",
+    "decode_chunk",
+    "decode_connection",
+    "encode_connection",
+]
 
 CHUNK_SIZE = 2000
 
@@ -61,6 +69,10 @@ def decode_connection(raw: Any) -> Connection:
     return Connection(connection_id, user_id, str(created), bool(healthy), tag_route)
 
 
+def decode_chunk(raw: bytes) -> list[Connection]:
+    return [decode_connection(item) for item in orjson.loads(raw)]
+
+
 @dataclass(frozen=True)
 class OverlayEntry:
     """A webhook's confirmed effect: the user's connections now (`user`), or a deleted connection (`forget`)."""
@@ -69,26 +81,32 @@ class OverlayEntry:
     op: str  # "user" | "forget"
     subject: str  # user id or connection id
     connections: tuple[Connection, ...] = ()
+    owner: str | None = None  # forget: the user it is not (or no longer) the connection of
 
     @property
     def field(self) -> str:
         return ("u:" if self.op == "user" else "c:") + self.subject
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.at_ms, self.op, self.subject, [encode_connection(c) for c in self.connections]])
+        conns = [encode_connection(c) for c in self.connections]
+        return orjson.dumps([self.at_ms, self.op, self.subject, conns, self.owner])
 
     @classmethod
     def decode(cls, raw: bytes | str) -> OverlayEntry:
-        at_ms, op, subject, conns = orjson.loads(raw)
-        if op not in ("user", "forget") or not isinstance(subject, str):
+        at_ms, op, subject, conns, owner = orjson.loads(raw)
+        if (
+            op not in ("user", "forget")
+            or not isinstance(subject, str)
+            or not (owner is None or isinstance(owner, str))
+        ):
             raise ValueError("not an overlay entry")
-        return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns))
+        return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns), owner)
 
 
 def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
     """Apply a webhook's effect to an index the way the directory applies it to its own."""
     if entry.op == "forget":
-        index.remove(entry.subject, None)
+        index.remove(entry.subject, entry.owner)
         return
     known = index.user(entry.subject)
     if known is not None and all(c.connection_id != known.connection_id for c in entry.connections):
@@ -170,8 +188,9 @@ class IndexStore:
         ok = await self._store.run("index_store", write, background=True)
         return lease.token if ok else None
 
-    async def load(self, meta: IndexMeta) -> tuple[list[Connection], list[OverlayEntry]] | None:
-        """The connections of version `meta` and the overlay to apply on top; None when its chunks are gone."""
+    async def load(self, meta: IndexMeta) -> tuple[list[bytes], list[OverlayEntry]] | None:
+        """The chunks of version `meta` (for `decode_chunk`, one at a time: 100k connections take 0.2 s to
+        decode, too long to hold the event loop) and the overlay to apply on top; None when chunks are gone."""
 
         async def read(redis: Redis) -> tuple[list[Any], dict[Any, Any]]:
             keys = [self._chunk_key(meta.version, n) for n in range(meta.chunks)]
@@ -182,8 +201,7 @@ class IndexStore:
         chunks, overlay = await self._store.run("index_load", read, background=True)
         if any(chunk is None for chunk in chunks):
             return None
-        conns = [decode_connection(raw) for chunk in chunks for raw in orjson.loads(chunk)]
-        return conns, self.overlay_entries(overlay.values())
+        return chunks, self.overlay_entries(overlay.values())
 
     @staticmethod
     def overlay_entries(raw: Iterable[bytes]) -> list[OverlayEntry]:

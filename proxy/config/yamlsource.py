@@ -7,16 +7,15 @@ silently lets the last one win.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import yaml
 
-Path = tuple[str | int, ...]
+from proxy.config.environment import Expansion, expand
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+Path = tuple[str | int, ...]
 
 
 def format_path(path: Path) -> str:
@@ -60,6 +59,13 @@ class Document:
     data: object
     lines: dict[Path, int] = field(default_factory=dict)
     text: str | None = field(default=None, repr=False)
+    # `${NAME}` references: what each expanded value was written as, so no message ever shows a value
+    # that came from the environment (a secret, often); and the references that were not set.
+    expanded: dict[Path, str] = field(default_factory=dict, repr=False)
+    secrets_seen: dict[str, str] = field(default_factory=dict, repr=False)
+    unset: list[tuple[Path, str]] = field(default_factory=list)
+    # Problems found while reading (duplicate keys, bad `${...}`): reported with every other issue.
+    issues: list[ConfigIssue] = field(default_factory=list)
 
     def line_of(self, path: Path) -> int | None:
         if self.text is not None:
@@ -73,11 +79,29 @@ class Document:
         return None
 
     def issue(self, path: Path, message: str) -> ConfigIssue:
-        return ConfigIssue(self.file, self.line_of(path), path, message)
+        return ConfigIssue(self.file, self.line_of(path), path, self.scrub(message))
+
+    def explained_by_unset(self, path: Path, *, within: bool = False) -> bool:
+        """True when `path`'s value (`within`: or a value inside it) is empty because a `${VAR}` in it is
+        unset: that is the one error to report there."""
+        size = len(path)
+        return any(where == path or (within and where[:size] == path) for where, _ in self.unset)
+
+    def show(self, path: Path, value: object) -> str:
+        """`value` quoted for a message, or the `${NAME}` text it was expanded from."""
+        written = self.expanded.get(path)
+        return written if written is not None else repr(value)
+
+    def scrub(self, message: str) -> str:
+        """`message` with every value that came from the environment replaced by its `${NAME}`."""
+        for value, name in self.secrets_seen.items():
+            if value in message:
+                message = message.replace(value, name)
+        return message
 
 
 def parse_document(text: str, file: str, environ: Mapping[str, str]) -> Document:
-    """Parse YAML text; raise ConfigError for syntax errors, duplicate keys and unset env vars."""
+    """Parse YAML text; raise ConfigError for syntax errors. Other problems are kept in `Document.issues`."""
     if _FAST_LOADER is not None:
         fast = _EventWalker(Document(file=file, data={}, text=text), environ, record_lines=False)
         try:
@@ -85,23 +109,34 @@ def parse_document(text: str, file: str, environ: Mapping[str, str]) -> Document
         except (_Unsupported, yaml.YAMLError):
             pass  # anchors, several documents, odd tags or a syntax error: the node walker below decides
         else:
-            if fast.issues:
-                raise ConfigError(fast.issues)
+            fast.document.issues = fast.issues
             return fast.document
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, (), f"invalid YAML: {exc.problem}")]) from None
+        raise ConfigError([ConfigIssue(file, line, (), _explain_syntax(exc, text))]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(file, None, (), f"invalid YAML: {exc}")]) from None
     walker = _Walker(Document(file=file, data={}), environ)
     if root is not None:
         walker.document.data = walker.convert(root, ())
-    if walker.issues:
-        raise ConfigError(walker.issues)
+    walker.document.issues = walker.issues
     return walker.document
+
+
+def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> str:
+    mark = exc.problem_mark
+    if mark is not None:
+        lines = text.splitlines()
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        if "\t" in line[: len(line) - len(line.lstrip(" \t"))]:
+            return (
+                "invalid YAML: this line is indented with a tab character; YAML allows only spaces for "
+                "indentation (replace the tab with spaces, and set your editor to insert spaces)"
+            )
+    return f"invalid YAML: {exc.problem}"
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -144,16 +179,19 @@ class _Walker:
         return value
 
     def interpolate(self, value: str, path: Path) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in self.environ:
-                return self.environ[name]
-            if default is not None:
-                return default
-            self.issues.append(self.document.issue(path, f"environment variable {name} is not set"))
+        result: Expansion = expand(value, self.environ)
+        document = self.document
+        if result.error is not None:
+            self.issues.append(document.issue(path, result.error))
             return ""
-
-        return _ENV_REFERENCE.sub(substitute, value)
+        for name in result.unset:
+            document.unset.append((path, name))
+        if result.used:
+            document.expanded[path] = value
+            for name, text in result.used.items():
+                if len(text) >= 4:  # shorter values would scrub ordinary words out of messages
+                    document.secrets_seen.setdefault(text, "${" + name + "}")
+        return result.text
 
 
 # libyaml's event parser is ~20 times faster than composing PyYAML nodes (39 s -> 2 s for 100,000 users).

@@ -1,0 +1,143 @@
+"""Config load at scale: `check` CPU time and `serve` memory for a routing file of N users (default 100,000).
+
+    python bench/config_load.py [--users 100000] [--runs 3]
+
+Measured in the same run, each in a fresh process:
+- reference: `yaml.load(text, Loader=yaml.CSafeLoader)` of the same file (libyaml's C parser, PyYAML's
+  constructor), CPU seconds;
+- `vapi-calendar-proxy check`: CPU seconds of the whole command (interpreter start and imports included);
+- `vapi-calendar-proxy serve`: RSS once ready (steady), then the peak RSS while a SIGHUP reload of an
+  edited file builds the next snapshot (VmHWM, reset through /proc/PID/clear_refs before the reload).
+Prints medians and the ratios; the targets (issue 12): check <= 1.5 s CPU, steady <= 150 MB, reload peak
+<= 1.5x steady.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.generate import RoutingOptions, environment, routing_yaml  # noqa: E402
+
+PYTHON = sys.executable
+CLI = [PYTHON, "-m", "proxy.cli"]
+YAML_REFERENCE = "import sys, yaml; yaml.load(open(sys.argv[1]).read(), Loader=yaml.CSafeLoader)"
+
+
+def child_cpu(command: list[str], env: dict[str, str]) -> float:
+    """CPU seconds (user + system) of one child process run to completion."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def readyz(port: int) -> dict[str, object] | None:
+    import json
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            data: dict[str, object] = json.loads(response.read())
+            return data
+    except OSError:
+        return None
+
+
+def wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not met")
+
+
+def serve_memory(path: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """(steady MB, reload peak MB, after reload MB) of `serve` on `path`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--config", str(path), "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: (readyz(port) or {}).get("status") == "ready", 120)
+        time.sleep(1.0)
+        steady = status_kb(process.pid, "VmRSS") / 1024
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        text = path.read_text()
+        path.write_text(text.replace("Bayview Health", "Bayview Health (edited)"))
+        old = (readyz(port) or {}).get("config")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: (readyz(port) or {}).get("config") != old, 120)
+        peak = status_kb(process.pid, "VmHWM") / 1024
+        time.sleep(1.0)
+        after = status_kb(process.pid, "VmRSS") / 1024
+        path.write_text(text)
+        return steady, peak, after
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    env = {**os.environ, **environment(), "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "routing.yaml"
+        path.write_text(routing_yaml(RoutingOptions(users=args.users, fixed_ids=True)))
+        size = path.stat().st_size / 1_048_576
+        reference, check = [], []
+        for _ in range(args.runs):  # taken in turns, so both see the same load on a shared machine
+            reference.append(child_cpu([PYTHON, "-c", YAML_REFERENCE, str(path)], env))
+            check.append(child_cpu([*CLI, "check", "--config", str(path)], env))
+        memory = [serve_memory(path, env) for _ in range(args.runs)]
+    ref, chk = statistics.median(reference), statistics.median(check)
+    steady = statistics.median(m[0] for m in memory)
+    peak = statistics.median(m[1] for m in memory)
+    after = statistics.median(m[2] for m in memory)
+    print(f"{args.users:,} users, {size:.1f} MiB file, median of {args.runs} runs")
+    print(f"yaml.load (CSafeLoader) reference: {ref:.2f} s CPU  {sorted(round(r, 2) for r in reference)}")
+    print(f"check:                             {chk:.2f} s CPU  {sorted(round(c, 2) for c in check)}")
+    print(f"  -> check is {ref / chk:.1f}x faster than the reference (target: check <= 1.5 s)")
+    print(f"serve RSS steady: {steady:.0f} MB (target <= 150 MB)")
+    print(f"serve RSS peak during a reload: {peak:.0f} MB = {peak / steady:.2f}x steady (target <= 1.5x)")
+    print(f"serve RSS after the reload: {after:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

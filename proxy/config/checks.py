@@ -1,0 +1,225 @@
+"""What no schema can say: checks across keys and entries, each issue located.
+
+Routes naming users, numbers and ids claimed twice, fallbacks and their numbers, calendar layers that
+only make sense merged. Pure functions of model instances; issues go to the `Report` they are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from msgspec import UNSET
+
+from proxy.config.models import CalendarLayer, FallbackModel, FallbacksModel, NangoSettings, WorkingHoursModel
+from proxy.config.snapshot import Fallback, Fallbacks, Route, RoutingTable
+from proxy.config.validate import did_you_mean
+from proxy.config.yamlsource import ConfigIssue, Document, Path, format_path
+from proxy.numbers import normalize_number
+from proxy.slots import WorkingHours
+from proxy.tags import tag_key_problem
+
+__all__ = ["Report", "build_routing_table", "calendar_layer", "fallbacks", "zone"]
+
+LEGACY_ASSISTANT_KEYS = {
+    ("serverUrl",): "use server.url",
+    ("serverUrlSecret",): "use server.credentialId",
+    ("endCallFunctionEnabled",): "add an endCall tool to model.tools",
+    ("dialKeypadFunctionEnabled",): "add a dtmf tool to model.tools",
+    ("forwardingPhoneNumber",): "add a transferCall tool to model.tools",
+    ("functions",): "use model.tools",
+    ("model", "systemPrompt"): "use a system message in model.messages",
+    ("model", "functions"): "use model.tools",
+}
+
+
+@dataclass
+class Report:
+    """Issues and warnings of one load, each made by the document it is about."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    zones: dict[str, ZoneInfo] = field(default_factory=dict)  # names already looked up in this load
+
+    def error(self, document: Document, path: Path, message: str) -> None:
+        if message.startswith("environment variable") or not document.explained_by_unset(path):
+            self.issues.append(document.issue(path, message))
+
+    def warn(self, document: Document, path: Path, message: str) -> None:
+        self.warnings.append(document.issue(path, message))
+
+
+def zone(name: str, report: Report, document: Document, path: Path) -> ZoneInfo | None:
+    found = report.zones.get(name)
+    if found is not None:
+        return found
+    try:
+        found = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        hint = did_you_mean(name, sorted(available_timezones())) if len(name) < 64 else ""
+        shown = document.show(path, name)
+        report.error(document, path, f"unknown IANA timezone {shown}{hint} (e.g. America/New_York)")
+        return None
+    report.zones[name] = found
+    return found
+
+
+def calendar_layer(layer: CalendarLayer | None, report: Report, document: Document, path: Path) -> dict[str, object]:
+    """The keys one calendar level sets, ready to merge over the level above."""
+    result: dict[str, object] = {}
+    if layer is None:
+        return result
+    for name in CalendarLayer.__struct_fields__:
+        value = getattr(layer, name)
+        if value is None:
+            continue
+        if name == "working_hours":
+            value = _working_hours(value, report, document, (*path, "working_hours"))
+            if value is None:
+                continue
+        elif name == "tool_ids":
+            value = (value,) if isinstance(value, str) else tuple(value)
+        result[name] = value
+    return result
+
+
+def _working_hours(model: WorkingHoursModel, report: Report, document: Document, path: Path) -> WorkingHours | None:
+    raw: dict[str, Any] = {}
+    for name in WorkingHoursModel.__struct_fields__:
+        value = getattr(model, name)
+        if value is not UNSET:
+            raw[name] = value
+    try:
+        return WorkingHours.parse(raw)
+    except ValueError as exc:
+        report.error(document, path, str(exc).removeprefix("working_hours."))
+        return None
+
+
+def fallbacks(
+    model: FallbacksModel | None,
+    base: Fallbacks,
+    templates: Mapping[str, object],
+    report: Report,
+    document: Document,
+    path: Path,
+) -> Fallbacks:
+    if model is None:
+        return base
+    chosen: dict[str, Fallback] = {}
+    for kind in FallbacksModel.__struct_fields__:
+        entry: FallbackModel | None = getattr(model, kind)
+        if entry is not None:
+            chosen[kind] = _fallback(entry, templates, report, document, (*path, kind))
+    return replace(base, **chosen) if chosen else base
+
+
+def _fallback(
+    entry: FallbackModel, templates: Mapping[str, object], report: Report, document: Document, path: Path
+) -> Fallback:
+    number = normalize_number(entry.number) if entry.number else None
+    if entry.number and number is None:
+        shown = document.show((*path, "number"), entry.number)
+        report.error(document, (*path, "number"), f"is not a phone number: {shown}")
+    if entry.action == "transfer" and entry.number is None:
+        report.error(document, (*path, "number"), "is required for action transfer")
+    if entry.action == "reject" and not entry.message.strip():
+        report.error(document, (*path, "message"), "is required for action reject: Vapi speaks it before hanging up")
+    if entry.template is not None and entry.template not in templates:
+        report.error(document, (*path, "template"), _no_template(entry.template, templates))
+    return Fallback(entry.action, entry.message, number, entry.template)
+
+
+def _no_template(name: str, templates: Mapping[str, object]) -> str:
+    return f"names no template: {name!r}{did_you_mean(name, list(templates))}"
+
+
+def check_template(
+    name: str | None, templates: Mapping[str, object], report: Report, document: Document, path: Path
+) -> None:
+    if name is not None and name not in templates:
+        report.error(document, path, _no_template(name, templates))
+
+
+def warn_legacy(assistant: Mapping[str, object] | None, report: Report, document: Document, path: Path) -> None:
+    if not assistant:
+        return
+    for keys, advice in LEGACY_ASSISTANT_KEYS.items():
+        node: object = assistant
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            report.warn(document, (*path, *keys), f"legacy key Vapi rejects; {advice}")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    path: Path
+    message: str
+    document: Document | None = None
+
+
+def tag_routing(nango: NangoSettings, report: Report, document: Document) -> None:
+    routing = nango.tag_routing
+    if routing is None:
+        return
+    path: Path = ("nango", "tag_routing")
+    for role, key in routing.keys:
+        if (problem := tag_key_problem(key)) is not None:
+            report.error(document, (*path, f"{role}_tag"), problem)
+    if routing.number_tag is None and routing.phone_number_id_tag is None:
+        report.error(
+            document, path, "set number_tag or phone_number_id_tag (the tag keys that carry a user's Vapi line)"
+        )
+
+
+def build_routing_table(
+    routes: Iterable[Route], documents: Mapping[int, Document] | None = None
+) -> tuple[RoutingTable, list[Conflict]]:
+    """Index routes by every key they answer to; two routes claiming the same key is a conflict.
+
+    `documents` maps `id(route)` to the file a route came from, when it is not the main one."""
+    by_caller_on_line: dict[tuple[str, str], Route] = {}
+    by_caller: dict[str, Route] = {}
+    by_phone_number_id: dict[str, Route] = {}
+    by_to: dict[str, Route] = {}
+    default: Route | None = None
+    owners: dict[tuple[str, object], tuple[Route, Path]] = {}
+    conflicts: list[Conflict] = []
+    where = documents or {}
+
+    def claimed(label: str, key: object, route: Route, path: Path) -> bool:
+        owner = owners.setdefault((label, key), (route, path))
+        if owner[0] is not route:
+            shown = "/".join(key) if isinstance(key, tuple) else key
+            other = where.get(id(owner[0]))
+            place = f"{other.file}: " if other is not None and other is not where.get(id(route)) else ""
+            message = f"{label} {shown} is already routed by {place}{format_path(owner[1])}"
+            conflicts.append(Conflict(path, message, where.get(id(route))))
+            return False
+        return True
+
+    for route in routes:
+        keys = route.keys
+        callers = keys.of("from")
+        lines = keys.of("to") + keys.of("phone_number_id")
+        if callers and lines:
+            for caller in callers:
+                for line in lines:
+                    pair = (caller.value, line.value)
+                    if claimed("from+line", pair, route, caller.path):
+                        by_caller_on_line[pair] = route
+            continue
+        for entry in keys.entries:
+            index = {"from": by_caller, "phone_number_id": by_phone_number_id, "to": by_to}[entry.kind]
+            if claimed(entry.kind, entry.value, route, entry.path):
+                index[entry.value] = route
+        if keys.is_default:
+            if default is not None:
+                message = f"a second default route ({default.name} is one)"
+                conflicts.append(Conflict(keys.default_path, message, where.get(id(route))))
+            else:
+                default = route
+    return RoutingTable(by_caller_on_line, by_caller, by_phone_number_id, by_to, default), conflicts

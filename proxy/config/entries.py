@@ -1,0 +1,220 @@
+"""Users and routes: each entry validated against its model, then resolved against the global sections
+into the snapshot's `User` and `Route` (with their calendar plans, fallbacks and variables merged).
+
+Entries are read one at a time and released as they are built: a file of 100,000 users never holds its
+whole parsed tree and its whole snapshot in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from proxy.config.checks import Report, calendar_layer, check_template, fallbacks, warn_legacy, zone
+from proxy.config.models import RouteModel, UserModel
+from proxy.config.snapshot import (
+    DEFAULT_CALENDAR_INSTRUCTIONS,
+    CalendarPlan,
+    Fallbacks,
+    KeyEntry,
+    Route,
+    RouteKeys,
+    User,
+)
+from proxy.config.validate import INVALID, Validator, did_you_mean
+from proxy.config.yamlsource import Document, Path
+from proxy.numbers import route_key
+from proxy.slots import CalendarSettings
+
+__all__ = ["Context", "Entries", "entries", "texts"]
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
+_NO_LAYER: Mapping[str, object] = MappingProxyType({})
+_CALENDAR_SETTINGS = frozenset(CalendarSettings.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every user and route is read against: the file's global sections."""
+
+    templates: Mapping[str, Mapping[str, object]]
+    default_template: str
+    variables: Mapping[str, str]
+    fallbacks: Fallbacks
+    timezone: ZoneInfo
+    calendar: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class _Overrides:
+    """What a user or a route may set over the global config."""
+
+    template: str | None
+    assistant: Mapping[str, Any]
+    variables: Mapping[str, str]
+    calendar: Mapping[str, object]
+
+
+class Entries:
+    """Builds users, then routes, recording issues in `report`."""
+
+    def __init__(self, report: Report, context: Context, tool_server: Mapping[str, object] | None) -> None:
+        self.report = report
+        self.context = context
+        self.tool_server = tool_server
+        self.users: dict[str, User] = {}
+        self.layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
+        self.plans: dict[tuple[int, ...], CalendarPlan] = {}
+        # Users whose entry is invalid: routes naming them are not reported again as naming no user.
+        self.broken_users: set[str] = set()
+
+    def overrides(
+        self, document: Document, path: Path, entry: UserModel | RouteModel, templates: Mapping[str, object]
+    ) -> _Overrides:
+        report = self.report
+        check_template(entry.template, templates, report, document, (*path, "template"))
+        warn_legacy(entry.assistant, report, document, (*path, "assistant"))
+        # Most users and routes set none: one shared empty mapping each, not 200,000 empty dicts.
+        return _Overrides(
+            entry.template,
+            entry.assistant or _NOTHING,
+            texts(entry.variables) if entry.variables else _NO_VARIABLES,
+            calendar_layer(entry.calendar, report, document, (*path, "calendar")) if entry.calendar else _NO_LAYER,
+        )
+
+    def user(
+        self,
+        document: Document,
+        path: Path,
+        raw: object,
+    ) -> None:
+        model: UserModel = Validator(document, self.report.issues).convert(raw, UserModel, path)
+        if model is INVALID:
+            # Its routes are not reported again as naming no user: the user's own error says it all.
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
+                self.broken_users.add(str(raw["id"]))
+            return
+        report, context, users = self.report, self.context, self.users
+        timezone: ZoneInfo | None = context.timezone
+        if model.timezone is not None:
+            timezone = zone(model.timezone, report, document, (*path, "timezone"))
+        own = self.overrides(document, path, model, context.templates)
+        own_fallbacks = context.fallbacks
+        if model.fallbacks is not None:
+            own_fallbacks = fallbacks(
+                model.fallbacks, context.fallbacks, context.templates, report, document, (*path, "fallbacks")
+            )
+        if model.id in users:
+            report.error(document, (*path, "id"), f"duplicate user id {model.id!r}")
+            return
+        if timezone is None:
+            self.broken_users.add(model.id)
+            return
+        users[model.id] = User(
+            id=model.id,
+            name=model.name,
+            timezone=timezone,
+            connection_id=model.connection_id or None,
+            nango_user_id=model.nango_user_id or model.id,
+            email=model.email or None,
+            template=own.template,
+            assistant=own.assistant,
+            variables=own.variables,
+        )
+        self.layers[model.id] = (own.calendar, own_fallbacks)
+
+    def route(
+        self,
+        document: Document,
+        path: Path,
+        raw: object,
+    ) -> Route | None:
+        model: RouteModel = Validator(document, self.report.issues).convert(raw, RouteModel, path)
+        if model is INVALID:
+            return None
+        report, context, users = self.report, self.context, self.users
+        keys: list[KeyEntry] = []
+        for yaml_key, value in (("to", model.to), ("phone_number_id", model.phone_number_id), ("from", model.caller)):
+            if value is None:
+                continue
+            many = isinstance(value, list)
+            for index, written in enumerate(value if isinstance(value, list) else (value,)):
+                where = (*path, yaml_key, index) if many else (*path, yaml_key)
+                key = written.strip() if yaml_key == "phone_number_id" else route_key(written)
+                if not key:
+                    shown = document.show(where, written)
+                    report.error(document, where, f"is not a phone number or SIP URI: {shown}")
+                    continue
+                keys.append(KeyEntry(yaml_key, key, where))  # type: ignore[arg-type]
+        if model.to is None and model.phone_number_id is None and model.caller is None and not model.default:
+            report.error(document, path, "needs at least one of to, phone_number_id, from, or default: true")
+        own = self.overrides(document, path, model, context.templates)
+        user = users.get(model.user)
+        if user is None and model.user in self.broken_users:
+            return None
+        if user is None:
+            hint = did_you_mean(model.user, list(users)) if len(users) < 10_000 else ""
+            report.error(document, (*path, "user"), f"names no user: {model.user!r}{hint}")
+            return None
+        user_calendar, user_fallbacks = self.layers[user.id]
+        route_fallbacks = user_fallbacks
+        if model.fallbacks is not None:
+            route_fallbacks = fallbacks(
+                model.fallbacks, user_fallbacks, context.templates, report, document, (*path, "fallbacks")
+            )
+        variables = context.variables
+        if user.variables or own.variables:
+            variables = {**variables, **user.variables, **own.variables}
+        return Route(
+            name=model.name or f"routes[{path[-1]}]",
+            user=user,
+            keys=RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
+            template=own.template or user.template or context.default_template,
+            overrides=tuple(layer for layer in (user.assistant, own.assistant) if layer),
+            variables=variables,
+            calendar=self.calendar_plan((context.calendar, user_calendar, own.calendar)),
+            fallbacks=route_fallbacks,
+        )
+
+    def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
+        # Most users set nothing of their own: share one plan object between them.
+        key = tuple(id(layer) for layer in layers if layer)
+        plan = self.plans.get(key)
+        if plan is None:
+            merged: dict[str, object] = {}
+            for layer in layers:
+                merged.update(layer)
+            settings = CalendarSettings(**{k: v for k, v in merged.items() if k in _CALENDAR_SETTINGS})  # type: ignore[arg-type]
+            plan = CalendarPlan(
+                settings=settings,
+                declare=merged.get("declare", "inline"),  # type: ignore[arg-type]
+                tool_ids=merged.get("tool_ids", ()),  # type: ignore[arg-type]
+                instructions=str(merged.get("instructions", DEFAULT_CALENDAR_INSTRUCTIONS)),
+                tool_server=self.tool_server if settings.mode == "proxy" else None,
+            )
+            self.plans[key] = plan
+        return plan
+
+
+def texts(values: Mapping[str, object]) -> dict[str, str]:
+    """Template variables as the text they are filled in as (YAML true -> "true")."""
+    return {
+        name: value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in values.items()
+    }
+
+
+def entries(document: Document, key: str, raw: object, report: Report) -> Iterator[tuple[Path, object]]:
+    """The entries of a users or routes list, each released from the list as it is taken."""
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        report.error(document, (key,), "must be a list")
+        return
+    for index in range(len(raw)):
+        entry, raw[index] = raw[index], None
+        yield (key, index), entry

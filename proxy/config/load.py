@@ -1,0 +1,338 @@
+"""The routing YAML (and the files it includes) -> one validated, immutable `Config` snapshot.
+
+Declare (`proxy.config.models`) is kept apart from materialise (here): a snapshot is built completely, or
+refused with every issue located by file, line and key path, and only then swapped in. Loading never
+lets any other exception out: whatever goes wrong is a `ConfigError`, so every caller (serve, check, a
+reload) treats it as an invalid file and the running config keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import glob
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path as FilePath
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from proxy.config.checks import (
+    Report,
+    build_routing_table,
+    calendar_layer,
+    fallbacks,
+    tag_routing,
+    warn_legacy,
+    zone,
+)
+from proxy.config.entries import Context, Entries, entries, texts
+from proxy.config.models import AuthSettings, ConfigFile, IncludedFile
+from proxy.config.restart import keep_running_values
+from proxy.config.snapshot import (
+    CalendarPlan,
+    Config,
+    Fallbacks,
+    Route,
+)
+from proxy.config.validate import INVALID, Validator, did_you_mean
+from proxy.config.yamlsource import ConfigError, ConfigIssue, Document, parse_document
+
+__all__ = ["config_version", "current_version", "expand_includes", "load_config", "parse_config", "read_config_text"]
+
+# Where a `${VAR}` holds a secret that only `serve` needs: `check` and `resolve` warn when it is unset.
+SECRET_PATHS = (
+    ("auth", "vapi_secrets"),
+    ("auth", "bearer", "tokens"),
+    ("auth", "hmac", "secrets"),
+    ("nango", "secret_key"),
+    ("nango", "webhook_signing_keys"),
+)
+MAX_INCLUDED_FILES = 1000
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    secrets_optional: bool = False,
+    running: Config | None = None,
+) -> Config:
+    """Read and validate a config file and its includes. Raises ConfigError listing every issue, each located."""
+    file = os.fspath(path)
+    return parse_config(
+        read_config_text(file),
+        file,
+        os.environ if environ is None else environ,
+        secrets_optional=secrets_optional,
+        running=running,
+    )
+
+
+def read_config_text(file: str) -> str:
+    try:
+        return FilePath(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
+
+
+def config_version(text: str, *included: str) -> str:
+    """The `Config.version` that `text` (with these included texts) would load as: a hash of the content."""
+    digest = hashlib.sha256(text.encode())
+    for more in included:
+        digest.update(b"\0" + more.encode())
+    return digest.hexdigest()[:12]
+
+
+def expand_includes(main_file: str, patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """The files `include` patterns name, relative to the main file's directory, globs sorted."""
+    base = os.path.dirname(os.path.abspath(main_file))
+    names: list[str] = []
+    for pattern in patterns:
+        full = os.path.join(base, pattern)  # an absolute pattern stays absolute
+        names.extend(sorted(glob.glob(full)) if glob.has_magic(full) else [full])
+    return [os.path.abspath(name) for name in names]
+
+
+def current_version(config: Config) -> str | None:
+    """The version the files of `config` would load as now, if they are still the same files; else None."""
+    if not config.files:
+        return None
+    if expand_includes(config.files[0], config.include_patterns) != list(config.files[1:]):
+        return None
+    texts = [read_config_text(name) for name in config.files]
+    return config_version(*texts)
+
+
+def parse_config(
+    text: str,
+    file: str,
+    environ: Mapping[str, str],
+    *,
+    secrets_optional: bool = False,
+    running: Config | None = None,
+) -> Config:
+    """`secrets_optional`: an unset secret variable is a warning (check, resolve), not an error (serve).
+    `running`: the config being served; restart-only settings keep its values (see `proxy.config.restart`)."""
+    with _collector_paused():
+        try:
+            document = parse_document(text, file, environ)
+            return _Builder(document, text, environ, secrets_optional).build(running)
+        except ConfigError:
+            raise
+        except RecursionError:
+            raise ConfigError([ConfigIssue(file, None, (), "nested too deeply to load")]) from None
+        except Exception as exc:  # a bug must not take the running config down: report it as an invalid file
+            message = f"could not be loaded ({type(exc).__name__}); please report this as a bug"
+            raise ConfigError([ConfigIssue(file, None, (), message)]) from exc
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A load allocates up to millions of objects that all survive: the cyclic collector would scan them
+    over and over while they are built and find nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Builder:
+    def __init__(self, document: Document, text: str, environ: Mapping[str, str], secrets_optional: bool) -> None:
+        self.main = document
+        self.text = text
+        self.environ = environ
+        self.secrets_optional = secrets_optional
+        self.report = Report(issues=list(document.issues))
+        self.plans: dict[tuple[int, ...], CalendarPlan] = {}
+        self.tool_server: Mapping[str, object] | None = None
+        self.broken_users: set[str] = set()
+
+    def build(self, running: Config | None) -> Config:
+        report = self.report
+        document = self.main
+        data = document.data if document.data is not None else {}
+        if not isinstance(data, dict):
+            raise ConfigError([document.issue((), "must be a mapping of sections (version, auth, templates, ...)")])
+        users_raw = data.pop("users", None)
+        routes_raw = data.pop("routes", None)
+        top = self.top(data)
+        server, nango = top["server"], top["nango"]
+        tag_routing(nango, report, document)
+        restart_needed: tuple[str, ...] = ()
+        if running is not None:
+            server, nango, restart_needed = keep_running_values(running, server, nango)
+        auth_section = top["auth"]
+        auth = AuthSettings(
+            shared_secrets=auth_section.vapi_secrets, bearer=auth_section.bearer, hmac=auth_section.hmac
+        )
+        templates: dict[str, Mapping[str, object]] = top["templates"]
+        for name, body in templates.items():
+            warn_legacy(body, report, document, ("templates", name))
+        default_template: str = top["default_template"]
+        if templates and default_template not in templates:
+            report.error(document, ("default_template",), f"names no template (known: {', '.join(sorted(templates))})")
+        timezone = zone(top["timezone"], report, document, ("timezone",)) or ZoneInfo("UTC")
+        base_fallbacks = fallbacks(top["fallbacks"], Fallbacks(), templates, report, document, ("fallbacks",))
+        global_calendar = top["calendar"]
+        global_layer = calendar_layer(global_calendar, report, document, ("calendar",))
+        self.tool_server = global_calendar.tool_server or None
+        if self.tool_server is not None and not isinstance(self.tool_server.get("url"), str):
+            report.error(document, ("calendar", "tool_server", "url"), "is required: the URL Vapi sends tool-calls to")
+        if self.tool_server is None and server.public_url is not None:
+            self.tool_server = {"url": server.public_url + server.path}
+        self.unset_variables(document)
+
+        sources = [(document, users_raw, routes_raw)]
+        files = [document.file]
+        for included in self.includes(top["include"]):
+            files.append(included.file)
+            sources.append(self.included(included))
+        context = Context(templates, default_template, top["variables"], base_fallbacks, timezone, global_layer)
+        builder = Entries(report, context, self.tool_server)
+        for source, raw, _ in sources:
+            for path, entry in entries(source, "users", raw, report):
+                builder.user(source, path, entry)
+        routes: list[Route] = []
+        origin: dict[int, Document] = {}
+        for source, _, raw in sources:
+            for path, entry in entries(source, "routes", raw, report):
+                route = builder.route(source, path, entry)
+                if route is not None:
+                    routes.append(route)
+                    if source is not document:
+                        origin[id(route)] = source
+        self.proxy_mode_checks(routes)
+        table, conflicts = build_routing_table(routes, origin)
+        for conflict in conflicts:
+            report.error(conflict.document or document, conflict.path, conflict.message)
+        if report.issues:
+            raise ConfigError(sorted(report.issues, key=lambda issue: (issue.file != document.file, issue.line or 0)))
+        return Config(
+            file=document.file,
+            version=config_version(self.text, *self.included_texts),
+            server=server,
+            auth=auth,
+            nango=nango,
+            timezone=timezone,
+            variables=context.variables,
+            templates=templates,
+            default_template=default_template,
+            fallbacks=base_fallbacks,
+            users=builder.users,
+            routes=tuple(routes),
+            routing=table,
+            warnings=tuple(report.warnings),
+            files=tuple(files),
+            include_patterns=self.include_patterns,
+            restart_needed=restart_needed,
+            calendar=builder.calendar_plan((global_layer,)),
+        )
+
+    def top(self, data: dict[str, object]) -> dict[str, Any]:
+        """Every top-level section but users and routes, each converted on its own so one bad section
+        leaves the others checked (and their defaults standing in)."""
+        validator = Validator(self.main, self.report.issues)
+        fields = {info.encode_name: info for info in msgspec.structs.fields(ConfigFile)}
+        for key in data:
+            if key not in fields:
+                self.report.error(self.main, (key,), f"unknown key{did_you_mean(str(key), list(fields))}")
+        top: dict[str, Any] = {}
+        for name, info in fields.items():
+            if name in ("users", "routes"):
+                continue
+            value: Any = INVALID
+            if name in data and data[name] is not None:
+                value = validator.convert(data[name], info.type, (name,))
+            elif info.required:
+                self.report.error(self.main, (name,), "is required")
+            if value is INVALID:
+                if info.default is not msgspec.NODEFAULT:
+                    value = info.default
+                elif info.default_factory is not msgspec.NODEFAULT:
+                    value = info.default_factory()
+                else:
+                    value = {}
+            top[name] = value
+        top["variables"] = texts(top["variables"])
+        return top
+
+    def unset_variables(self, document: Document) -> None:
+        for path, name in document.unset:
+            secret = any(path[: len(prefix)] == prefix for prefix in SECRET_PATHS)
+            if secret and self.secrets_optional:
+                self.report.warn(document, path, f"environment variable {name} is not set (serve needs it)")
+            else:
+                self.report.error(document, path, f"environment variable {name} is not set")
+
+    # -- includes ---------------------------------------------------------------------------------
+
+    included_texts: list[str]
+    include_patterns: tuple[str, ...]
+
+    def includes(self, patterns: list[str]) -> Iterator[Document]:
+        self.included_texts = []
+        self.include_patterns = tuple(patterns)
+        seen = {os.path.abspath(self.main.file)}
+        for index, pattern in enumerate(patterns):
+            path = ("include", index)
+            names = expand_includes(self.main.file, (pattern,))
+            if not names:
+                self.report.warn(self.main, path, f"{pattern!r} matches no file")
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                if len(seen) > MAX_INCLUDED_FILES:
+                    self.report.error(self.main, path, f"includes more than {MAX_INCLUDED_FILES} files")
+                    return
+                try:
+                    text = read_config_text(name)
+                    document = parse_document(text, name, self.environ)
+                except ConfigError as exc:
+                    self.report.issues.extend(exc.issues)
+                    continue
+                self.included_texts.append(text)
+                self.report.issues.extend(document.issues)
+                yield document
+
+    def included(self, document: Document) -> tuple[Document, object, object]:
+        data = document.data if document.data is not None else {}
+        if not isinstance(data, dict):
+            self.report.error(document, (), "must be a mapping with users and/or routes")
+            return document, None, None
+        for key in data:
+            if key not in ("users", "routes"):
+                hint = did_you_mean(str(key), list(IncludedFile.__struct_fields__))
+                self.report.error(document, (key,), f"unknown key{hint}: an included file holds users and routes only")
+        self.unset_variables(document)
+        return document, data.get("users"), data.get("routes")
+
+    # -- users and routes -------------------------------------------------------------------------
+    def proxy_mode_checks(self, routes: list[Route]) -> None:
+        proxied = [route for route in routes if route.calendar.mode == "proxy"]
+        if not proxied:
+            return
+        tool_server = self.tool_server
+        if tool_server is None:
+            for route in proxied:
+                self.report.error(
+                    self.main,
+                    ("calendar",),
+                    f"{route.name} uses calendar mode proxy: set server.public_url or calendar.tool_server.url "
+                    "so Vapi can reach the tools",
+                )
+        elif not (tool_server.get("credentialId") or tool_server.get("headers")):
+            # The tools' server object is how Vapi authenticates its tool calls to us.
+            self.report.warn(
+                self.main,
+                ("calendar", "tool_server"),
+                "has no credentialId or headers: Vapi's tool calls will carry no authentication "
+                "and be refused (401); set credentialId to your Vapi custom credential",
+            )

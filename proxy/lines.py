@@ -1,0 +1,188 @@
+"""Called line -> the Nango connection whose tags claim it (tag routing), fast and fresh.
+
+In order: the bulk index (built in the same pass as the user index), a TTL cache (used when the index is
+off), then, for a line nobody knows, one `GET /connections?tags[<number tag>]=<number>` request, shared
+by concurrent calls and bounded by the call's deadline; "nobody claims it" is remembered for
+`tag_routing.negative_ttl` (default 5 s). So a user onboarded a moment ago is reachable on a replica
+that missed the webhook, at the cost of one request per unknown line per negative TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from proxy.connindex import ConnectionIndex
+from proxy.metrics import Metrics
+from proxy.nango import Connection, NangoClient, NangoError, rank_connection
+from proxy.numbers import mask_number
+from proxy.routing import InboundCall
+from proxy.tags import TagRouting
+
+__all__ = ["LineFinder", "LineMatch", "report_conflicts"]
+
+logger = logging.getLogger(__name__)
+
+LineKey = tuple[str, str]  # (kind, value): ("to", "+14155550100") or ("phone_number_id", "<uuid>")
+# A line lookup that failed is not repeated for this long (Nango outage: one request per line every 2 s).
+FAILURE_TTL_SECONDS = 2.0
+# Conflicts written to the log after each index refresh; the metric counts them all.
+LOGGED_CONFLICTS = 20
+
+
+class Directory(Protocol):
+    """What a LineFinder needs of its `proxy.directory.ConnectionDirectory`."""
+
+    @property
+    def client(self) -> NangoClient | None: ...
+
+    @property
+    def index(self) -> ConnectionIndex: ...
+
+    def breaker_open(self) -> bool: ...
+
+    def learn(self, conns: list[Connection]) -> None: ...
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    """The connection that claims the called line, the tag that says so, and where that was learnt."""
+
+    connection: Connection
+    kind: str
+    value: str
+    tag: str
+    source: str  # "index", "cache" or "nango"
+
+
+class LineFinder:
+    """Finds the connection claiming a call's line; one per directory."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        routing: TagRouting,
+        metrics: Metrics,
+        cache_size: int,
+        cache_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = directory.client
+        self.routing = routing
+        self._metrics = metrics
+        self._directory = directory
+        self._cache: TTLCache[LineKey, Connection] = TTLCache(cache_size, cache_ttl, timer=clock)
+        self._negative: TTLCache[LineKey, bool] = TTLCache(cache_size, max(routing.negative_ttl, 1e-3), timer=clock)
+        self._failures: TTLCache[LineKey, str] = TTLCache(cache_size, FAILURE_TTL_SECONDS, timer=clock)
+        self._inflight: dict[LineKey, asyncio.Task[Connection | None]] = {}
+
+    def keys(self, call: InboundCall) -> list[tuple[str, str, str]]:
+        """(kind, value, tag) of the call's line, phone-number id first (stable when a number is ported)."""
+        keys = []
+        if call.phone_number_id is not None and self.routing.phone_number_id_tag is not None:
+            keys.append(("phone_number_id", call.phone_number_id, self.routing.phone_number_id_tag))
+        if call.to is not None and call.to.startswith("+") and self.routing.number_tag is not None:
+            keys.append(("to", call.to, self.routing.number_tag))
+        return keys
+
+    def known(self, call: InboundCall) -> LineMatch | None:
+        """The claim this replica already holds (index or cache), without asking Nango."""
+        index = self._directory.index
+        for kind, value, tag in self.keys(call):
+            if (conn := index.line(kind, value)) is not None:
+                self._event("line_index_hit")
+                return LineMatch(conn, kind, value, tag, "index")
+            if (conn := self._cache.get((kind, value))) is not None:
+                self._event("line_hit")
+                return LineMatch(conn, kind, value, tag, "cache")
+        return None
+
+    async def find(self, call: InboundCall, *, timeout: float) -> LineMatch | None:
+        """The connection claiming the call's line, asking Nango once for a line nobody knows (within `timeout`)."""
+        known = self.known(call)
+        if known is not None or self._client is None:
+            return known
+        keys = self.keys(call)
+        if not keys:
+            return None
+        # One request per miss: the number is what every onboarding sets; the id where there is no number.
+        kind, value, tag = next((k for k in keys if k[0] == "to"), keys[0])
+        key = (kind, value)
+        if key in self._negative:
+            self._event("line_negative_hit")
+            return None
+        if key in self._failures or self._directory.breaker_open():
+            self._event("line_unavailable")
+            return None
+        self._event("line_miss")
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(key, tag), name=f"nango-line:{kind}")
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+        try:
+            conn = await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
+        except TimeoutError:
+            self._event("line_timeout")
+            return None
+        return LineMatch(conn, kind, value, tag, "nango") if conn is not None else None
+
+    def _done(self, key: LineKey, task: asyncio.Task[Connection | None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    async def _fetch(self, key: LineKey, tag: str) -> Connection | None:
+        assert self._client is not None
+        try:
+            conns = await self._client.find_line_connections(tag, key[1])
+        except NangoError as exc:
+            self._failures[key] = exc.code
+            return None
+        except Exception:  # a bug here must still leave the call with an answer
+            logger.exception("nango line lookup crashed")
+            self._failures[key] = "internal_error"
+            return None
+        claiming = [conn for conn in conns if conn.route is not None and key in set(conn.route.claims())]
+        self._directory.learn(claiming)
+        if not claiming:
+            self._negative[key] = True
+            return None
+        return max(claiming, key=rank_connection)
+
+    def learned(self, conns: list[Connection]) -> None:
+        """Connections Nango just reported (webhook confirmation, lookup): their lines are known now."""
+        for conn in conns:
+            for key in conn.route.claims() if conn.route is not None else ():
+                self._negative.pop(key, None)
+                current = self._cache.get(key)
+                if (
+                    current is None
+                    or current.connection_id == conn.connection_id
+                    or rank_connection(conn) >= rank_connection(current)
+                ):
+                    self._cache[key] = conn
+
+    def _event(self, event: str) -> None:
+        self._metrics.cache_events.labels(event=event).inc()
+
+
+def report_conflicts(index: ConnectionIndex, metrics: Metrics) -> int:
+    """Log (the first few) and count lines claimed by several connections after an index build."""
+    conflicts = list(index.conflicts())
+    metrics.line_conflicts.set(len(conflicts))
+    for conflict in conflicts[:LOGGED_CONFLICTS]:
+        logger.warning(
+            "tag routing conflict: %s %s is claimed by connections %s; %s routes it (healthy, then newest)",
+            conflict.kind,
+            mask_number(conflict.value) if conflict.kind == "to" else conflict.value,
+            ", ".join(c.connection_id for c in (conflict.winner, *conflict.losers)),
+            conflict.winner.connection_id,
+        )
+    return len(conflicts)

@@ -1,0 +1,58 @@
+"""Booking references: the short secret a caller needs, beyond their phone number, to change a booking.
+
+Caller ID is trivially spoofed, so the number alone must not let anyone cancel or move a booking, or hear
+its times. At booking time the caller is told a six-digit reference (digits are the easiest thing to say
+and hear on a phone line, and the model reads them back reliably); it is stored in the event's private
+extended properties. A later call must give the number *and* the reference. Within the call that made the
+booking no reference is needed (Vapi's call id cannot be spoofed by the caller).
+
+Guessing is bounded: after `MAX_WRONG_PER_CALL` wrong references a call gets no more tries, so one guess
+in a million per try, three tries per call. The count is per process (a replica set multiplies it by the
+number of replicas a call's tool calls reach); docs/booking.md says so.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from cachetools import TTLCache
+
+__all__ = ["MAX_WRONG_PER_CALL", "WrongGuesses", "new_reference", "normalise", "speak_reference"]
+
+LENGTH = 6
+MAX_WRONG_PER_CALL = 3
+_SEPARATORS = re.compile(r"[\s\-.,#]+")
+
+
+def new_reference() -> str:
+    """Six random digits; leading zeros kept (it is a string, said digit by digit)."""
+    return f"{secrets.randbelow(10**LENGTH):0{LENGTH}d}"
+
+
+def normalise(raw: object) -> str | None:
+    """What the caller said, as the model passed it ("482 915", "48-29-15", 482915), or None if not six digits."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return None
+    text = _SEPARATORS.sub("", str(raw))
+    if isinstance(raw, int):
+        text = text.zfill(LENGTH)
+    return text if len(text) == LENGTH and text.isascii() and text.isdigit() else None
+
+
+def speak_reference(reference: str) -> str:
+    """'4 8 2, 9 1 5': digit by digit, in two groups of three, as a person reads a code aloud."""
+    return f"{' '.join(reference[:3])}, {' '.join(reference[3:])}"
+
+
+class WrongGuesses:
+    """Wrong references per call id, for an hour; at most `max_calls` calls remembered (oldest dropped)."""
+
+    def __init__(self, max_calls: int = 10_000, ttl: float = 3600.0) -> None:
+        self._counts: TTLCache[str, int] = TTLCache(maxsize=max_calls, ttl=ttl)
+
+    def exhausted(self, call_id: str) -> bool:
+        return self._counts.get(call_id, 0) >= MAX_WRONG_PER_CALL
+
+    def record(self, call_id: str) -> None:
+        self._counts[call_id] = self._counts.get(call_id, 0) + 1

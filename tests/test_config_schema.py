@@ -1,0 +1,119 @@
+"""The JSON Schema editors use, the key reference in docs/configuration.md, and the models: kept equal."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.cli import main
+from proxy.config.schema import json_schema, json_schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = (ROOT / "docs" / "configuration.md").read_text()
+
+
+def test_the_schema_in_the_repository_is_the_models_schema() -> None:
+    # After changing a model: python -m proxy.config.schema > config.schema.json
+    assert (ROOT / "config.schema.json").read_text() == json_schema_text()
+
+
+def test_schema_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json_schema_text())
+    assert json_schema()["$ref"] == "#/$defs/ConfigFile"
+
+
+def test_the_example_points_editors_at_the_schema() -> None:
+    first = (ROOT / "config.example.yaml").read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=./config.schema.json"
+
+
+def _properties(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return _properties(schema, schema["$defs"][node["$ref"].rsplit("/", 1)[1]])
+    for option in node.get("anyOf", []):
+        if "$ref" in option:
+            return _properties(schema, option)
+    if node.get("type") == "array" and "items" in node:
+        return _properties(schema, node["items"])
+    return dict(node.get("properties", {}))
+
+
+def schema_keys() -> dict[str, dict[str, Any]]:
+    """Documented section -> its keys (sub-sections dotted, as the tables write them) and their schema."""
+    schema = json.loads(json_schema_text())
+    top = _properties(schema, schema)
+    sections: dict[str, dict[str, Any]] = {"Top level": top}
+    for name in ("server", "nango", "calendar"):
+        sections[name] = _properties(schema, top[name])
+    tag_routing = sections["nango"]
+    sections["nango.tag_routing"] = _properties(schema, tag_routing["tag_routing"])
+    auth = _properties(schema, top["auth"])
+    sections["auth"] = {"vapi_secrets": auth["vapi_secrets"]}
+    for method in ("bearer", "hmac"):
+        for key, value in _properties(schema, auth[method]).items():
+            sections["auth"][f"{method}.{key}"] = value
+    sections["users[]"] = _properties(schema, top["users"])
+    sections["routes[]"] = _properties(schema, top["routes"])
+    return sections
+
+
+def documented_keys() -> dict[str, dict[str, str]]:
+    """Section heading -> key -> the default column (or "" in tables without one)."""
+    tables: dict[str, dict[str, str]] = {}
+    section = None
+    for line in DOCS.splitlines():
+        if line.startswith("#"):
+            heading = re.match(r"#+ (?:`([^`]+)`|(Top level))", line)
+            section = (heading.group(1) or heading.group(2)) if heading else None
+            continue
+        if section is None or not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        keys = re.findall(r"`([^`]+)`", cells[0])
+        defaults = [part.strip() for part in cells[1].split(" / ")] if len(cells) == 3 else []
+        for index, key in enumerate(keys):
+            default = defaults[index] if len(defaults) == len(keys) else (defaults[0] if defaults else "")
+            tables.setdefault(section, {})[key] = default
+    return tables
+
+
+def test_every_key_of_the_schema_is_documented_and_every_documented_key_exists() -> None:
+    documented = documented_keys()
+    for section, keys in schema_keys().items():
+        assert set(documented.get(section, {})) == set(keys), section
+
+
+def _written(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[]" if not value else str(value)
+    return str(value)
+
+
+def test_documented_defaults_are_the_models_defaults() -> None:
+    documented = documented_keys()
+    checked = 0
+    for section, keys in schema_keys().items():
+        for key, node in keys.items():
+            shown = documented[section][key].strip("`")
+            if "default" not in node or node["default"] is None or shown in ("", "none", "empty", "off", "(built in)"):
+                continue
+            default = node["default"]
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                assert float(shown) == float(default), f"{section}.{key}"
+            elif shown != '""':
+                assert shown.lower() == _written(default).lower(), f"{section}.{key}"
+            checked += 1
+    assert checked >= 45
+
+
+def test_fallback_fields_are_documented() -> None:
+    schema = json.loads(json_schema_text())
+    fields = schema["$defs"]["FallbackModel"]["properties"]
+    assert "Each is `{" + ", ".join(fields) + "}`" in DOCS
