@@ -451,3 +451,20 @@ async def test_a_client_that_stops_reading_its_answers_is_cut_off_after_the_send
     await asyncio.sleep(0.1)
     assert not transport.aborted
     protocol.connection_lost(None)
+
+
+async def test_worker_processes_apply_the_same_limits(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_yaml())
+    async with running_proxy(path, tmp_path, "json", "--workers", "2") as proxy:
+        for _ in range(4):  # whichever worker accepts it
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(b"GET /livez HTTP/1.1\r\nHost: proxy\r\nX-Big: " + b"a" * HEADER_LIMIT)
+            assert (await read_until_closed(reader, 5)).startswith(b"HTTP/1.1 431 ")
+            writer.close()
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        started = time.monotonic()
+        assert await read_until_closed(reader, 5) == b""
+        assert HEADER_TIMEOUT * 0.9 <= time.monotonic() - started < HEADER_TIMEOUT + 1.0
+        writer.close()
+        assert await authenticated_call(proxy) < 2.0
