@@ -140,6 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if listener is not None:
             listener.close()
         return 1
+    from proxy.reload import release_memory
+
+    release_memory(collect=True)
     configure_logging(args.log_format, args.log_level.upper())
     return serve(
         config,

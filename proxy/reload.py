@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
 import signal
 import threading
@@ -21,7 +24,7 @@ from proxy.config.load import current_version, expand_includes
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
 
-__all__ = ["ConfigWatcher", "Reloadable", "fingerprint", "watched_fingerprint"]
+__all__ = ["ConfigWatcher", "Reloadable", "fingerprint", "release_memory", "watched_fingerprint"]
 
 logger = get_logger("reload")
 
@@ -54,6 +57,16 @@ def fingerprint(path: str) -> Fingerprint | None:
     except OSError:
         return None
     return (target.st_dev, target.st_ino, target.st_size, target.st_mtime_ns, name.st_ino, name.st_mtime_ns)
+
+
+def release_memory(*, collect: bool = False) -> None:
+    """Hand the memory a load freed back to the OS. Loading a large file frees as much as it keeps (the
+    parsed YAML), and glibc keeps freed heap unless trimmed: for 100,000 users about 30 MB of RSS.
+    `collect` runs the cyclic GC first (at start-up only: it would hold the event loop while serving)."""
+    if collect:
+        gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def watched_fingerprint(config: Config) -> Fingerprint:
@@ -130,6 +143,9 @@ class ConfigWatcher:
                 issue = ConfigIssue(self.path, None, (), f"could not be applied ({type(exc).__name__})")
                 return self._invalid(reason, old, ConfigError([issue]))
             self._seen = watched_fingerprint(new)
+            old_version = old.version
+            del old
+            await asyncio.to_thread(release_memory)  # ctypes lets go of the GIL: the loop keeps serving
             self.target.metrics.config_reloads.labels("ok").inc()
             self.target.metrics.config_file_invalid.set(0)
             logger.info(
@@ -137,7 +153,7 @@ class ConfigWatcher:
                 extra={
                     "fields": {
                         "reason": reason,
-                        "old_version": old.version,
+                        "old_version": old_version,
                         "new_version": new.version,
                         "users": len(new.users),
                         "routes": len(new.routes),

@@ -201,3 +201,50 @@ def test_an_included_file_holds_users_and_routes_only(tmp_path: Path) -> None:
     assert [str(issue) for issue in info.value.issues] == [  # type: ignore[attr-defined]
         f"{tmp_path / 'users' / 'a.yaml'}:9: server: unknown key: an included file holds users and routes only"
     ]
+
+
+def projected(directory: Path, files: dict[str, str]) -> None:
+    """A projected ConfigMap volume as the kubelet lays it out and updates it: every file in a timestamped
+    directory, `..data` swapped to it atomically, top-level names as symlinks through `..data`."""
+    import os
+
+    directory.mkdir(parents=True, exist_ok=True)
+    version = directory / f"..2026_11_29_{len(list(directory.glob('..2*'))):04d}"
+    for name, text in files.items():
+        (version / name).parent.mkdir(parents=True, exist_ok=True)
+        (version / name).write_text(text)
+    link = directory / "..data_tmp"
+    link.symlink_to(version.name)
+    os.replace(link, directory / "..data")
+    for top in {name.split("/")[0] for name in files}:
+        if not (directory / top).is_symlink():
+            (directory / top).symlink_to(Path("..data") / top)
+
+
+async def test_users_from_several_configmaps_in_a_projected_volume_reload_on_a_swap(tmp_path: Path) -> None:
+    main_text, users_text = _split(routing_yaml("A"))
+    mount = tmp_path / "etc"
+    projected(mount, {"config.yaml": main_text, "users/000.yaml": users_text})
+    async with watched(mount / "config.yaml") as (client, runtime):
+        assert runtime.watcher is not None
+        answer = await client.post("/vapi", content=call(), headers=AUTH)
+        assert answer.json()["assistant"]["firstMessage"] == "[A] You reached Alice Adams."
+        projected(mount, {"config.yaml": main_text, "users/000.yaml": users_text.replace("Alice Adams", "Alice B")})
+        assert await runtime.watcher._changed()
+        assert await runtime.watcher.reload("test") == "ok"
+        answer = await client.post("/vapi", content=call(), headers=AUTH)
+        assert answer.json()["assistant"]["firstMessage"] == "[A] You reached Alice B."
+
+
+def test_a_reload_shares_what_did_not_change_with_the_running_snapshot(tmp_path: Path) -> None:
+    running = load_config(_write(tmp_path / "a.yaml", routing_yaml("A")))
+    edited = routing_yaml("A").replace("name: Alice Adams", "name: Alice Smith")
+    reloaded = load_config(_write(tmp_path / "a.yaml", edited), running=running)
+    assert reloaded.users["dave"] is running.users["dave"]
+    assert reloaded.routing.by_to["+16505550144"] is running.routing.by_to["+16505550144"]
+    alice = reloaded.routing.by_to[NUMBER]
+    assert alice is not running.routing.by_to[NUMBER] and alice.user.name == "Alice Smith"
+    # A global change reaches every route: nothing stale is shared.
+    moved = load_config(_write(tmp_path / "a.yaml", edited.replace('edition: "A"', 'edition: "C"')), running=reloaded)
+    assert all(route.variables["edition"] == "C" for route in moved.routes)
+    assert moved.routing.by_to["+16505550144"] is not reloaded.routing.by_to["+16505550144"]

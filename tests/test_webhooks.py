@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from proxy import directory as directory_module
 from proxy import webhooks
@@ -332,3 +335,26 @@ async def test_pending_confirmations_are_bounded(monkeypatch: pytest.MonkeyPatch
         )
         assert sorted(status for status, _ in answers) == [200, 200, 503, 503, 503]
         assert len(fake.requests) == 2
+
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+)
+AUTH_FIELDS = ["type", "operation", "success", "connectionId", "providerConfigKey", "tags", "endUser", "error"]
+
+
+@hypothesis_settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(AUTH_FIELDS), JSON_VALUES | st.sampled_from(["auth", "creation"]), max_size=5
+    )
+)
+@pytest.mark.anyio
+async def test_signed_auth_webhooks_with_any_field_of_any_type_never_fail(changes: dict[str, Any]) -> None:
+    async with nango_env() as (fake, directory, metrics, _):
+        fake.add("conn-new", {"end_user_id": "usr_1"})
+        status, body = await deliver(auth_webhook() | changes, directory, metrics)
+        assert (status, sorted(body)) in [(200, ["ok", "result"]), (400, ["error"]), (503, ["error"])]
+        # Only Nango's answer is ever applied: usr_1 is served conn-new or nothing.
+        assert directory.current("usr_1") in (None, "conn-new")

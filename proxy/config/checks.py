@@ -201,21 +201,23 @@ def build_routing_table(
             return False
         return True
 
+    indexes = {"from": by_caller, "phone_number_id": by_phone_number_id, "to": by_to}
     for route in routes:
         keys = route.keys
-        callers = keys.of("from")
-        lines = keys.of("to") + keys.of("phone_number_id")
-        if callers and lines:
-            for caller in callers:
-                for line in lines:
-                    pair = (caller.value, line.value)
-                    if claimed("from+line", pair, route, caller.path):
-                        by_caller_on_line[pair] = route
-            continue
-        for entry in keys.entries:
-            index = {"from": by_caller, "phone_number_id": by_phone_number_id, "to": by_to}[entry.kind]
+        entries = keys.entries
+        if len(entries) > 1 and any(entry.kind == "from" for entry in entries):
+            callers = keys.of("from")
+            lines = [entry for entry in entries if entry.kind != "from"]
+            if lines:
+                for caller in callers:
+                    for line in lines:
+                        pair = (caller.value, line.value)
+                        if claimed("from+line", pair, route, caller.path):
+                            by_caller_on_line[pair] = route
+                continue
+        for entry in entries:
             if claimed(entry.kind, entry.value, route, entry.path):
-                index[entry.value] = route
+                indexes[entry.kind][entry.value] = route
         if keys.is_default:
             if default is not None:
                 message = f"a second default route ({default.name} is one)"

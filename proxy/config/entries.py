@@ -18,6 +18,7 @@ from proxy.config.models import RouteModel, UserModel
 from proxy.config.snapshot import (
     DEFAULT_CALENDAR_INSTRUCTIONS,
     CalendarPlan,
+    Config,
     Fallbacks,
     KeyEntry,
     Route,
@@ -59,26 +60,52 @@ class _Overrides:
     calendar: Mapping[str, object]
 
 
+_NO_OVERRIDES = _Overrides(None, _NOTHING, _NO_VARIABLES, _NO_LAYER)
+
+
 class Entries:
     """Builds users, then routes, recording issues in `report`."""
 
-    def __init__(self, report: Report, context: Context, tool_server: Mapping[str, object] | None) -> None:
+    def __init__(
+        self,
+        report: Report,
+        context: Context,
+        tool_server: Mapping[str, object] | None,
+        running: Config | None = None,
+    ) -> None:
         self.report = report
         self.context = context
+        # A reload shares every user and route that did not change with the running snapshot: while it
+        # loads, the process holds one snapshot plus the changes, not two snapshots.
+        self.running_users: Mapping[str, User] = running.users if running is not None else {}
+        self.running_routes: dict[str, Route] = {}
+        if running is not None:
+            self.running_routes = {route.name: route for route in running.routes}
         self.tool_server = tool_server
         self.users: dict[str, User] = {}
         self.layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
         self.plans: dict[tuple[int, ...], CalendarPlan] = {}
         # Users whose entry is invalid: routes naming them are not reported again as naming no user.
         self.broken_users: set[str] = set()
+        self.validators: dict[int, Validator] = {}
+        self.base_plan = self.calendar_plan((context.calendar,))
+        if running is not None and running.calendar == self.base_plan:
+            self.base_plan = self.plans[_plan_key((context.calendar,))] = running.calendar
+
+    def validator(self, document: Document) -> Validator:
+        found = self.validators.get(id(document))
+        if found is None:
+            found = self.validators[id(document)] = Validator(document, self.report.issues)
+        return found
 
     def overrides(
         self, document: Document, path: Path, entry: UserModel | RouteModel, templates: Mapping[str, object]
     ) -> _Overrides:
+        if entry.template is None and not entry.assistant and not entry.variables and entry.calendar is None:
+            return _NO_OVERRIDES  # most users and routes set none: one shared object, not 200,000
         report = self.report
         check_template(entry.template, templates, report, document, (*path, "template"))
         warn_legacy(entry.assistant, report, document, (*path, "assistant"))
-        # Most users and routes set none: one shared empty mapping each, not 200,000 empty dicts.
         return _Overrides(
             entry.template,
             entry.assistant or _NOTHING,
@@ -92,7 +119,7 @@ class Entries:
         path: Path,
         raw: object,
     ) -> None:
-        model: UserModel = Validator(document, self.report.issues).convert(raw, UserModel, path)
+        model: UserModel = self.validator(document).convert(raw, UserModel, path)
         if model is INVALID:
             # Its routes are not reported again as naming no user: the user's own error says it all.
             if isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
@@ -114,17 +141,19 @@ class Entries:
         if timezone is None:
             self.broken_users.add(model.id)
             return
-        users[model.id] = User(
-            id=model.id,
-            name=model.name,
-            timezone=timezone,
-            connection_id=model.connection_id or None,
-            nango_user_id=model.nango_user_id or model.id,
-            email=model.email or None,
-            template=own.template,
-            assistant=own.assistant,
-            variables=own.variables,
+        user = User(
+            model.id,
+            model.name,
+            timezone,
+            model.connection_id or None,
+            model.nango_user_id or model.id,
+            model.email or None,
+            own.template,
+            own.assistant,
+            own.variables,
         )
+        old = self.running_users.get(model.id)
+        users[model.id] = old if old is not None and old == user else user
         self.layers[model.id] = (own.calendar, own_fallbacks)
 
     def route(
@@ -133,7 +162,7 @@ class Entries:
         path: Path,
         raw: object,
     ) -> Route | None:
-        model: RouteModel = Validator(document, self.report.issues).convert(raw, RouteModel, path)
+        model: RouteModel = self.validator(document).convert(raw, RouteModel, path)
         if model is INVALID:
             return None
         report, context, users = self.report, self.context, self.users
@@ -169,20 +198,32 @@ class Entries:
         variables = context.variables
         if user.variables or own.variables:
             variables = {**variables, **user.variables, **own.variables}
-        return Route(
-            name=model.name or f"routes[{path[-1]}]",
-            user=user,
-            keys=RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
-            template=own.template or user.template or context.default_template,
-            overrides=tuple(layer for layer in (user.assistant, own.assistant) if layer),
-            variables=variables,
-            calendar=self.calendar_plan((context.calendar, user_calendar, own.calendar)),
-            fallbacks=route_fallbacks,
+        if user.assistant or own.assistant:
+            overrides = tuple(layer for layer in (user.assistant, own.assistant) if layer)
+        else:
+            overrides = ()
+        if user_calendar or own.calendar:
+            plan = self.calendar_plan((context.calendar, user_calendar, own.calendar))
+        else:
+            plan = self.base_plan
+        route = Route(  # positional: built 100,000s of times
+            model.name or f"routes[{path[-1]}]",
+            user,
+            RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
+            own.template or user.template or context.default_template,
+            overrides,
+            variables,
+            plan,
+            route_fallbacks,
         )
+        old = self.running_routes.get(route.name) if self.running_routes else None
+        if old is not None and _same_route(old, route):
+            return old
+        return route
 
     def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
         # Most users set nothing of their own: share one plan object between them.
-        key = tuple(id(layer) for layer in layers if layer)
+        key = _plan_key(layers)
         plan = self.plans.get(key)
         if plan is None:
             merged: dict[str, object] = {}
@@ -198,6 +239,23 @@ class Entries:
             )
             self.plans[key] = plan
         return plan
+
+
+def _plan_key(layers: tuple[Mapping[str, object], ...]) -> tuple[int, ...]:
+    return tuple([id(layer) for layer in layers if layer])
+
+
+def _same_route(old: Route, new: Route) -> bool:
+    """`new` would answer every call exactly as `old` does (the shared parts are the same objects)."""
+    return (
+        old.user is new.user
+        and old.calendar is new.calendar
+        and old.fallbacks is new.fallbacks
+        and old.variables is new.variables
+        and old.template == new.template
+        and old.keys == new.keys
+        and old.overrides == new.overrides
+    )
 
 
 def texts(values: Mapping[str, object]) -> dict[str, str]:

@@ -194,8 +194,13 @@ class _Builder:
         for included in self.includes(top["include"]):
             files.append(included.file)
             sources.append(self.included(included))
-        context = Context(templates, default_template, top["variables"], base_fallbacks, timezone, global_layer)
-        builder = Entries(report, context, self.tool_server)
+        variables = top["variables"]
+        if running is not None:
+            # The same objects as the running snapshot's when unchanged, so unchanged routes can be shared.
+            variables = running.variables if variables == running.variables else variables
+            base_fallbacks = running.fallbacks if base_fallbacks == running.fallbacks else base_fallbacks
+        context = Context(templates, default_template, variables, base_fallbacks, timezone, global_layer)
+        builder = Entries(report, context, self.tool_server, running)
         for source, raw, _ in sources:
             for path, entry in entries(source, "users", raw, report):
                 builder.user(source, path, entry)

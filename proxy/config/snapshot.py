@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from proxy.config.models import AuthSettings, NangoSettings, ServerSettings
 from proxy.config.yamlsource import ConfigIssue, Path
 from proxy.slots import CalendarSettings
@@ -94,8 +96,12 @@ class CalendarPlan:
         return self.settings.mode
 
 
-@dataclass(frozen=True, slots=True)  # slots: 100,000 of them stay in memory
-class User:
+# Users, routes and their keys are 100,000s of objects in a large file: msgspec Structs, because they are
+# built several times faster than frozen dataclasses and, untracked by the cyclic GC (they hold no cycles),
+# take less memory and no collector time.
+
+
+class User(msgspec.Struct, frozen=True, gc=False):
     id: str
     name: str
     timezone: ZoneInfo
@@ -103,12 +109,11 @@ class User:
     nango_user_id: str
     email: str | None = None
     template: str | None = None
-    assistant: Mapping[str, object] = field(default_factory=dict)
-    variables: Mapping[str, str] = field(default_factory=dict)
+    assistant: Mapping[str, object] = msgspec.field(default_factory=dict)
+    variables: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(msgspec.Struct, frozen=True, gc=False):
     """A rule resolved against its user: everything needed to answer a call, computed at load."""
 
     name: str
@@ -121,15 +126,13 @@ class Route:
     fallbacks: Fallbacks
 
 
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
+class KeyEntry(msgspec.Struct, frozen=True, gc=False):
     kind: KeyKind
     value: str
     path: Path
 
 
-@dataclass(frozen=True, slots=True)
-class RouteKeys:
+class RouteKeys(msgspec.Struct, frozen=True, gc=False):
     entries: tuple[KeyEntry, ...] = ()
     is_default: bool = False
     default_path: Path = ()

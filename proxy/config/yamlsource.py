@@ -200,6 +200,10 @@ _CONTAINER_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+def _line(event: yaml.Event) -> int:
+    return int(event.start_mark.line) + 1  # type: ignore[union-attr]
+
+
 class _Unsupported(Exception):
     """Something the event walker leaves to the node walker (anchors, aliases, several documents)."""
 
@@ -263,27 +267,40 @@ class _EventWalker(_Walker):
             raise _Unsupported(kind.__name__)
         result: dict[str, object] = {}
         file = self.document.file
-        while not isinstance(key := self.next_event(), yaml.MappingEndEvent):
-            key_line = key.start_mark.line + 1  # type: ignore[union-attr]
-            if type(key) is not yaml.ScalarEvent or key.anchor is not None:
-                if type(key) is yaml.AliasEvent or getattr(key, "anchor", None) is not None:
+        next_event, keys, record_lines = self.next_event, self.keys, self.record_lines
+        plain_starts = self.implicit_starts
+        while (key_kind := type(key := next_event())) is not yaml.MappingEndEvent:
+            if key_kind is not yaml.ScalarEvent or key.anchor is not None:  # type: ignore[attr-defined]
+                if key_kind is yaml.AliasEvent or getattr(key, "anchor", None) is not None:
                     raise _Unsupported("anchor")
-                self.issues.append(ConfigIssue(file, key_line, path, "keys must be strings"))
+                self.issues.append(ConfigIssue(file, _line(key), path, "keys must be strings"))
                 self.skip(key)
-                self.skip(self.next_event())
+                self.skip(next_event())
                 continue
-            name: str = self.keys.setdefault(key.value, key.value)
-            if (name == "<<" or key.tag is not None) and self.tag(key) == _MERGE_TAG:
-                self.issues.append(ConfigIssue(file, key_line, path, "merge keys (<<) are not supported"))
-                self.skip(self.next_event())
+            name: str = keys.setdefault(key.value, key.value)  # type: ignore[attr-defined]
+            if (name == "<<" or key.tag is not None) and self.tag(key) == _MERGE_TAG:  # type: ignore[attr-defined,arg-type]
+                self.issues.append(ConfigIssue(file, _line(key), path, "merge keys (<<) are not supported"))
+                self.skip(next_event())
                 continue
             if name in result:
-                self.issues.append(ConfigIssue(file, key_line, (*path, name), "duplicate key"))
-                self.skip(self.next_event())
+                self.issues.append(ConfigIssue(file, _line(key), (*path, name), "duplicate key"))
+                self.skip(next_event())
                 continue
-            result[name] = self.child_value(self.next_event(), path, name)
-            if self.record_lines:
-                self.lines[(*path, name)] = key_line  # errors point at the key, not its value
+            value = next_event()
+            if (
+                type(value) is yaml.ScalarEvent
+                and not record_lines
+                and value.tag is None
+                and value.anchor is None
+                and (not value.implicit[0] or value.value[:1] not in plain_starts)
+                and "${" not in value.value
+            ):
+                # The bulk of a large file: a string value (quoted, or plain and not a number, bool or null).
+                result[name] = value.value
+                continue
+            result[name] = self.child_value(value, path, name)
+            if record_lines:
+                self.lines[(*path, name)] = _line(key)  # errors point at the key, not its value
         return result
 
     def child_value(self, event: yaml.Event, parent: Path, key: str | int) -> object:
