@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient, RequestGate
 from proxy.reload import ConfigWatcher
 from proxy.service import CallService
+from proxy.shared import Cluster, RedisSettings
 from proxy.webhooks import handle_nango_webhook
 
 logger = get_logger("app")
@@ -61,6 +63,7 @@ class Runtime:
     config_error: ConfigError | None = None  # why the file on disk is not the one served
     unauthenticated_reads: int = 0
     watcher: ConfigWatcher | None = None
+    cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def apply(self, config: Config) -> None:
@@ -69,7 +72,10 @@ class Runtime:
         self.config_error = None
         if self.directory is not None:
             self.directory.retain_users({user.nango_user_id for user in config.users.values()})
-            self.directory.start_index_refresh()
+            if self.cluster is not None:
+                self.cluster.wake()  # the cluster's index: load a newer one, or refresh if due
+            else:
+                self.directory.start_index_refresh()
         self.metrics.set_config_version(config.version)
         self.metrics.deadline.set(config.server.deadline_seconds)
 
@@ -99,9 +105,12 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     config_path: str | None = None,
     fast_path: bool = True,
+    redis: RedisSettings | None = None,
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
-    `fast_path=False` leaves out proxy.fastpath (tests compare the two)."""
+    `fast_path=False` leaves out proxy.fastpath (tests compare the two). `redis`: the shared state of
+    several replicas; by default from `REDIS_URL` (unset: none)."""
+    redis_settings = redis if redis is not None else RedisSettings.from_environment(os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     runtime.metrics.deadline.set(config.server.deadline_seconds)
@@ -201,6 +210,7 @@ def create_app(
             },
             "config_error": config_error_summary(runtime.config_error),
             "nango": runtime.directory.status() if runtime.directory is not None else None,
+            "shared": runtime.cluster.status() if runtime.cluster is not None else None,
         }
         return json_response(body, 200 if ready else 503)
 
@@ -221,7 +231,11 @@ def create_app(
         runtime.service = CallService(
             runtime.directory, runtime.metrics, http=runtime.http, call_log=call_log, gate=gate
         )
-        if client is not None and nango.index_refresh_interval > 0:
+        if redis_settings.enabled:
+            runtime.cluster = Cluster(redis_settings, runtime.directory, client, nango, runtime.metrics)
+            runtime.service.locks = runtime.cluster.user_locks  # bookings: one user at a time, cluster-wide
+            runtime.background.extend(runtime.cluster.start())  # the cluster's index replaces the refresher
+        elif client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
         if config_path is not None:
             runtime.watcher = ConfigWatcher(config_path, runtime)
@@ -235,6 +249,8 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*runtime.background, return_exceptions=True)
             await runtime.directory.aclose()
+            if runtime.cluster is not None:
+                await runtime.cluster.aclose()
             if owns_client:
                 await runtime.http.aclose()
             call_log.flush()

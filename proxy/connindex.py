@@ -98,6 +98,16 @@ class ConnectionIndex:
             if current is not None and current.connection_id == connection_id:
                 del self._users[current.user_id]  # type: ignore[arg-type]
 
+    def connections(self) -> Iterator[Connection]:
+        """Every connection held, once each: `add`ing them to an empty index rebuilds this one (the shared
+        index in Redis stores them so)."""
+        seen: set[str] = set()
+        for conns in (self._users.values(), self._tagged.values(), *self._contested.values()):
+            for conn in conns:
+                if conn.connection_id not in seen:
+                    seen.add(conn.connection_id)
+                    yield conn
+
     def conflicts(self) -> Iterator[Conflict]:
         for (kind, value), losers in self._contested.items():
             winner = self._claims[kind].get(value)

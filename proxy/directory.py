@@ -12,12 +12,13 @@ Seams: the index store (`proxy.connindex`), webhook effects (`confirm`, `apply_u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
 
@@ -26,7 +27,7 @@ from proxy.lines import LineFinder, report_conflicts
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
-__all__ = ["ConnectionDirectory", "Lookup"]
+__all__ = ["ConnectionDirectory", "DirectoryListener", "Lookup"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,26 @@ IndexEffect = Callable[[ConnectionIndex], object]
 
 # After a failed index refresh, try again sooner than the full interval.
 REFRESH_RETRY_SECONDS = 30.0
+
+
+class DirectoryListener(Protocol):
+    """Told what this replica learnt, so the other replicas learn it too (proxy.shared.cluster).
+    Called synchronously: an implementation must not block; it schedules its own I/O."""
+
+    def user_connections(self, user_id: str, conns: list[Connection]) -> None:
+        """A webhook, confirmed with Nango: these are the user's connections now."""
+
+    def connection_forgotten(self, connection_id: str, user_id: str | None) -> None:
+        """Nango says the connection is gone (or is not `user_id`'s)."""
+
+    def connection_suspended(self, connection_id: str) -> None:
+        """A failed refresh Nango could not confirm: held back briefly."""
+
+    def nango_outage(self) -> None:
+        """A lookup failed the way an outage does (no answer, 5xx, 429)."""
+
+    def nango_answered(self) -> None:
+        """A lookup got an answer from Nango."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +116,9 @@ class ConnectionDirectory:
         self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
         self._webhook_users = 0
         self._refresh: asyncio.Task[bool] | None = None
-        # Webhook effects seen while a refresh pages through Nango, replayed onto the new index.
-        self._replay: list[IndexEffect] | None = None
+        # Webhook effects seen while an index is built or loaded, replayed onto it before it is installed.
+        self._recorders: list[list[IndexEffect]] = []
+        self.listener: DirectoryListener | None = None
         # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
         self._generation = 0
         self._last_error: str | None = None
@@ -189,13 +211,17 @@ class ConnectionDirectory:
             if exc.status is None or exc.status == 429 or exc.status >= 500:
                 self._outage_streak += 1
                 if self._outage_streak >= BREAKER_THRESHOLD:
-                    self._breaker_open_until = self._clock() + FAILURE_TTL_SECONDS
+                    self.open_breaker(FAILURE_TTL_SECONDS)
+                if self.listener is not None:
+                    self.listener.nango_outage()
             return self._failed(user_id, exc.code)
         except Exception:  # a bug here must still leave the call with an answer
             logger.exception("nango lookup for user %s crashed", user_id)
             return self._failed(user_id, "internal_error")
         self._last_error = None
         self._outage_streak = 0
+        if self.listener is not None:
+            self.listener.nango_answered()
         if generation != self._generation and (newer := self._known(user_id, count=False)) is not None:
             return newer
         return self._remember(user_id, conns)
@@ -245,8 +271,13 @@ class ConnectionDirectory:
         self._negative[user_id] = "negative"
         return Lookup(None, "negative", "no connection")
 
-    def apply_user_connections(self, user_id: str, conns: list[Connection]) -> None:
-        """Every connection Nango holds for the user, just read: the very next lookup sees the best of them."""
+    def open_breaker(self, seconds: float) -> None:
+        """No lookup asks Nango for `seconds` (this replica's outage streak, or the cluster's)."""
+        self._breaker_open_until = max(self._breaker_open_until, self._clock() + seconds)
+
+    def apply_user_connections(self, user_id: str, conns: list[Connection], *, announce: bool = True) -> None:
+        """Every connection Nango holds for the user, just read: the very next lookup sees the best of them.
+        `announce=False` when another replica read them."""
         self._generation += 1
         for conn in conns:
             self._unusable.pop(conn.connection_id, None)
@@ -264,6 +295,8 @@ class ConnectionDirectory:
         self._remember(user_id, conns)
         if self.lines is not None:
             self.lines.learned(conns)
+        if announce and self.listener is not None:
+            self.listener.user_connections(user_id, conns)
 
     def learn(self, conns: list[Connection]) -> None:
         """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them."""
@@ -278,26 +311,40 @@ class ConnectionDirectory:
         known = self._known(user_id, count=False)
         return known.connection_id if known is not None else None
 
-    def forget_connection(self, connection_id: str, user_id: str | None = None) -> None:
+    def forget_connection(self, connection_id: str, user_id: str | None = None, *, announce: bool = True) -> None:
         """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out."""
         self._generation += 1
         self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
-        for user_id in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
-            del self._cache[user_id]
-            self._last_good.pop(user_id, None)
+        if announce and self.listener is not None:
+            self.listener.connection_forgotten(connection_id, user_id)
+        for cached in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
+            del self._cache[cached]
+            self._last_good.pop(cached, None)
 
-    def suspend(self, connection_id: str) -> None:
+    def suspend(self, connection_id: str, *, announce: bool = True) -> None:
         """A failed refresh Nango could not confirm (unreachable): hold the connection back for a short,
         fixed time, so a replayed webhook costs a user at most that, and a real failure shows at once."""
         self._unusable[connection_id] = True
+        if announce and self.listener is not None:
+            self.listener.connection_suspended(connection_id)
 
     def _apply(self, effect: IndexEffect) -> None:
         # Without a periodic refresh nothing would ever correct an index entry: webhooks then only fill the cache.
         if not self._index_enabled:
             return
         effect(self._index)
-        if self._replay is not None:
-            self._replay.append(effect)
+        for recorder in self._recorders:
+            recorder.append(effect)
+
+    @contextlib.contextmanager
+    def recording_effects(self) -> Iterator[list[IndexEffect]]:
+        """Collects webhook effects while a new index is built or loaded, for `install_index` to replay."""
+        effects: list[IndexEffect] = []
+        self._recorders.append(effects)
+        try:
+            yield effects
+        finally:
+            self._recorders.remove(effects)
 
     def retain_users(self, user_ids: Collection[str]) -> None:
         """Forget cached answers for users that are no longer configured."""
@@ -320,10 +367,18 @@ class ConnectionDirectory:
         return False if task is None else await asyncio.shield(task)
 
     async def _rebuild_index(self) -> bool:
-        assert self._client is not None
         started = self._clock()
-        replay: list[IndexEffect] = []
-        self._replay = replay
+        with self.recording_effects() as effects:
+            index = await self.page_index()
+        if index is None:
+            return False
+        self.install_index(index, effects)
+        logger.info("nango index refreshed: %d users in %.1fs", len(index), self._clock() - started)
+        return True
+
+    async def page_index(self) -> ConnectionIndex | None:
+        """Every connection from Nango, indexed; None (logged, shown in `status`) when paging failed."""
+        assert self._client is not None
         index = ConnectionIndex()
         try:
             async for page in self._client.list_connections_pages():
@@ -332,25 +387,30 @@ class ConnectionDirectory:
         except NangoError as exc:
             self._last_error = exc.code
             logger.warning("nango index refresh failed (%s); keeping the index of %d users", exc.code, len(self._index))
-            return False
+            return None
         except Exception:  # nobody may be awaiting this task: a bug must be logged, not lost
             self._last_error = "internal_error"
             logger.exception("nango index refresh crashed; keeping the index of %d users", len(self._index))
-            return False
-        finally:
-            self._replay = None
-        for effect in replay:
+            return None
+        self._last_error = None
+        return index
+
+    def install_index(self, index: ConnectionIndex, effects: list[IndexEffect], *, age: float = 0.0) -> None:
+        """Serve `index` from now on (built `age` seconds ago), after replaying the webhook effects recorded
+        while it was made."""
+        for effect in effects:
             effect(index)
         self._index = index
         self._webhook_users = 0
-        self._index_at = self._clock()
-        self._last_error = None
+        self._index_at = self._clock() - age
         self._metrics.index_size.set(len(index))
         self._metrics.tagged_lines.set(index.claimed_lines)
         report_conflicts(index, self._metrics)
-        self._metrics.index_age.set_to_current_time()
-        logger.info("nango index refreshed: %d users in %.1fs", len(index), self._index_at - started)
-        return True
+        self._metrics.index_age.set(time.time() - age)
+
+    def index_snapshot(self) -> tuple[ConnectionIndex, float | None]:
+        """The index served now and its age in seconds (None before the first)."""
+        return self._index, None if self._index_at is None else self._clock() - self._index_at
 
     async def run_index_refresher(self) -> None:
         """Refresh the index now and every `index_refresh_interval` seconds, until cancelled (app lifespan)."""

@@ -22,7 +22,7 @@ import httpx
 
 from proxy.config.models import NangoSettings
 from proxy.metrics import Metrics
-from proxy.ratelimit import RateLimit
+from proxy.ratelimit import RateLimit, SharedBudget
 from proxy.tags import TagRoute, TagRouting, read_tag_route
 
 __all__ = [
@@ -204,6 +204,8 @@ class NangoClient:
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         self.gate = gate if gate is not None else RequestGate.for_settings(settings)
         self.rate_limit = RateLimit()
+        # Set by proxy.shared.cluster when replicas share Nango's budget through Redis.
+        self.shared_budget: SharedBudget | None = None
 
     def __repr__(self) -> str:
         return f"NangoClient(base_url={self._base_url!r}, integration_id={self.settings.integration_id!r})"
@@ -309,6 +311,9 @@ class NangoClient:
         while (delay := self.rate_limit.background_delay(self._clock())) > 0:
             logger.info("nango rate limit: background work waits %.1fs", delay)
             await self._sleep(delay)
+        while self.shared_budget is not None and (delay := await self.shared_budget.wait_for(background=True)) > 0:
+            logger.info("nango rate limit (shared): background work waits %.1fs", delay)
+            await self._sleep(delay)
 
     async def request(
         self,
@@ -329,6 +334,9 @@ class NangoClient:
             # Fail fast: the caller serves stale data now rather than a fresh answer too late.
             self._count(operation, "skipped")
             raise NangoError(operation, None, "rate_limited", retry_after=wait)
+        elif self.shared_budget is not None and (wait := await self.shared_budget.wait_for(background=False)) > 0:
+            self._count(operation, "skipped")
+            raise NangoError(operation, None, "rate_limited", retry_after=wait)
         try:
             async with self.gate.turn():
                 response = await self._http.request(
@@ -345,6 +353,8 @@ class NangoClient:
             raise self._failed(operation, None, "network_error", "network_error") from exc
         status = response.status_code
         self.rate_limit.observe(status, response.headers, self._clock(), self._wall_clock())
+        if self.shared_budget is not None:
+            self.shared_budget.observe(status, response.headers)
         if status == 429:
             retry = self.rate_limit.blocked_for(self._clock())
             raise self._failed(operation, status, _error_code(response), "rate_limited", retry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 # Nango's windows are per minute: a reset or Retry-After further out than this is clock skew or garbage,
 # and must not park the background index for hours.
@@ -63,3 +64,16 @@ class RateLimit:
             if self.remaining <= reserve:
                 delay = max(delay, self.reset_at - now)
         return delay
+
+
+class SharedBudget(Protocol):
+    """The budget of every replica together (proxy.shared.cluster): consulted before each Nango request,
+    fed with each response. Never raises and never waits long: without an answer it grants."""
+
+    async def wait_for(self, *, background: bool) -> float:
+        """0.0 to go ahead now, else the seconds until a request fits the shared budget."""
+        ...
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Take in one response's status and rate-limit headers (does its I/O in the background)."""
+        ...

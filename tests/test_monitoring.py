@@ -39,7 +39,7 @@ def alerts() -> list[dict[str, Any]]:
 
 def dashboard_queries() -> list[str]:
     return [
-        target["expr"].replace("$__rate_interval", "5m")  # Grafana's variable, not PromQL
+        target["expr"].replace("$__rate_interval", "5m").replace("$__range", "6h")  # Grafana's variables
         for panel in DASHBOARD["panels"]
         for target in panel.get("targets", [])
     ]
@@ -132,6 +132,7 @@ def test_the_alerts_the_docs_recommend_exist() -> None:
         "VapiProxyNangoCircuitOpen",
         "VapiProxyFallbackRateHigh",
         "VapiProxyLatencyNearDeadline",
+        "VapiProxyBookingUnconfirmed",
     } <= names
     assert len(names) == len(alerts()), "duplicate alert names"
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from proxy.connindex import ConnectionIndex
+from proxy.locks import LockTimeout
 from proxy.metrics import Metrics
 from proxy.nango import Connection
 from proxy.shared import (
@@ -23,7 +25,9 @@ from proxy.shared import (
     SharedUnavailable,
     TokenBucket,
 )
-from proxy.shared.index import CHUNK_SIZE
+from proxy.shared.index import CHUNK_SIZE, OverlayEntry, apply_overlay, decode_chunk
+from proxy.shared.userlocks import RedisUserLocks
+from proxy.tags import TagRoute
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -126,10 +130,17 @@ async def test_the_lock_has_one_holder_a_lease_and_growing_fencing_tokens(redis_
         assert await lock.try_acquire("booking:usr_1", lease=1) is not None  # names are independent
 
 
-def _index(users: int) -> dict[str, Connection]:
-    return {
-        f"u{i:06d}": Connection(f"conn-u{i:06d}", f"u{i:06d}", "2026-10-02T09:12:44.120Z", True) for i in range(users)
-    }
+def _conns(users: int) -> list[Connection]:
+    return [Connection(f"conn-u{i:06d}", f"u{i:06d}", "2026-10-02T09:12:44.120Z", True) for i in range(users)]
+
+
+def _index_of(conns: list[Connection], overlay: list[OverlayEntry]) -> ConnectionIndex:
+    index = ConnectionIndex()
+    for conn in conns:
+        index.add(conn)
+    for entry in overlay:
+        apply_overlay(index, entry)
+    return index
 
 
 async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis_server: RedisServer) -> None:
@@ -138,22 +149,33 @@ async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis
         assert await indexes.meta() is None
         lease = await lock.try_acquire("index", lease=10)
         assert lease is not None
-        built = _index(2 * CHUNK_SIZE + 5)
+        built = _conns(2 * CHUNK_SIZE + 5)
+        routed = Connection(
+            "conn-line", "u-line", "2026-11-01T00:00:00Z", True, TagRoute("+14155550100", "pn-1", "t", "N", "UTC")
+        )
+        built.append(routed)
         assert await indexes.store(lease, built, started_at=time.time() - 1) == lease.token
         meta = await indexes.meta()
-        assert meta is not None and (meta.version, meta.chunks, meta.users) == (lease.token, 3, len(built))
+        assert meta is not None and (meta.version, meta.chunks, meta.connections) == (lease.token, 3, len(built))
         now_ms = int(time.time() * 1000)
-        await indexes.put("u000001", ("put", "conn-new", "2026-11-01T00:00:00Z", now_ms))
-        await indexes.put("u000002", ("mark", "conn-u000002", "", now_ms))
-        await indexes.put("u000003", ("mark", "conn-someone-else", "", now_ms))
-        await indexes.put("new-user", ("broken", "conn-x", "", now_ms))
+        replaced = Connection("conn-new", "u000001", "2026-11-01T00:00:00Z", True)
+        broken = Connection("conn-u000002", "u000002", "2026-10-02T09:12:44.120Z", False)
+        await indexes.put(OverlayEntry(now_ms, "user", "u000001", (replaced,)))
+        await indexes.put(OverlayEntry(now_ms, "user", "u000002", (broken,)))
+        await indexes.put(OverlayEntry(now_ms, "forget", "conn-line"))
+        await indexes.put(OverlayEntry(now_ms, "forget", "conn-u000003", owner="u000003"))
         loaded = await indexes.load(meta)
-        assert loaded is not None and len(loaded) == len(built) + 1
-        assert loaded["u000001"].connection_id == "conn-new" and loaded["u000001"].healthy
-        assert not loaded["u000002"].healthy
-        assert loaded["u000003"] == built["u000003"]
-        assert not loaded["new-user"].healthy
-        assert loaded["u004004"] == built["u004004"]
+        assert loaded is not None
+        chunks, overlay = loaded
+        conns = [conn for chunk in chunks for conn in decode_chunk(chunk)]
+        assert conns == built  # tag routes included
+        index = _index_of(conns, overlay)
+        assert index.user("u000001") == replaced
+        assert index.user("u000002") == broken
+        assert index.user("u004004") == built[4004]
+        assert index.user("u000003") is None
+        assert index.line("to", "+14155550100") is None  # forgotten, as the directory forgets it
+        assert _index_of(conns, []).line("to", "+14155550100") == routed
 
 
 async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: RedisServer) -> None:
@@ -164,28 +186,38 @@ async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: Redis
         await asyncio.sleep(0.1)
         current = await lock.try_acquire("index", lease=10)
         assert current is not None
-        assert await indexes.store(current, _index(3), started_at=time.time()) == current.token
-        assert await indexes.store(stale, _index(1), started_at=time.time()) is None
+        assert await indexes.store(current, _conns(3), started_at=time.time()) == current.token
+        assert await indexes.store(stale, _conns(1), started_at=time.time()) is None
         meta = await indexes.meta()
-        assert meta is not None and meta.version == current.token and meta.users == 3
+        assert meta is not None and meta.version == current.token and meta.connections == 3
 
 
 async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
         lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
         old_ms = int(time.time() * 1000) - 60_000
-        await indexes.put("u000001", ("put", "conn-older-than-the-build", "", old_ms))
+        older = Connection("conn-older-than-the-build", "u000001", "2026-11-01T00:00:00Z", True)
+        await indexes.put(OverlayEntry(old_ms, "user", "u000001", (older,)))
         started = time.time()
-        await indexes.put("u000002", ("put", "conn-during-the-build", "", int(started * 1000) + 1))
+        during = Connection("conn-during-the-build", "u000002", "2026-11-01T00:00:00Z", True)
+        await indexes.put(OverlayEntry(int(started * 1000) + 1, "user", "u000002", (during,)))
         lease = await lock.try_acquire("index", lease=10)
         assert lease is not None
-        await indexes.store(lease, _index(3), started_at=started)
+        await indexes.store(lease, _conns(3), started_at=started)
         meta = await indexes.meta()
         assert meta is not None
         loaded = await indexes.load(meta)
         assert loaded is not None
-        assert loaded["u000001"].connection_id == "conn-u000001"  # the build saw Nango after that webhook
-        assert loaded["u000002"].connection_id == "conn-during-the-build"
+        index = _index_of([c for chunk in loaded[0] for c in decode_chunk(chunk)], loaded[1])
+        assert index.user("u000001").connection_id == "conn-u000001"  # type: ignore[union-attr]
+        assert index.user("u000002") == during
+        assert [entry.subject for entry in loaded[1]] == ["u000002"]  # the older entry was trimmed
+
+
+def test_overlay_entries_that_are_not_ours_are_skipped() -> None:
+    good = OverlayEntry(5, "forget", "conn-1")
+    raw = [b"garbage", b'[1, "drop", "x", [], null]', b'[1, "user", "u", [["c", "u", "", true]], null]', good.encode()]
+    assert IndexStore.overlay_entries(raw) == [good]
 
 
 async def test_announcements_reach_other_replicas_fast_and_survive_a_restart(redis_server: RedisServer) -> None:
@@ -256,7 +288,7 @@ async def test_the_budget_follows_nangos_headers_and_retry_after(redis_server: R
         other_replica = TokenBucket(store)
         assert await other_replica.take() > 0.5  # the same bucket for every replica
         await bucket.feed(200, {"x-ratelimit-limit": "6000", "x-ratelimit-remaining": "5000"})
-        assert await bucket.take(reserve=10) == 0.0
+        assert await bucket.take(reserve_share=0.1) == 0.0
         await bucket.feed(429, {"Retry-After": "3"})
         assert 2.5 < await other_replica.take() <= 3.0
         await bucket.feed(200, {"X-RateLimit-Limit": "garbage", "Retry-After": "-1"})  # ignored, no error
@@ -265,9 +297,9 @@ async def test_the_budget_follows_nangos_headers_and_retry_after(redis_server: R
 async def test_the_budget_keeps_a_reserve_for_live_lookups(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
         bucket = TokenBucket(store)
-        await bucket.feed(200, {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "11"})
-        assert await bucket.take(reserve=10, background=True) == 0.0
-        assert await bucket.take(reserve=10, background=True) > 0.0  # background stops at the reserve
+        await bucket.feed(200, {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "61"})
+        assert await bucket.take(reserve_share=0.1, background=True) == 0.0
+        assert await bucket.take(reserve_share=0.1, background=True) > 0.0  # background stops at the reserve
         assert await bucket.take() == 0.0  # a live lookup still gets one
 
 
@@ -281,3 +313,20 @@ async def test_the_breaker_opens_for_everyone_after_the_threshold(redis_server: 
         assert await one.failure()
         assert 1.5 < await two.open_for() <= 2.0
         assert not await two.failure()  # a new streak
+
+
+async def test_user_locks_serialise_one_user_across_replicas_and_fall_back_to_local(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as one_store, store_on(redis_server) as other_store:
+        one, other = RedisUserLocks(LeasedLock(one_store)), RedisUserLocks(LeasedLock(other_store))
+        async with one.hold("usr_1", timeout=0.5) as first:
+            with pytest.raises(LockTimeout):
+                async with other.hold("usr_1", timeout=0.1):
+                    pass
+            async with other.hold("usr_2", timeout=0.1):  # another user's calendar is not held up
+                pass
+        async with other.hold("usr_1", timeout=0.5) as second:
+            assert second.token > first.token and not second.expired()
+        redis_server.kill()
+        started = time.perf_counter()
+        async with other.hold("usr_1", timeout=1.0):  # Redis gone: this replica's lock alone, at once
+            assert time.perf_counter() - started < 0.2

@@ -6,6 +6,7 @@ back to what one replica does on its own while Redis is slow, down or restarted 
 """
 
 from proxy.shared.budget import SharedBreaker, TokenBucket
+from proxy.shared.cluster import Cluster
 from proxy.shared.fanout import Announcement, Fanout
 from proxy.shared.index import IndexMeta, IndexStore
 from proxy.shared.lock import Lease, LeasedLock
@@ -13,6 +14,7 @@ from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
 
 __all__ = [
     "Announcement",
+    "Cluster",
     "Fanout",
     "IndexMeta",
     "IndexStore",

@@ -21,8 +21,8 @@ from proxy.shared.store import SharedStore
 
 __all__ = ["SharedBreaker", "TokenBucket"]
 
-# KEYS[1] bucket; ARGV cost, reserve. Returns milliseconds to wait (0: granted). Tokens are fractional and
-# Redis truncates Lua numbers passed to commands, hence tostring().
+# KEYS[1] bucket; ARGV cost, reserve share of the limit (at least one token when above 0). Returns milliseconds
+# to wait (0: granted). Tokens are fractional and Redis truncates Lua numbers passed to commands: tostring().
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -33,7 +33,9 @@ local limit = tonumber(b[1])
 if not limit or limit <= 0 then return 0 end
 local rate = limit / 60000
 local tokens = math.min(limit, (tonumber(b[2]) or limit) + (now - (tonumber(b[3]) or now)) * rate)
-local cost, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost, share = tonumber(ARGV[1]), tonumber(ARGV[2])
+local reserve = 0
+if share > 0 then reserve = math.max(1, math.ceil(limit * share)) end
 if tokens - cost < reserve then
   redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', now)
   return math.max(1, math.ceil((reserve + cost - tokens) / rate))
@@ -89,11 +91,12 @@ class TokenBucket:
         self._store = store
         self._key = store.key("nango", "budget")
 
-    async def take(self, *, reserve: int = 0, background: bool = False) -> float:
-        """Take one token: 0.0 when granted, else the seconds until one (beyond `reserve`) is free."""
+    async def take(self, *, reserve_share: float = 0.0, background: bool = False) -> float:
+        """Take one token: 0.0 when granted, else the seconds until one is free beyond the reserve
+        (`reserve_share` of Nango's limit, kept for live lookups)."""
 
         async def take(redis: Redis) -> int:
-            return int(await redis.eval(_TAKE, 1, self._key, "1", str(reserve)))
+            return int(await redis.eval(_TAKE, 1, self._key, "1", repr(reserve_share)))
 
         waited_ms = await self._store.run("budget", take, background=background)
         return min(waited_ms / 1000, MAX_RATE_WAIT)

@@ -22,7 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from proxy.metrics import Metrics
-from proxy.shared.store import SharedStore
+from proxy.shared.store import SharedStore, raise_if_cancelling
 
 __all__ = ["Announcement", "Fanout"]
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Waiting between reconnection attempts; short, since a subscriber that is down delays every webhook.
 RECONNECT_SECONDS = 0.2
 # An announcement larger than this is not ours (or is hostile): ignored unread.
-MAX_MESSAGE_BYTES = 4096
+MAX_MESSAGE_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,11 @@ class Fanout:
                 on_subscribed()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    raise_if_cancelling()
                     if message is not None and message.get("type") == "message":
                         self._deliver(message.get("data"), handler)
             except (RedisError, OSError, TimeoutError) as exc:
+                raise_if_cancelling()
                 if self.subscribed.is_set():
                     logger.warning("redis announcements lost (%s); resubscribing", type(exc).__name__)
                 self.subscribed.clear()

@@ -1,85 +1,138 @@
 """The cluster's Nango index in Redis: built by one replica under a lease, read by all.
 
 Layout (all keys under the store's prefix):
-- `index:meta` (hash): `version` (the builder's fencing token), `chunks`, `users`, `built_at` (epoch seconds);
-- `index:chunk:<version>:<n>` (strings): JSON lists of `[user_id, connection_id, created, healthy]`, 2,000 a
-  chunk, never changed once written, so a reader never sees half of one build and half of another;
-- `index:overlay` (hash): webhook effects since the build, per user, `[op, connection_id, created, at_ms]`,
-  applied on top by every reader and trimmed by the next build.
+- `index:meta` (hash): `version` (the builder's fencing token), `chunks`, `connections`, `built_at` (epoch s);
+- `index:chunk:<version>:<n>` (strings): JSON lists of encoded connections, 2,000 a chunk, never changed once
+  written, so a reader never sees half of one build and half of another;
+- `index:overlay` (hash): what webhooks changed since the build, one entry per user (`u:<id>`: the user's
+  connections as Nango confirmed them) or deleted connection (`c:<id>`), applied on top by every reader and
+  trimmed by the next build.
 Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
+from proxy.connindex import ConnectionIndex
 from proxy.nango import Connection
 from proxy.shared.lock import Lease
 from proxy.shared.store import SharedStore
+from proxy.tags import TagRoute
 
-__all__ = ["IndexMeta", "IndexStore", "Overlay"]
+__all__ = [
+    "IndexMeta",
+    "IndexStore",
+    "OverlayEntry",
+    "apply_overlay",
+    "decode_chunk",
+    "decode_connection",
+    "encode_connection",
+]
 
 CHUNK_SIZE = 2000
 
 # Publish a build only while the lease is still ours (fencing), then drop overlay entries it already covers.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'version', ARGV[1], 'chunks', ARGV[2], 'users', ARGV[3], 'built_at', ARGV[4])
+redis.call('HSET', KEYS[2], 'version', ARGV[1], 'chunks', ARGV[2], 'connections', ARGV[3], 'built_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 local overlay = redis.call('HGETALL', KEYS[3])
 for i = 1, #overlay, 2 do
   local entry = cjson.decode(overlay[i + 1])
-  if tonumber(entry[4]) < tonumber(ARGV[6]) then redis.call('HDEL', KEYS[3], overlay[i]) end
+  if tonumber(entry[1]) < tonumber(ARGV[6]) then redis.call('HDEL', KEYS[3], overlay[i]) end
 end
 return 1
 """
 
-Overlay = tuple[str, str, str, int]  # (op "put"/"broken"/"mark", connection_id, created, at_ms)
+
+def encode_connection(conn: Connection) -> list[Any]:
+    route = conn.route
+    encoded_route = (
+        None if route is None else [route.number, route.phone_number_id, route.template, route.name, route.timezone]
+    )
+    return [conn.connection_id, conn.user_id, conn.created, conn.healthy, encoded_route]
+
+
+def decode_connection(raw: Any) -> Connection:
+    """Raises ValueError/TypeError on anything that is not an encoded connection."""
+    connection_id, user_id, created, healthy, route = raw
+    if not isinstance(connection_id, str) or not (user_id is None or isinstance(user_id, str)):
+        raise ValueError("not an encoded connection")
+    tag_route = None if route is None else TagRoute(*(None if v is None else str(v) for v in route))
+    return Connection(connection_id, user_id, str(created), bool(healthy), tag_route)
+
+
+def decode_chunk(raw: bytes) -> list[Connection]:
+    return [decode_connection(item) for item in orjson.loads(raw)]
+
+
+@dataclass(frozen=True)
+class OverlayEntry:
+    """A webhook's confirmed effect: the user's connections now (`user`), or a deleted connection (`forget`)."""
+
+    at_ms: int  # epoch milliseconds, when it was applied
+    op: str  # "user" | "forget"
+    subject: str  # user id or connection id
+    connections: tuple[Connection, ...] = ()
+    owner: str | None = None  # forget: the user it is not (or no longer) the connection of
+
+    @property
+    def field(self) -> str:
+        return ("u:" if self.op == "user" else "c:") + self.subject
+
+    def encode(self) -> bytes:
+        conns = [encode_connection(c) for c in self.connections]
+        return orjson.dumps([self.at_ms, self.op, self.subject, conns, self.owner])
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> OverlayEntry:
+        at_ms, op, subject, conns, owner = orjson.loads(raw)
+        if (
+            op not in ("user", "forget")
+            or not isinstance(subject, str)
+            or not (owner is None or isinstance(owner, str))
+        ):
+            raise ValueError("not an overlay entry")
+        return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns), owner)
+
+
+def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
+    """Apply a webhook's effect to an index the way the directory applies it to its own."""
+    if entry.op == "forget":
+        index.remove(entry.subject, entry.owner)
+        return
+    known = index.user(entry.subject)
+    if known is not None and all(c.connection_id != known.connection_id for c in entry.connections):
+        index.remove(known.connection_id, entry.subject)
+    for conn in entry.connections:
+        index.put(conn)
 
 
 @dataclass(frozen=True)
 class IndexMeta:
     version: int
     chunks: int
-    users: int
+    connections: int
     built_at: float  # epoch seconds
 
 
-def _meta(raw: Mapping[Any, Any]) -> IndexMeta | None:
+def _meta(raw: dict[Any, Any]) -> IndexMeta | None:
     try:
         return IndexMeta(
             version=int(raw[b"version"]),
             chunks=int(raw[b"chunks"]),
-            users=int(raw[b"users"]),
+            connections=int(raw[b"connections"]),
             built_at=float(raw[b"built_at"]),
         )
     except (KeyError, ValueError):
         return None
-
-
-def _encode(conns: list[Connection]) -> bytes:
-    return orjson.dumps([[c.user_id, c.connection_id, c.created, c.healthy] for c in conns])
-
-
-def _decode(raw: bytes, into: dict[str, Connection]) -> None:
-    for user_id, connection_id, created, healthy in orjson.loads(raw):
-        into[user_id] = Connection(connection_id, user_id, created, bool(healthy))
-
-
-def apply_overlay(index: dict[str, Connection], user_id: str, entry: Overlay) -> None:
-    """A webhook effect on an index: `put` replaces the user's connection, `broken` replaces it with one known
-    to be unusable, `mark` flags the user's connection unusable if it is that one."""
-    op, connection_id, created, _ = entry
-    if op in ("put", "broken"):
-        index[user_id] = Connection(connection_id, user_id, created, op == "put")
-    elif op == "mark" and (current := index.get(user_id)) is not None and current.connection_id == connection_id:
-        index[user_id] = Connection(connection_id, user_id, current.created, False)
 
 
 class IndexStore:
@@ -101,18 +154,21 @@ class IndexStore:
 
         return _meta(await self._store.run("index_load", read, background=background))
 
-    async def store(self, lease: Lease, index: Mapping[str, Connection], *, started_at: float) -> int | None:
-        """Write `index` as the lease's version; None when the lease was lost before it could be published.
+    async def store(self, lease: Lease, conns: Sequence[Connection], *, started_at: float) -> int | None:
+        """Write every listed connection as the lease's version; None when the lease was lost first.
 
-        `started_at` (epoch seconds) is when the build began: webhook effects older than that are in it."""
-        conns = list(index.values())
+        `started_at` (epoch seconds) is when the listing began: webhook effects older than that are in it."""
         chunks = [conns[i : i + CHUNK_SIZE] for i in range(0, len(conns), CHUNK_SIZE)]
         lock_key = self._store.key("lock", lease.name)
 
         async def write(redis: Redis) -> int:
             async with redis.pipeline(transaction=False) as pipe:
                 for n, chunk in enumerate(chunks):
-                    pipe.set(self._chunk_key(lease.token, n), _encode(chunk), px=self._ttl_ms)
+                    pipe.set(
+                        self._chunk_key(lease.token, n),
+                        orjson.dumps([encode_connection(c) for c in chunk]),
+                        px=self._ttl_ms,
+                    )
                 await pipe.execute()
             published = await redis.eval(
                 _PUBLISH,
@@ -132,8 +188,9 @@ class IndexStore:
         ok = await self._store.run("index_store", write, background=True)
         return lease.token if ok else None
 
-    async def load(self, meta: IndexMeta) -> dict[str, Connection] | None:
-        """The index of version `meta` with the overlay applied; None when its chunks are gone."""
+    async def load(self, meta: IndexMeta) -> tuple[list[bytes], list[OverlayEntry]] | None:
+        """The chunks of version `meta` (for `decode_chunk`, one at a time: 100k connections take 0.2 s to
+        decode, too long to hold the event loop) and the overlay to apply on top; None when chunks are gone."""
 
         async def read(redis: Redis) -> tuple[list[Any], dict[Any, Any]]:
             keys = [self._chunk_key(meta.version, n) for n in range(meta.chunks)]
@@ -144,28 +201,25 @@ class IndexStore:
         chunks, overlay = await self._store.run("index_load", read, background=True)
         if any(chunk is None for chunk in chunks):
             return None
-        index: dict[str, Connection] = {}
-        for chunk in chunks:
-            _decode(chunk, index)
-        for user_id, entry in self.overlay_entries(overlay.items()):
-            apply_overlay(index, user_id, entry)
-        return index
+        return chunks, self.overlay_entries(overlay.values())
 
     @staticmethod
-    def overlay_entries(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, Overlay]]:
+    def overlay_entries(raw: Iterable[bytes]) -> list[OverlayEntry]:
         entries = []
-        for user, value in raw:
-            op, connection_id, created, at_ms = orjson.loads(value)
-            entries.append((user.decode(), (str(op), str(connection_id), str(created), int(at_ms))))
-        return sorted(entries, key=lambda item: item[1][3])
+        for value in raw:
+            try:
+                entries.append(OverlayEntry.decode(value))
+            except (orjson.JSONDecodeError, ValueError, TypeError):
+                continue  # not ours; the next build trims it
+        return sorted(entries, key=lambda entry: entry.at_ms)
 
-    async def put(self, user_id: str, entry: Overlay) -> None:
-        """Record a webhook effect so the next reader (and the next build's publication) sees it."""
-        value = orjson.dumps(list(entry))
+    async def put(self, entry: OverlayEntry) -> None:
+        """Record a webhook's effect so the next reader (and the next build's publication) sees it."""
+        value = entry.encode()
 
         async def write(redis: Redis) -> None:
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self._overlay_key, user_id, value)
+                pipe.hset(self._overlay_key, entry.field, value)
                 pipe.pexpire(self._overlay_key, self._ttl_ms)
                 await pipe.execute()
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 
-__all__ = ["RedisSettings", "SharedStore", "SharedUnavailable"]
+__all__ = ["RedisSettings", "SharedStore", "SharedUnavailable", "raise_if_cancelling"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ T = TypeVar("T")
 OPERATIONS = frozenset(
     {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker"}
 )
+
+
+def raise_if_cancelling() -> None:
+    """redis-py can turn a cancellation in the middle of a read into a ConnectionError, and even retry the
+    command and return its result: a task being cancelled (app shutdown) must see CancelledError, or it
+    carries on and never stops."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class SharedUnavailable(Exception):
@@ -140,10 +149,12 @@ class SharedStore:
             async with asyncio.timeout(timeout):
                 result = await action(self.redis)
         except (TimeoutError, RedisError, OSError) as exc:
+            raise_if_cancelling()
             code = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             self._count(label, "timeout" if code == "timeout" else "error")
             self._failed(f"{operation}: {code}")
             raise SharedUnavailable(f"redis {operation} failed: {code}") from exc
+        raise_if_cancelling()
         self._count(label, "ok")
         if not self._up:
             self._recovered()
@@ -175,6 +186,7 @@ class SharedStore:
             async with asyncio.timeout(max(self.settings.op_timeout * 4, self.settings.connect_timeout)):
                 info: dict[str, Any] = await self.redis.info("server")
         except (TimeoutError, RedisError, OSError) as exc:
+            raise_if_cancelling()
             self._count("ping", "timeout" if isinstance(exc, TimeoutError) else "error")
             self._failed(f"ping: {'timeout' if isinstance(exc, TimeoutError) else type(exc).__name__}")
             return False
