@@ -151,15 +151,20 @@ async def claim_slot(
             break
     if mine is None:
         raise CalendarError("conflict", f"{ID_ATTEMPTS} booking ids of this call are held by moved appointments")
-    around = await calendar.list_events(
-        connection_id, calendar_id, start=start - buffer, end=end + buffer, budget=max(time_left(), 0.0)
-    )
-    contenders = [*rivals(around, start - buffer, end + buffer, exclude=str(mine.get("id"))), mine]
-    winner = first_created(contenders)
-    if winner is not None and winner.get("id") != mine.get("id"):
-        logger.info("booking %s lost its slot to an earlier event; deleting it", mine.get("id"))
-        await calendar.delete_event(connection_id, calendar_id, str(mine["id"]), send_updates=send_updates)
-        return Claim("lost", mine)
+    try:
+        around = await calendar.list_events(
+            connection_id, calendar_id, start=start - buffer, end=end + buffer, budget=max(time_left(), 0.0)
+        )
+        contenders = [*rivals(around, start - buffer, end + buffer, exclude=str(mine.get("id"))), mine]
+        winner = first_created(contenders)
+        if winner is not None and winner.get("id") != mine.get("id"):
+            logger.info("booking %s lost its slot to an earlier event; deleting it", mine.get("id"))
+            await calendar.delete_event(connection_id, calendar_id, str(mine["id"]), send_updates=send_updates)
+            return Claim("lost", mine)
+    except CalendarError as exc:
+        # The event exists but whether it keeps the slot is unknown: a retry of the same booking settles it.
+        logger.warning("booking %s made but its slot could not be re-read: %s", mine.get("id"), exc)
+        return Claim("unconfirmed", mine)
     return Claim("existed" if existed else "booked", mine)
 
 

@@ -124,6 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.completed = 0
         self.reading_head = True
         self.head_bytes = 0
+        self.head_started_at = 0.0
         self.head_done_at = 0.0
         self.deadline: asyncio.TimerHandle | None = None
         self.send_deadline: asyncio.TimerHandle | None = None
@@ -139,7 +140,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self.waiting[self] = None
-        self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+        self.head_started_at = self.loop.time()
+        self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -207,9 +209,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        # The first request's deadline runs from connection_made, so a peer that never sends is closed too.
-        if self.deadline is None:
-            self.deadline = self.loop.call_later(self.limits.header_timeout, self._timed_out)
+        # The first request's head is timed from connection_made, so a peer that never sends is closed too.
+        # Only timestamps here: the one timer per connection checks them when it fires (no timer per request).
+        if self.completed:
+            self.head_started_at = self.loop.time()
 
     def on_headers_complete(self) -> None:
         if len(self.pipeline) >= MAX_PIPELINED:
@@ -219,12 +222,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise PipelineTooDeep
         self.reading_head = False
         self.waiting.pop(self, None)
-        # The body deadline is checked when the head deadline fires (one timer per request, not two).
         self.head_done_at = self.loop.time()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
         self.completed += 1
         self.reading_head = True
         self.head_bytes = 0
@@ -254,26 +255,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.deadline.cancel()
             self.deadline = None
 
-    def _timed_out(self) -> None:
+    def _check_deadlines(self) -> None:
+        """The connection's one timer: refuse a head or body that is late, else sleep until the next deadline."""
         self.deadline = None
         if self.transport.is_closing():
             return
+        now = self.loop.time()
         cycle = self.cycle
         if not self.reading_head:
-            remaining = self.head_done_at + self.limits.body_timeout - self.loop.time()
-            if remaining > 0:
-                self.deadline = self.loop.call_later(remaining, self._timed_out)
+            due = self.head_done_at + self.limits.body_timeout
+            if now >= due:
+                # The app may have answered already (e.g. 401 before reading): then only the close is left to do.
+                self._refuse(TIMED_OUT if cycle is None or not cycle.response_started else b"", "body_timeout")
                 return
-            # The app may have answered already (e.g. 401 before reading): then only the close is left to do.
-            self._refuse(TIMED_OUT if cycle is None or not cycle.response_started else b"", "body_timeout")
-            return
-        idle = cycle is None or cycle.response_complete
-        if self.head_bytes == 0 and cycle is None:
-            # Opened and never used: nobody is waiting for an answer.
-            self._refuse(b"", "idle")
-            return
-        # A head arriving behind a request still being answered (pipelining) gets no 408 in between.
-        self._refuse(TIMED_OUT if idle else b"", "header_timeout")
+        elif self.head_bytes or not self.completed:
+            due = self.head_started_at + self.limits.header_timeout
+            if now >= due:
+                if self.head_bytes == 0 and cycle is None:
+                    self._refuse(b"", "idle")  # opened and never used: nobody is waiting for an answer
+                else:
+                    # A head arriving behind a request still being answered (pipelining) gets no 408 in between.
+                    idle = cycle is None or cycle.response_complete
+                    self._refuse(TIMED_OUT if idle else b"", "header_timeout")
+                return
+        else:
+            due = now + self.limits.header_timeout  # between requests: uvicorn's keep-alive timeout applies
+        self.deadline = self.loop.call_at(due, self._check_deadlines)
 
     def _refuse(self, response: bytes, kind: str) -> None:
         cycle = self.cycle

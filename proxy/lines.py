@@ -158,6 +158,11 @@ class LineFinder:
 
     def learned(self, conns: list[Connection]) -> None:
         """Connections Nango just reported (webhook confirmation, lookup): their lines are known now."""
+        if any(conn.route is not None for conn in conns):
+            # The gauges follow at once, not only at the next index refresh (the log does at the refresh).
+            index = self._directory.index
+            self._metrics.tagged_lines.set(index.claimed_lines)
+            self._metrics.line_conflicts.set(sum(1 for _ in index.conflicts()))
         for conn in conns:
             for key in conn.route.claims() if conn.route is not None else ():
                 self._negative.pop(key, None)

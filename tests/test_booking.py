@@ -298,3 +298,17 @@ async def test_a_reschedule_onto_a_slot_just_booked_elsewhere_moves_back() -> No
     )
     assert google.events["mine00001"]["start"]["dateTime"] == "2026-03-04T10:00:00-05:00"
     assert google.overlapping() == []
+
+
+async def test_a_booking_whose_slot_cannot_be_re_read_is_unconfirmed_and_a_retry_settles_it() -> None:
+    metrics = Metrics()
+    msg = message(("book_appointment", {"start": "2026-03-03T14:30:00-05:00", "name": "Sam"}))
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.fail["list"] = httpx.Response(503, json={"error": {"code": 503, "message": "Backend Error"}})
+        [first] = await answer(msg, metrics=metrics)
+        del google.fail["list"]
+        [retry] = await answer(msg, metrics=metrics)
+    assert first["error"].startswith("I'm not sure the booking on Tuesday, March 3 from 2:30 PM to 3 PM went through")
+    assert retry["result"].startswith("Booked with Dr. Doe on Tuesday, March 3 from 2:30 PM to 3 PM.")
+    assert len(google.live()) == 1 and metrics.bookings_unconfirmed._value.get() == 1

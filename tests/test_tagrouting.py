@@ -227,3 +227,17 @@ def test_tag_routing_config_follows_nangos_tag_key_rules(section: str, message: 
         config_from(text)
     assert message in str(caught.value)
     assert "routing.yaml:" in str(caught.value)
+
+
+async def test_a_conflict_made_by_a_webhook_shows_in_the_metric_at_once() -> None:
+    fake = FakeNango()
+    fake.add("conn-first", {"end_user_id": "usr_1", "vapi_number": "+14155550111"})
+    async with replica(fake) as proxy:
+        assert "vapi_proxy_tag_routing_conflicts 0.0" in (await proxy.get("/metrics")).text
+        second = fake.connect({"end_user_id": "usr_2", "vapi_number": "+14155550111"}, "conn-second")
+        assert (await webhook(proxy, second)).json()["result"] == "applied"
+        metrics = (await proxy.get("/metrics")).text
+        routed = await answer(proxy, call("+14155550111"))
+    assert "vapi_proxy_tag_routing_conflicts 1.0" in metrics
+    assert "vapi_proxy_tag_routed_lines 1.0" in metrics
+    assert authorization(routed) == "conn-second"  # the newest healthy claim

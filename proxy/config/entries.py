@@ -26,11 +26,11 @@ from proxy.config.snapshot import (
     User,
 )
 from proxy.config.validate import INVALID, Validator, did_you_mean
-from proxy.config.yamlsource import Document, Path
+from proxy.config.yamlsource import ConfigIssue, Document, Path
 from proxy.numbers import route_key
 from proxy.slots import CalendarSettings
 
-__all__ = ["Context", "Entries", "entries", "texts"]
+__all__ = ["Context", "Entries", "EntryModels", "entries", "texts"]
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
@@ -63,6 +63,32 @@ class _Overrides:
 _NO_OVERRIDES = _Overrides(None, _NOTHING, _NO_VARIABLES, _NO_LAYER)
 
 
+class EntryModels:
+    """An `EntrySink`: each user and route entry becomes its model as soon as it is parsed (or INVALID, its
+    issues recorded in its document), so a large file never holds all its entries as parsed dicts."""
+
+    def __init__(self) -> None:
+        self.broken_users: set[str] = set()
+        self.issues: list[ConfigIssue] = []
+        self.validators: dict[int, Validator] = {}  # by id() of the documents seen
+
+    def seen(self, document: Document) -> bool:
+        return id(document) in self.validators
+
+    def __call__(self, document: Document, name: str, index: int, raw: object) -> object:
+        if raw is INVALID or isinstance(raw, UserModel | RouteModel):
+            return raw  # converted (and reported) while the file was parsed
+        validator = self.validators.get(id(document))
+        if validator is None:
+            validator = self.validators[id(document)] = Validator(document, self.issues)
+        kind = UserModel if name == "users" else RouteModel
+        model = validator.convert(raw, kind, (name, index))
+        if model is INVALID and kind is UserModel and isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
+            # Its routes are not reported again as naming no user: the user's own error says it all.
+            self.broken_users.add(str(raw["id"]))
+        return model
+
+
 class Entries:
     """Builds users, then routes, recording issues in `report`."""
 
@@ -72,6 +98,7 @@ class Entries:
         context: Context,
         tool_server: Mapping[str, object] | None,
         running: Config | None = None,
+        models: EntryModels | None = None,
     ) -> None:
         self.report = report
         self.context = context
@@ -86,17 +113,11 @@ class Entries:
         self.layers: dict[str, tuple[Mapping[str, object], Fallbacks]] = {}
         self.plans: dict[tuple[int, ...], CalendarPlan] = {}
         # Users whose entry is invalid: routes naming them are not reported again as naming no user.
-        self.broken_users: set[str] = set()
-        self.validators: dict[int, Validator] = {}
+        self.models = models or EntryModels()
+        self.broken_users = self.models.broken_users
         self.base_plan = self.calendar_plan((context.calendar,))
         if running is not None and running.calendar == self.base_plan:
             self.base_plan = self.plans[_plan_key((context.calendar,))] = running.calendar
-
-    def validator(self, document: Document) -> Validator:
-        found = self.validators.get(id(document))
-        if found is None:
-            found = self.validators[id(document)] = Validator(document, self.report.issues)
-        return found
 
     def overrides(
         self, document: Document, path: Path, entry: UserModel | RouteModel, templates: Mapping[str, object]
@@ -119,11 +140,8 @@ class Entries:
         path: Path,
         raw: object,
     ) -> None:
-        model: UserModel = self.validator(document).convert(raw, UserModel, path)
-        if model is INVALID:
-            # Its routes are not reported again as naming no user: the user's own error says it all.
-            if isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
-                self.broken_users.add(str(raw["id"]))
+        model = raw if isinstance(raw, UserModel) else self.models(document, "users", int(path[-1]), raw)
+        if not isinstance(model, UserModel):
             return
         report, context, users = self.report, self.context, self.users
         timezone: ZoneInfo | None = context.timezone
@@ -162,8 +180,8 @@ class Entries:
         path: Path,
         raw: object,
     ) -> Route | None:
-        model: RouteModel = self.validator(document).convert(raw, RouteModel, path)
-        if model is INVALID:
+        model = raw if isinstance(raw, RouteModel) else self.models(document, "routes", int(path[-1]), raw)
+        if not isinstance(model, RouteModel):
             return None
         report, context, users = self.report, self.context, self.users
         keys: list[KeyEntry] = []

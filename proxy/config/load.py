@@ -29,7 +29,7 @@ from proxy.config.checks import (
     warn_legacy,
     zone,
 )
-from proxy.config.entries import Context, Entries, entries, texts
+from proxy.config.entries import Context, Entries, EntryModels, entries, texts
 from proxy.config.models import AuthSettings, ConfigFile, IncludedFile
 from proxy.config.restart import keep_running_values
 from proxy.config.snapshot import (
@@ -119,8 +119,11 @@ def parse_config(
     `running`: the config being served; restart-only settings keep its values (see `proxy.config.restart`)."""
     with _collector_paused():
         try:
-            document = parse_document(text, file, environ)
-            return _Builder(document, text, environ, secrets_optional).build(running)
+            models = EntryModels()
+            document = parse_document(text, file, environ, entry_sink=models)
+            if not models.seen(document):  # read by the node walker: any earlier attempt's issues are void
+                models = EntryModels()
+            return _Builder(document, text, environ, secrets_optional, models).build(running)
         except ConfigError:
             raise
         except RecursionError:
@@ -144,7 +147,15 @@ def _collector_paused() -> Iterator[None]:
 
 
 class _Builder:
-    def __init__(self, document: Document, text: str, environ: Mapping[str, str], secrets_optional: bool) -> None:
+    def __init__(
+        self,
+        document: Document,
+        text: str,
+        environ: Mapping[str, str],
+        secrets_optional: bool,
+        models: EntryModels | None = None,
+    ) -> None:
+        self.models = models or EntryModels()
         self.main = document
         self.text = text
         self.environ = environ
@@ -200,7 +211,7 @@ class _Builder:
             variables = running.variables if variables == running.variables else variables
             base_fallbacks = running.fallbacks if base_fallbacks == running.fallbacks else base_fallbacks
         context = Context(templates, default_template, variables, base_fallbacks, timezone, global_layer)
-        builder = Entries(report, context, self.tool_server, running)
+        builder = Entries(report, context, self.tool_server, running, self.models)
         for source, raw, _ in sources:
             for path, entry in entries(source, "users", raw, report):
                 builder.user(source, path, entry)
@@ -217,6 +228,7 @@ class _Builder:
         table, conflicts = build_routing_table(routes, origin)
         for conflict in conflicts:
             report.error(conflict.document or document, conflict.path, conflict.message)
+        report.issues.extend(self.models.issues)
         if report.issues:
             raise ConfigError(sorted(report.issues, key=lambda issue: (issue.file != document.file, issue.line or 0)))
         return Config(

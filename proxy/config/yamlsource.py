@@ -100,16 +100,28 @@ class Document:
         return message
 
 
-def parse_document(text: str, file: str, environ: Mapping[str, str]) -> Document:
-    """Parse YAML text; raise ConfigError for syntax errors. Other problems are kept in `Document.issues`."""
+# Called for each entry of the top-level `users` and `routes` lists as soon as it is parsed, with the
+# document, the list's key, the index and the parsed value; what it returns is kept in the list instead.
+EntrySink = Callable[[Document, str, int, object], object]
+
+
+def parse_document(
+    text: str, file: str, environ: Mapping[str, str], *, entry_sink: EntrySink | None = None
+) -> Document:
+    """Parse YAML text; raise ConfigError for syntax errors. Other problems are kept in `Document.issues`.
+
+    `entry_sink` lets a large file's users and routes be turned into something smaller (their models) as
+    they are parsed, so the whole parsed tree never exists at once. Issues it records go in `issues` of
+    the document it is given. Files the event walker leaves to the node walker do not call it."""
     if _FAST_LOADER is not None:
         fast = _EventWalker(Document(file=file, data={}, text=text), environ, record_lines=False)
+        fast.entry_sink = entry_sink
         try:
             fast.document.data = fast.convert_stream(text)
         except (_Unsupported, yaml.YAMLError):
             pass  # anchors, several documents, odd tags or a syntax error: the node walker below decides
         else:
-            fast.document.issues = fast.issues
+            fast.document.issues = fast.issues + fast.document.issues
             return fast.document
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -200,6 +212,10 @@ _CONTAINER_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+def _plain_sequence(event: yaml.Event) -> bool:
+    return type(event) is yaml.SequenceStartEvent and event.anchor is None
+
+
 def _line(event: yaml.Event) -> int:
     return int(event.start_mark.line) + 1  # type: ignore[union-attr]
 
@@ -219,6 +235,7 @@ class _EventWalker(_Walker):
         self.keys: dict[str, str] = {}
         # A plain scalar whose first character starts no implicit type (bool, int, null, ...) is a string.
         self.implicit_starts = frozenset(self.constructor.yaml_implicit_resolvers)
+        self.entry_sink: EntrySink | None = None
         if None in self.implicit_starts:
             raise _Unsupported("wildcard resolvers")
 
@@ -298,10 +315,21 @@ class _EventWalker(_Walker):
                 # The bulk of a large file: a string value (quoted, or plain and not a number, bool or null).
                 result[name] = value.value
                 continue
+            sink = self.entry_sink
+            if sink is not None and not path and name in ("users", "routes") and _plain_sequence(value):
+                result[name] = self.sunk_entries(name, sink)
+                continue
             result[name] = self.child_value(value, path, name)
             if record_lines:
                 self.lines[(*path, name)] = _line(key)  # errors point at the key, not its value
         return result
+
+    def sunk_entries(self, name: str, sink: EntrySink) -> list[object]:
+        items: list[object] = []
+        parent: Path = (name,)
+        while not isinstance(event := self.next_event(), yaml.SequenceEndEvent):
+            items.append(sink(self.document, name, len(items), self.child_value(event, parent, len(items))))
+        return items
 
     def child_value(self, event: yaml.Event, parent: Path, key: str | int) -> object:
         # Most values are plain scalars whose path is never needed: build it only when it is.
