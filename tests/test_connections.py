@@ -7,6 +7,7 @@ import contextlib
 import json
 import random
 import resource
+import signal
 import socket
 import time
 from collections import Counter
@@ -468,3 +469,6 @@ async def test_worker_processes_apply_the_same_limits(tmp_path: Path) -> None:
         assert HEADER_TIMEOUT * 0.9 <= time.monotonic() - started < HEADER_TIMEOUT + 1.0
         writer.close()
         assert await authenticated_call(proxy) < 2.0
+        # Stopped by a signal, not killed: a killed supervisor would leave its workers behind.
+        proxy.process.send_signal(signal.SIGINT)
+        proxy.process.wait(20)
