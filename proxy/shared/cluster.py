@@ -9,6 +9,7 @@
   asking Nango again.
 - Nango budget and breaker: every Nango request takes a token from the shared bucket, every response feeds
   it; outage-like failures count towards one breaker for the cluster.
+- Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`).
 Whenever Redis cannot answer in time, each piece does what a replica on its own does.
 """
 
