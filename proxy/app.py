@@ -109,8 +109,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
     `fast_path=False` leaves out proxy.fastpath (tests compare the two). `redis`: the shared state of
-    several replicas; by default from `REDIS_URL` (unset: none)."""
-    redis_settings = redis if redis is not None else RedisSettings.from_environment(os.environ)
+    several replicas; by default the config's `redis` section, then `REDIS_URL` (neither: none)."""
+    redis_settings = redis if redis is not None else RedisSettings.from_config(config.redis, os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     runtime.metrics.deadline.set(config.server.deadline_seconds)
