@@ -312,7 +312,7 @@ async def test_the_directorys_warm_answer_is_its_lookups_without_a_request(state
     where, _, flaw = state.partition(" ")
     conn = Connection("conn-1", "u1", "2026-10-02T09:12:44.120Z", healthy=flaw != "unhealthy")
     if where == "index":
-        directory._index.add(conn)
+        directory.index.add(conn)
     elif where == "cache":
         directory._cache["u1"] = conn
     elif where == "negative":
