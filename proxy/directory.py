@@ -50,6 +50,9 @@ class DirectoryListener(Protocol):
     def connection_suspended(self, connection_id: str) -> None:
         """A failed refresh Nango could not confirm: held back briefly."""
 
+    def connections_learned(self, conns: list[Connection]) -> None:
+        """Connections Nango just listed for a line lookup (tag routing): known now, as after a webhook."""
+
     def nango_outage(self) -> None:
         """A lookup failed the way an outage does (no answer, 5xx, 429)."""
 
@@ -288,13 +291,16 @@ class ConnectionDirectory:
         if announce and self.listener is not None:
             self.listener.user_connections(user_id, conns)
 
-    def learn(self, conns: list[Connection]) -> None:
-        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them."""
+    def learn(self, conns: list[Connection], *, announce: bool = True) -> None:
+        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them.
+        `announce=False` when another replica listed them."""
         self._generation += 1
         for conn in conns:
             self._indexer.apply(functools.partial(ConnectionIndex.put, conn=conn))
         if self.lines is not None:
             self.lines.learned(conns)
+        if announce and conns and self.listener is not None:
+            self.listener.connections_learned(conns)
 
     def current(self, user_id: str) -> str | None:
         """The connection id the next lookup of `user_id` answers from memory, if any."""
