@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.config import Config, load_config
 from proxy.metrics import Metrics
+from proxy.runtime import Runtime
 from tests.helpers import VAPI_SECRET, serving, vapi_sample
 from tests.nango_fakes import connection_json, sample
 from tests.routing_files import NUMBER, replace_file, routing_yaml

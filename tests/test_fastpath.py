@@ -20,10 +20,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.auth import hmac_signature
 from proxy.config import Config
 from proxy.fastpath import FastPath
+from proxy.runtime import Runtime
 from proxy.secret import Secret
 from tests import test_app, test_hostile
 from tests.contract import assert_assistant_request_response
