@@ -32,7 +32,7 @@ from proxy.config.checks import (
 from proxy.config.entries import Context, Entries, EntryModels, entries, texts
 from proxy.config.fastyaml import read as read_with_rapidyaml
 from proxy.config.models import AuthSettings, ConfigFile, IncludedFile
-from proxy.config.restart import keep_running_values
+from proxy.config.restart import keep_running_redis, keep_running_values
 from proxy.config.snapshot import (
     CalendarPlan,
     Config,
@@ -51,6 +51,7 @@ SECRET_PATHS = (
     ("auth", "hmac", "secrets"),
     ("nango", "secret_key"),
     ("nango", "webhook_signing_keys"),
+    ("redis", "url"),
 )
 MAX_INCLUDED_FILES = 1000
 
@@ -191,11 +192,13 @@ class _Builder:
         users_raw = data.pop("users", None)
         routes_raw = data.pop("routes", None)
         top = self.top(data)
-        server, nango = top["server"], top["nango"]
+        server, nango, redis = top["server"], top["nango"], top["redis"]
         tag_routing(nango, report, document)
         restart_needed: tuple[str, ...] = ()
         if running is not None:
             server, nango, restart_needed = keep_running_values(running, server, nango)
+            redis, waiting = keep_running_redis(running, redis)
+            restart_needed += waiting
         auth_section = top["auth"]
         auth = AuthSettings(
             shared_secrets=auth_section.vapi_secrets, bearer=auth_section.bearer, hmac=auth_section.hmac
@@ -267,6 +270,7 @@ class _Builder:
             include_patterns=self.include_patterns,
             restart_needed=restart_needed,
             calendar=builder.calendar_plan((global_layer,)),
+            redis=redis,
         )
 
     def top(self, data: dict[str, object]) -> dict[str, Any]:

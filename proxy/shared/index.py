@@ -4,9 +4,9 @@ Layout (all keys under the store's prefix):
 - `index:meta` (hash): `version` (the builder's fencing token), `chunks`, `connections`, `built_at` (epoch s);
 - `index:chunk:<version>:<n>` (strings): JSON lists of encoded connections, 2,000 a chunk, never changed once
   written, so a reader never sees half of one build and half of another;
-- `index:overlay` (hash): what webhooks changed since the build, one entry per user (`u:<id>`: the user's
-  connections as Nango confirmed them) or deleted connection (`c:<id>`), applied on top by every reader and
-  trimmed by the next build.
+- `index:overlay` (hash): what webhooks and line lookups changed since the build, one entry per user (`u:<id>`:
+  the user's connections as Nango confirmed them), deleted connection (`c:<id>`) or connection a line lookup
+  listed (`p:<id>`), applied on top by every reader in the order they happened and trimmed by the next build.
 Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever.
 """
 
@@ -73,19 +73,23 @@ def decode_chunk(raw: bytes) -> list[Connection]:
     return [decode_connection(item) for item in orjson.loads(raw)]
 
 
+_FIELD_PREFIXES = {"user": "u:", "forget": "c:", "put": "p:"}
+
+
 @dataclass(frozen=True)
 class OverlayEntry:
-    """A webhook's confirmed effect: the user's connections now (`user`), or a deleted connection (`forget`)."""
+    """A confirmed effect: the user's connections now (`user`), a deleted connection (`forget`), or one
+    connection a line lookup listed (`put`)."""
 
     at_ms: int  # epoch milliseconds, when it was applied
-    op: str  # "user" | "forget"
-    subject: str  # user id or connection id
+    op: str  # "user" | "forget" | "put"
+    subject: str  # user id, or connection id
     connections: tuple[Connection, ...] = ()
     owner: str | None = None  # forget: the user it is not (or no longer) the connection of
 
     @property
     def field(self) -> str:
-        return ("u:" if self.op == "user" else "c:") + self.subject
+        return _FIELD_PREFIXES[self.op] + self.subject
 
     def encode(self) -> bytes:
         conns = [encode_connection(c) for c in self.connections]
@@ -94,19 +98,19 @@ class OverlayEntry:
     @classmethod
     def decode(cls, raw: bytes | str) -> OverlayEntry:
         at_ms, op, subject, conns, owner = orjson.loads(raw)
-        if (
-            op not in ("user", "forget")
-            or not isinstance(subject, str)
-            or not (owner is None or isinstance(owner, str))
-        ):
+        if op not in _FIELD_PREFIXES or not isinstance(subject, str) or not (owner is None or isinstance(owner, str)):
             raise ValueError("not an overlay entry")
         return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns), owner)
 
 
 def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
-    """Apply a webhook's effect to an index the way the directory applies it to its own."""
+    """Apply an effect to an index the way the directory applies it to its own."""
     if entry.op == "forget":
         index.remove(entry.subject, entry.owner)
+        return
+    if entry.op == "put":
+        for conn in entry.connections:
+            index.put(conn)
         return
     known = index.user(entry.subject)
     if known is not None and all(c.connection_id != known.connection_id for c in entry.connections):
