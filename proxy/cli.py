@@ -22,11 +22,11 @@ from proxy.routing import Match
 from proxy.service import CallService
 
 
-def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
-    """`secrets_optional`: for commands that never authenticate anything (check, resolve), an unset
-    secret variable is a warning, not an error."""
+def _load(path: str, *, one_shot: bool = False) -> Config | None:
+    """`one_shot`: for commands that load once and never authenticate anything (check, resolve): an unset
+    secret variable is a warning, not an error, and the faster reading may be used (see `load_config`)."""
     try:
-        return load_config(path, secrets_optional=secrets_optional)
+        return load_config(path, secrets_optional=one_shot, fast=one_shot)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -35,7 +35,7 @@ def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config, secrets_optional=True)
+    config = _load(args.config, one_shot=True)
     if config is None:
         return 1
     for warning in config.warnings:
@@ -101,11 +101,11 @@ def _yaml_source(config: Config, match: Match | None) -> str | None:
     keys = match.route.keys
     kind = {"from+to": "from", "from+phone_number_id": "from"}.get(match.rule, match.rule)
     path = keys.default_path if match.rule == "default" else next((e.path for e in keys.entries if e.kind == kind), ())
-    return yaml_location(config, path)
+    return yaml_location(config, path, keys.file)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config, secrets_optional=True)
+    config = _load(args.config, one_shot=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
