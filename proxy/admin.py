@@ -140,13 +140,14 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
     return 0
 
 
-def yaml_location(config: Config, path: Path) -> str:
-    """file:line (key path) of a key of the config's main file."""
+def yaml_location(config: Config, path: Path, file: str = "") -> str:
+    """file:line (key path) of a key of `file`, one of the config's files (by default its main file)."""
+    file = file or config.file
     try:
-        line = parse_document(read_config_text(config.file), config.file, os.environ).line_of(path)
+        line = parse_document(read_config_text(file), file, os.environ).line_of(path)
     except ConfigError:
         line = None
-    return f"{config.file}:{line or '?'} ({format_path(path)})"
+    return f"{file}:{line or '?'} ({format_path(path)})"
 
 
 async def check_nango(config: Config, client: NangoClient) -> int:
@@ -159,7 +160,11 @@ async def check_nango(config: Config, client: NangoClient) -> int:
         return 0
     index = await _index(client)
     tags = {"to": routing.number_tag, "phone_number_id": routing.phone_number_id_tag}
-    yaml_keys = {(entry.kind, entry.value): entry.path for route in config.routes for entry in route.keys.entries}
+    yaml_keys = {
+        (entry.kind, entry.value): (entry.path, route.keys.file)
+        for route in config.routes
+        for entry in route.keys.entries
+    }
     routed = shadowed = 0
     for kind in ("to", "phone_number_id"):
         for value in sorted(index.lines(kind)):
@@ -168,7 +173,7 @@ async def check_nango(config: Config, client: NangoClient) -> int:
             source = f"nango connection {conn.connection_id}, tag {tags[kind]}={value}"
             if (kind, value) in yaml_keys:
                 shadowed += 1
-                print(f"shadowed: {kind} {value}: {yaml_location(config, yaml_keys[kind, value])} wins over {source}")
+                print(f"shadowed: {kind} {value}: {yaml_location(config, *yaml_keys[kind, value])} wins over {source}")
             else:
                 routed += 1
     conflicts = _print_conflicts(index)

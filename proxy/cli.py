@@ -110,7 +110,7 @@ def _yaml_source(config: Config, match: Match | None) -> str | None:
     keys = match.route.keys
     kind = {"from+to": "from", "from+phone_number_id": "from"}.get(match.rule, match.rule)
     path = keys.default_path if match.rule == "default" else next((e.path for e in keys.entries if e.kind == kind), ())
-    return yaml_location(config, path)
+    return yaml_location(config, path, keys.file)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:

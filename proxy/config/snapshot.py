@@ -136,6 +136,8 @@ class RouteKeys(msgspec.Struct, frozen=True, gc=False):
     entries: tuple[KeyEntry, ...] = ()
     is_default: bool = False
     default_path: Path = ()
+    # The file the paths are in: the main file or an included one ("" for routes not read from YAML).
+    file: str = ""
 
     def of(self, kind: KeyKind) -> list[KeyEntry]:
         return [entry for entry in self.entries if entry.kind == kind]
