@@ -27,7 +27,7 @@ from proxy.shared import (
     SharedUnavailable,
     TokenBucket,
 )
-from proxy.shared.index import CHUNK_SIZE, OverlayEntry, apply_overlay, decode_chunk
+from proxy.shared.index import CHUNK_SIZE, REPLACED_GRACE_SECONDS, OverlayEntry, apply_overlay, decode_chunk
 from proxy.shared.userlocks import RedisUserLocks
 from proxy.tags import TagRoute
 from tests.redis_server import RedisServer
@@ -243,6 +243,30 @@ async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: Redis
         assert await indexes.store(stale, _conns(1), started_at=time.time()) is None
         meta = await indexes.meta()
         assert meta is not None and meta.version == current.token and meta.connections == 3
+
+
+async def test_redis_holds_one_index_not_one_per_refresh(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        lock, indexes = LeasedLock(store), IndexStore(store, ttl=3600)
+        versions = []
+        for _ in range(3):
+            lease = await lock.try_acquire("index", lease=10)
+            assert lease is not None
+            assert await indexes.store(lease, _conns(CHUNK_SIZE + 1), started_at=time.time()) == lease.token
+            versions.append(lease.token)
+            await lock.release(lease)
+        chunk_keys = sorted(key.decode() for key in await store.redis.keys(store.key("index", "chunk", "*")))
+        assert len(chunk_keys) == 3 * 2  # until the replaced ones expire
+        ttls = {key: await store.redis.pttl(key) for key in chunk_keys}
+        current = store.key("index", "chunk", str(versions[-1]), "")
+        for key, ttl in ttls.items():
+            if key.startswith(current):
+                assert ttl > 3000 * 1000  # the index being served keeps its full TTL
+            else:
+                assert 0 < ttl <= REPLACED_GRACE_SECONDS * 1000  # readers of the old meta still find them
+        meta = await indexes.meta()
+        assert meta is not None and meta.version == versions[-1]
+        assert await indexes.load(meta) is not None
 
 
 async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_server: RedisServer) -> None:

@@ -7,7 +7,8 @@ Layout (all keys under the store's prefix):
 - `index:overlay` (hash): what webhooks and line lookups changed since the build, one entry per user (`u:<id>`:
   the user's connections as Nango confirmed them), deleted connection (`c:<id>`) or connection a line lookup
   listed (`p:<id>`), applied on top by every reader in the order they happened and trimmed by the next build.
-Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever.
+Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever; a
+replaced build's chunks expire `REPLACED_GRACE_SECONDS` after the next one is published.
 """
 
 from __future__ import annotations
@@ -38,11 +39,22 @@ __all__ = [
 
 CHUNK_SIZE = 2000
 
-# Publish a build only while the lease is still ours (fencing), then drop overlay entries it already covers.
+# A replaced build's chunks stay this long for readers that read the old meta a moment ago, then expire: Redis
+# holds one index (two for a minute after each refresh), not one per refresh within the chunks' TTL.
+REPLACED_GRACE_SECONDS = 60.0
+
+# Publish a build only while the lease is still ours (fencing), let the replaced build's chunks expire soon,
+# then drop overlay entries the new build already covers.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local old = redis.call('HMGET', KEYS[2], 'version', 'chunks')
 redis.call('HSET', KEYS[2], 'version', ARGV[1], 'chunks', ARGV[2], 'connections', ARGV[3], 'built_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if old[1] and old[1] ~= ARGV[1] then
+  for n = 0, (tonumber(old[2]) or 0) - 1 do
+    redis.call('PEXPIRE', ARGV[8] .. old[1] .. ':' .. n, ARGV[7])
+  end
+end
 local overlay = redis.call('HGETALL', KEYS[3])
 for i = 1, #overlay, 2 do
   local entry = cjson.decode(overlay[i + 1])
@@ -149,8 +161,12 @@ class IndexStore:
         self._meta_key = store.key("index", "meta")
         self._overlay_key = store.key("index", "overlay")
 
+    @property
+    def _chunk_key_prefix(self) -> str:
+        return self._store.key("index", "chunk", "")
+
     def _chunk_key(self, version: int, n: int) -> str:
-        return self._store.key("index", "chunk", str(version), str(n))
+        return f"{self._chunk_key_prefix}{version}:{n}"
 
     async def meta(self, *, background: bool = True) -> IndexMeta | None:
         async def read(redis: Redis) -> dict[Any, Any]:
@@ -186,6 +202,8 @@ class IndexStore:
                 repr(self._wall_clock()),
                 str(self._ttl_ms),
                 str(int(started_at * 1000)),
+                str(int(REPLACED_GRACE_SECONDS * 1000)),
+                self._chunk_key_prefix,
             )
             return int(published)
 
