@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
-
-import httpx
-import orjson
+from typing import TYPE_CHECKING
 
 from proxy import __version__
-from proxy.admin import add_commands, check_nango, run_with_client, yaml_location
+from proxy.admin import add_commands
 from proxy.config import Config, ConfigError, load_config
-from proxy.directory import ConnectionDirectory
-from proxy.logs import configure_logging
-from proxy.metrics import Metrics
-from proxy.nango import NangoClient
 from proxy.numbers import normalize_number
-from proxy.routing import Match
-from proxy.service import CallService
+
+# Each command imports what it needs: `check` of a large file should not pay for the server, httpx and
+# asyncio (a tenth of its CPU budget).
+if TYPE_CHECKING:
+    from proxy.routing import Match
 
 
 def _load(path: str, *, one_shot: bool = False) -> Config | None:
@@ -51,6 +47,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
     if args.nango:
+        import asyncio
+
+        from proxy.admin import check_nango, run_with_client
+
         return asyncio.run(run_with_client(config, lambda client: check_nango(config, client)))
     return 0
 
@@ -73,6 +73,13 @@ def resolve_message(to: str | None, caller: str | None, phone_number_id: str | N
 
 
 async def _with_service(config: Config, message: dict[str, object]) -> dict[str, object]:
+    import httpx
+
+    from proxy.directory import ConnectionDirectory
+    from proxy.metrics import Metrics
+    from proxy.nango import NangoClient
+    from proxy.service import CallService
+
     metrics = Metrics()
     async with httpx.AsyncClient() as http:
         client = NangoClient(http, config.nango, metrics) if config.nango.secret_key else None
@@ -96,6 +103,8 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
 
 def _yaml_source(config: Config, match: Match | None) -> str | None:
     """Where a YAML route's matching key sits: file:line (key path)."""
+    from proxy.admin import yaml_location
+
     if match is None:
         return None
     keys = match.route.keys
@@ -111,6 +120,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if args.to is None and args.phone_number_id is None and args.caller is None:
         print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
         return 2
+    import asyncio
+
+    import orjson
+
     report = asyncio.run(_with_service(config, resolve_message(args.to, args.caller, args.phone_number_id)))
     if args.response_only:
         report = report["response"]  # type: ignore[assignment]
@@ -140,6 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if listener is not None:
             listener.close()
         return 1
+    from proxy.logs import configure_logging
     from proxy.reload import release_memory
 
     release_memory(collect=True)
