@@ -106,13 +106,26 @@ def expand_includes(main_file: str, patterns: tuple[str, ...] | list[str]) -> li
 
 
 def current_version(config: Config) -> str | None:
-    """The version the files of `config` would load as now, if they are still the same files; else None."""
+    """The version the files of `config` would load as now, if they are still the same files; else None.
+
+    Read in chunks: a reload first asks this, on a worker thread, and a whole 13 MB file read and encoded
+    there stays in that thread's heap (glibc keeps it) as ~26 MB of the server's steady RSS."""
     if not config.files:
         return None
     if expand_includes(config.files[0], config.include_patterns) != list(config.files[1:]):
         return None
-    texts = [read_config_text(name) for name in config.files]
-    return config_version(*texts)
+    digest = hashlib.sha256()
+    for number, name in enumerate(config.files):
+        if number:
+            digest.update(b"\0")
+        try:
+            # Text mode, as `read_config_text` reads: the same newlines, the same decoding errors.
+            with open(name, encoding="utf-8") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk.encode())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([ConfigIssue(name, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
+    return digest.hexdigest()[:12]
 
 
 def parse_config(
