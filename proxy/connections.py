@@ -33,6 +33,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from proxy.coalescing import CoalescingTransport
+
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
 
 logger = logging.getLogger("vapi_calendar_proxy.connections")
@@ -138,7 +140,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             self._note("too_many_connections")
             return
-        super().connection_made(transport)
+        # Every write of the connection joins the others of its event-loop turn: one send(2) per answer.
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self.waiting[self] = None
         self.head_started_at = self.loop.time()
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)
