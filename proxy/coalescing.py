@@ -16,6 +16,7 @@ transport's own abort drops its buffer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 __all__ = ["CoalescingTransport"]
@@ -24,20 +25,22 @@ __all__ = ["CoalescingTransport"]
 class CoalescingTransport(asyncio.Transport):
     """`transport`, with the writes of one event-loop turn joined into one."""
 
-    __slots__ = ("_held", "_loop", "_transport")
+    __slots__ = ("_context", "_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        # The flush reads no context variable: an empty context spares call_soon a copy of the caller's.
+        self._context = contextvars.Context()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         held = self._held
         if not held:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush, context=self._context)
         held.append(bytes(data) if type(data) is not bytes else data)
 
     def writelines(self, list_of_data: Any) -> None:

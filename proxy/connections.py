@@ -30,10 +30,10 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.coalescing import CoalescingTransport
+from proxy.lane import FastLaneProtocol
 
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
 
@@ -106,7 +106,7 @@ class LimitedConfig(uvicorn.Config):
         self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(FastLaneProtocol):
     def __init__(
         self,
         config: uvicorn.Config,
