@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 from prometheus_client.metrics import MetricWrapperBase
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.config import parse_config
 from proxy.metrics import Metrics
+from proxy.runtime import Runtime
 
 SECRET = "bench-vapi-secret"
 USERS = 200

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from proxy.config import Config, ConfigError, read_config_text
 from proxy.config.yamlsource import Path, format_path, parse_document
-from proxy.connindex import ConnectionIndex
-from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoError, pick_connection
 from proxy.numbers import mask_number
-from proxy.onboarding import OnboardingError, assign_line, create_connect_session, routing_tags
+
+# The CLI builds its parser from this module for every command: the Nango client (httpx, asyncio) is
+# imported only by the commands that talk to Nango, so `check` does not pay for it.
+if TYPE_CHECKING:
+    from proxy.connindex import ConnectionIndex
+    from proxy.nango import Connection, NangoClient
 
 __all__ = ["add_commands", "check_nango", "run_with_client", "yaml_location"]
 
@@ -24,6 +24,12 @@ Loader = Callable[[str], Config | None]
 
 
 async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitable[int]]) -> int:
+    import httpx
+
+    from proxy.metrics import Metrics
+    from proxy.nango import NangoClient, NangoError
+    from proxy.onboarding import OnboardingError
+
     if config.nango.secret_key is None:
         print("error: nango.secret_key is empty: set NANGO_SECRET_KEY", file=sys.stderr)
         return 1
@@ -37,6 +43,8 @@ async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitabl
 
 
 async def _index(client: NangoClient) -> ConnectionIndex:
+    from proxy.connindex import ConnectionIndex
+
     index = ConnectionIndex()
     async for page in client.list_connections_pages():
         for conn in page:
@@ -45,6 +53,8 @@ async def _index(client: NangoClient) -> ConnectionIndex:
 
 
 async def connect_link(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
+    from proxy.onboarding import create_connect_session, routing_tags
+
     user = config.users.get(args.user)
     lines = routing_tags(config.nango.tag_routing, args.number, args.phone_number_id)
     if user is None and not lines:
@@ -60,6 +70,9 @@ async def connect_link(config: Config, args: argparse.Namespace, client: NangoCl
 
 
 async def connections(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
+    from proxy.connindex import ConnectionIndex
+    from proxy.nango import pick_connection
+
     by_user: dict[str, list[Connection]] = {}
     async for page in client.list_connections_pages():
         for found_connection in page:
@@ -127,13 +140,14 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
     return 0
 
 
-def yaml_location(config: Config, path: Path) -> str:
-    """file:line (key path) of a key of the config's main file."""
+def yaml_location(config: Config, path: Path, file: str = "") -> str:
+    """file:line (key path) of a key of `file`, one of the config's files (by default its main file)."""
+    file = file or config.file
     try:
-        line = parse_document(read_config_text(config.file), config.file, os.environ).line_of(path)
+        line = parse_document(read_config_text(file), file, os.environ).line_of(path)
     except ConfigError:
         line = None
-    return f"{config.file}:{line or '?'} ({format_path(path)})"
+    return f"{file}:{line or '?'} ({format_path(path)})"
 
 
 async def check_nango(config: Config, client: NangoClient) -> int:
@@ -146,7 +160,11 @@ async def check_nango(config: Config, client: NangoClient) -> int:
         return 0
     index = await _index(client)
     tags = {"to": routing.number_tag, "phone_number_id": routing.phone_number_id_tag}
-    yaml_keys = {(entry.kind, entry.value): entry.path for route in config.routes for entry in route.keys.entries}
+    yaml_keys = {
+        (entry.kind, entry.value): (entry.path, route.keys.file)
+        for route in config.routes
+        for entry in route.keys.entries
+    }
     routed = shadowed = 0
     for kind in ("to", "phone_number_id"):
         for value in sorted(index.lines(kind)):
@@ -155,7 +173,7 @@ async def check_nango(config: Config, client: NangoClient) -> int:
             source = f"nango connection {conn.connection_id}, tag {tags[kind]}={value}"
             if (kind, value) in yaml_keys:
                 shadowed += 1
-                print(f"shadowed: {kind} {value}: {yaml_location(config, yaml_keys[kind, value])} wins over {source}")
+                print(f"shadowed: {kind} {value}: {yaml_location(config, *yaml_keys[kind, value])} wins over {source}")
             else:
                 routed += 1
     conflicts = _print_conflicts(index)
@@ -164,6 +182,8 @@ async def check_nango(config: Config, client: NangoClient) -> int:
 
 
 async def assign(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
+    from proxy.onboarding import assign_line
+
     done = await assign_line(client, args.connection, args.number, args.phone_number_id)
     shown = ", ".join(f"{k}={mask_number(v) if v.startswith('+') else v}" for k, v in sorted(done.tags.items()))
     print(f"{done.connection_id}: {shown}")
@@ -181,6 +201,8 @@ def _command(
     load: Loader, run: Callable[[Config, argparse.Namespace, NangoClient], Awaitable[int]]
 ) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
+        import asyncio
+
         config = load(args.config)
         if config is None:
             return 1

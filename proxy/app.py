@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -32,6 +31,7 @@ from proxy.messages import BadRequest, call_id_of, message_type_label, parse_mes
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango import NangoClient, RequestGate
 from proxy.reload import ConfigWatcher
+from proxy.runtime import Runtime
 from proxy.service import CallService
 from proxy.shared import Cluster, RedisSettings
 from proxy.webhooks import handle_nango_webhook
@@ -48,37 +48,6 @@ def json_response(content: object, status_code: int = 200, *, close: bool = Fals
     """`close`: the connection is closed after the answer (a refusal that left the body unread)."""
     headers = {"connection": "close"} if close else None
     return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
-
-
-@dataclass
-class Runtime:
-    """Everything one app instance holds. Created in `create_app`, filled in by the lifespan."""
-
-    config: Config
-    metrics: Metrics
-    insecure: bool = False
-    http: httpx.AsyncClient | None = None
-    directory: ConnectionDirectory | None = None
-    service: CallService | None = None
-    draining: bool = False
-    config_error: ConfigError | None = None  # why the file on disk is not the one served
-    unauthenticated_reads: int = 0
-    watcher: ConfigWatcher | None = None
-    cluster: Cluster | None = None
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def apply(self, config: Config) -> None:
-        """Swap in a validated snapshot; requests already running keep the one they started with."""
-        self.config = config
-        self.config_error = None
-        if self.directory is not None:
-            self.directory.retain_users({user.nango_user_id for user in config.users.values()})
-            if self.cluster is not None:
-                self.cluster.wake()  # the cluster's index: load a newer one, or refresh if due
-            else:
-                self.directory.start_index_refresh()
-        self.metrics.set_config_version(config.version)
-        self.metrics.deadline.set(config.server.deadline_seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -110,8 +79,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
     `fast_path=False` leaves out proxy.fastpath (tests compare the two). `redis`: the shared state of
-    several replicas; by default from `REDIS_URL` (unset: none)."""
-    redis_settings = redis if redis is not None else RedisSettings.from_environment(os.environ)
+    several replicas; by default the config's `redis` section, then `REDIS_URL` (neither: none)."""
+    redis_settings = redis if redis is not None else RedisSettings.from_config(config.redis, os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     runtime.metrics.deadline.set(config.server.deadline_seconds)

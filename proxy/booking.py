@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from proxy.calendarcontext import CalendarContext
 from proxy.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
 from proxy.gcal import GoogleCalendar
 from proxy.references import WrongGuesses, new_reference, normalise, speak_reference
@@ -33,9 +34,6 @@ from proxy.slots import (
     subtract,
     within_working_hours,
 )
-
-if TYPE_CHECKING:  # proxy.tools imports this module; the context is only named in annotations here.
-    from proxy.tools import CalendarContext
 
 __all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]
 

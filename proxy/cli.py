@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
-
-import httpx
-import orjson
+from typing import TYPE_CHECKING
 
 from proxy import __version__
-from proxy.admin import add_commands, check_nango, run_with_client, yaml_location
+from proxy.admin import add_commands
 from proxy.config import Config, ConfigError, load_config
-from proxy.directory import ConnectionDirectory
-from proxy.logs import configure_logging
-from proxy.metrics import Metrics
-from proxy.nango import NangoClient
 from proxy.numbers import normalize_number
-from proxy.routing import Match
-from proxy.service import CallService
+
+# Each command imports what it needs: `check` of a large file should not pay for the server, httpx and
+# asyncio (a tenth of its CPU budget).
+if TYPE_CHECKING:
+    from proxy.routing import Match
 
 
-def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
-    """`secrets_optional`: for commands that never authenticate anything (check, resolve), an unset
-    secret variable is a warning, not an error."""
+def _load(path: str, *, one_shot: bool = False) -> Config | None:
+    """`one_shot`: for commands that load once and never authenticate anything (check, resolve): an unset
+    secret variable is a warning, not an error, and the faster reading may be used (see `load_config`)."""
     try:
-        return load_config(path, secrets_optional=secrets_optional)
+        return load_config(path, secrets_optional=one_shot, fast=one_shot)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -35,7 +31,7 @@ def _load(path: str, *, secrets_optional: bool = False) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config, secrets_optional=True)
+    config = _load(args.config, one_shot=True)
     if config is None:
         return 1
     for warning in config.warnings:
@@ -51,6 +47,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
     if args.nango:
+        import asyncio
+
+        from proxy.admin import check_nango, run_with_client
+
         return asyncio.run(run_with_client(config, lambda client: check_nango(config, client)))
     return 0
 
@@ -73,6 +73,13 @@ def resolve_message(to: str | None, caller: str | None, phone_number_id: str | N
 
 
 async def _with_service(config: Config, message: dict[str, object]) -> dict[str, object]:
+    import httpx
+
+    from proxy.directory import ConnectionDirectory
+    from proxy.metrics import Metrics
+    from proxy.nango import NangoClient
+    from proxy.service import CallService
+
     metrics = Metrics()
     async with httpx.AsyncClient() as http:
         client = NangoClient(http, config.nango, metrics) if config.nango.secret_key else None
@@ -96,21 +103,27 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
 
 def _yaml_source(config: Config, match: Match | None) -> str | None:
     """Where a YAML route's matching key sits: file:line (key path)."""
+    from proxy.admin import yaml_location
+
     if match is None:
         return None
     keys = match.route.keys
     kind = {"from+to": "from", "from+phone_number_id": "from"}.get(match.rule, match.rule)
     path = keys.default_path if match.rule == "default" else next((e.path for e in keys.entries if e.kind == kind), ())
-    return yaml_location(config, path)
+    return yaml_location(config, path, keys.file)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config, secrets_optional=True)
+    config = _load(args.config, one_shot=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
         print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
         return 2
+    import asyncio
+
+    import orjson
+
     report = asyncio.run(_with_service(config, resolve_message(args.to, args.caller, args.phone_number_id)))
     if args.response_only:
         report = report["response"]  # type: ignore[assignment]
@@ -140,6 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if listener is not None:
             listener.close()
         return 1
+    from proxy.logs import configure_logging
     from proxy.reload import release_memory
 
     release_memory(collect=True)

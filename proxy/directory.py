@@ -5,8 +5,9 @@ the per-user TTL cache, the negative cache, then one Nango request per cold user
 concurrent caller and bounded by the caller's deadline. When Nango fails, the last known good
 connection id is served (stale-if-error).
 
-Seams: the index store (`proxy.connindex`), webhook effects (`confirm`, `apply_user_connections`,
-`forget_connection`, `suspend`) and lookups (`lookup`, `current`). Freshness bounds: docs/deployment.md.
+Seams: the index store (`proxy.connindex`) and its rebuilds (`proxy.indexrefresh`), webhook effects (`confirm`,
+`apply_user_connections`, `forget_connection`, `suspend`) and lookups (`lookup`, `current`). Freshness bounds:
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -16,27 +17,24 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
 
 from proxy.connindex import ConnectionIndex
-from proxy.lines import LineFinder, report_conflicts
+from proxy.indexrefresh import REFRESH_RETRY_SECONDS, IndexEffect, IndexRefresher
+from proxy.lines import LineFinder
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
-__all__ = ["ConnectionDirectory", "DirectoryListener", "Lookup"]
+__all__ = ["REFRESH_RETRY_SECONDS", "ConnectionDirectory", "DirectoryListener", "Lookup"]
 
 logger = logging.getLogger(__name__)
 
 Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy", "fixed"]
 Negative = Literal["negative", "unhealthy"]
-IndexEffect = Callable[[ConnectionIndex], object]
-
-# After a failed index refresh, try again sooner than the full interval.
-REFRESH_RETRY_SECONDS = 30.0
 
 
 class DirectoryListener(Protocol):
@@ -51,6 +49,9 @@ class DirectoryListener(Protocol):
 
     def connection_suspended(self, connection_id: str) -> None:
         """A failed refresh Nango could not confirm: held back briefly."""
+
+    def connections_learned(self, conns: list[Connection]) -> None:
+        """Connections Nango just listed for a line lookup (tag routing): known now, as after a webhook."""
 
     def nango_outage(self) -> None:
         """A lookup failed the way an outage does (no answer, 5xx, 429)."""
@@ -102,8 +103,7 @@ class ConnectionDirectory:
         self._metrics = metrics
         self._clock = clock
         size = max(settings.cache_max_size, 1)
-        self._index = ConnectionIndex()
-        self._index_at: float | None = None
+        self._indexer = IndexRefresher(client, settings.index_refresh_interval, metrics, clock, self._set_error)
         self._cache: TTLCache[str, Connection] = TTLCache(size, settings.cache_ttl, timer=clock)
         self._negative: TTLCache[str, Negative] = TTLCache(size, settings.negative_ttl, timer=clock)
         self._last_good: LRUCache[str, str] = LRUCache(size)
@@ -114,10 +114,6 @@ class ConnectionDirectory:
         # Webhook confirmations in flight (proxy.webhooks), shared by concurrent deliveries.
         self.confirming: dict[tuple[str, str | None], asyncio.Task[Any]] = {}
         self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
-        self._webhook_users = 0
-        self._refresh: asyncio.Task[bool] | None = None
-        # Webhook effects seen while an index is built or loaded, replayed onto it before it is installed.
-        self._recorders: list[list[IndexEffect]] = []
         self.listener: DirectoryListener | None = None
         # Bumped by every webhook, so a Nango answer that started earlier cannot overwrite it.
         self._generation = 0
@@ -132,14 +128,10 @@ class ConnectionDirectory:
     @property
     def index(self) -> ConnectionIndex:
         """The current index (replaced as a whole by each refresh)."""
-        return self._index
+        return self._indexer.index
 
     def breaker_open(self) -> bool:
         return self._clock() < self._breaker_open_until
-
-    @property
-    def _index_enabled(self) -> bool:
-        return self._client is not None and self._settings.index_refresh_interval > 0
 
     async def lookup(self, user_id: str, *, timeout: float) -> Lookup:
         """The user's connection, within `timeout` seconds whatever Nango does."""
@@ -168,7 +160,7 @@ class ConnectionDirectory:
         """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
         count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
         # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
-        conn = self._index.user(user_id)
+        conn = self._indexer.index.user(user_id)
         event = "index_hit"
         if conn is None:
             event = "hit"
@@ -181,7 +173,7 @@ class ConnectionDirectory:
         return conn.connection_id, event
 
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
-        if (conn := self._index.user(user_id)) is not None:
+        if (conn := self._indexer.index.user(user_id)) is not None:
             self._event("index_hit", count)
             return self.answer(conn, "index")
         if (conn := self._cache.get(user_id)) is not None:
@@ -281,30 +273,34 @@ class ConnectionDirectory:
         self._generation += 1
         for conn in conns:
             self._unusable.pop(conn.connection_id, None)
-        known = self._index.user(user_id)
+        indexer = self._indexer
+        known = indexer.index.user(user_id)
         if known is not None and all(c.connection_id != known.connection_id for c in conns):
-            self._apply(functools.partial(ConnectionIndex.remove, connection_id=known.connection_id, user_id=user_id))
-        if known is None and self._webhook_users >= WEBHOOK_NEW_USERS_LIMIT:
+            indexer.apply(functools.partial(ConnectionIndex.remove, connection_id=known.connection_id, user_id=user_id))
+        if known is None and indexer.webhook_users >= WEBHOOK_NEW_USERS_LIMIT:
             logger.warning(
-                "%d users added by webhooks since the index refresh; %s only cached", self._webhook_users, user_id
+                "%d users added by webhooks since the index refresh; %s only cached", indexer.webhook_users, user_id
             )
         else:
-            self._webhook_users += known is None
+            indexer.webhook_users += known is None
             for conn in conns:
-                self._apply(functools.partial(ConnectionIndex.put, conn=conn))
+                indexer.apply(functools.partial(ConnectionIndex.put, conn=conn))
         self._remember(user_id, conns)
         if self.lines is not None:
             self.lines.learned(conns)
         if announce and self.listener is not None:
             self.listener.user_connections(user_id, conns)
 
-    def learn(self, conns: list[Connection]) -> None:
-        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them."""
+    def learn(self, conns: list[Connection], *, announce: bool = True) -> None:
+        """Connections Nango just listed (e.g. those claiming a line): indexed as a refresh would index them.
+        `announce=False` when another replica listed them."""
         self._generation += 1
         for conn in conns:
-            self._apply(functools.partial(ConnectionIndex.put, conn=conn))
+            self._indexer.apply(functools.partial(ConnectionIndex.put, conn=conn))
         if self.lines is not None:
             self.lines.learned(conns)
+        if announce and conns and self.listener is not None:
+            self.listener.connections_learned(conns)
 
     def current(self, user_id: str) -> str | None:
         """The connection id the next lookup of `user_id` answers from memory, if any."""
@@ -314,7 +310,7 @@ class ConnectionDirectory:
     def forget_connection(self, connection_id: str, user_id: str | None = None, *, announce: bool = True) -> None:
         """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out."""
         self._generation += 1
-        self._apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
+        self._indexer.apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
         if announce and self.listener is not None:
             self.listener.connection_forgotten(connection_id, user_id)
         for cached in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
@@ -328,24 +324,6 @@ class ConnectionDirectory:
         if announce and self.listener is not None:
             self.listener.connection_suspended(connection_id)
 
-    def _apply(self, effect: IndexEffect) -> None:
-        # Without a periodic refresh nothing would ever correct an index entry: webhooks then only fill the cache.
-        if not self._index_enabled:
-            return
-        effect(self._index)
-        for recorder in self._recorders:
-            recorder.append(effect)
-
-    @contextlib.contextmanager
-    def recording_effects(self) -> Iterator[list[IndexEffect]]:
-        """Collects webhook effects while a new index is built or loaded, for `install_index` to replay."""
-        effects: list[IndexEffect] = []
-        self._recorders.append(effects)
-        try:
-            yield effects
-        finally:
-            self._recorders.remove(effects)
-
     def retain_users(self, user_ids: Collection[str]) -> None:
         """Forget cached answers for users that are no longer configured."""
         keep = user_ids if isinstance(user_ids, set | frozenset) else set(user_ids)
@@ -355,75 +333,37 @@ class ConnectionDirectory:
 
     def start_index_refresh(self) -> asyncio.Task[bool] | None:
         """Start rebuilding the index unless a rebuild is running (e.g. on config reload); None when disabled."""
-        if not self._index_enabled:
-            return None
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.create_task(self._rebuild_index(), name="nango-index-refresh")
-        return self._refresh
+        return self._indexer.start()
 
     async def refresh_index(self) -> bool:
         """Rebuild the whole index from Nango; concurrent calls share one rebuild. True when it succeeded."""
-        task = self.start_index_refresh()
-        return False if task is None else await asyncio.shield(task)
+        return await self._indexer.refresh()
 
-    async def _rebuild_index(self) -> bool:
-        started = self._clock()
-        with self.recording_effects() as effects:
-            index = await self.page_index()
-        if index is None:
-            return False
-        self.install_index(index, effects)
-        logger.info("nango index refreshed: %d users in %.1fs", len(index), self._clock() - started)
-        return True
+    def recording_effects(self) -> contextlib.AbstractContextManager[list[IndexEffect]]:
+        """Collects webhook effects while a new index is built or loaded, for `install_index` to replay."""
+        return self._indexer.recording_effects()
 
     async def page_index(self) -> ConnectionIndex | None:
         """Every connection from Nango, indexed; None (logged, shown in `status`) when paging failed."""
-        assert self._client is not None
-        index = ConnectionIndex()
-        try:
-            async for page in self._client.list_connections_pages():
-                for conn in page:
-                    index.add(conn)
-        except NangoError as exc:
-            self._last_error = exc.code
-            logger.warning("nango index refresh failed (%s); keeping the index of %d users", exc.code, len(self._index))
-            return None
-        except Exception:  # nobody may be awaiting this task: a bug must be logged, not lost
-            self._last_error = "internal_error"
-            logger.exception("nango index refresh crashed; keeping the index of %d users", len(self._index))
-            return None
-        self._last_error = None
-        return index
+        return await self._indexer.page()
 
     def install_index(self, index: ConnectionIndex, effects: list[IndexEffect], *, age: float = 0.0) -> None:
         """Serve `index` from now on (built `age` seconds ago), after replaying the webhook effects recorded
         while it was made."""
-        for effect in effects:
-            effect(index)
-        self._index = index
-        self._webhook_users = 0
-        self._index_at = self._clock() - age
-        self._metrics.index_size.set(len(index))
-        self._metrics.tagged_lines.set(index.claimed_lines)
-        report_conflicts(index, self._metrics)
-        self._metrics.index_age.set(time.time() - age)
+        self._indexer.install(index, effects, age=age)
 
     def index_snapshot(self) -> tuple[ConnectionIndex, float | None]:
         """The index served now and its age in seconds (None before the first)."""
-        return self._index, None if self._index_at is None else self._clock() - self._index_at
+        return self._indexer.index, self._indexer.age()
 
     async def run_index_refresher(self) -> None:
         """Refresh the index now and every `index_refresh_interval` seconds, until cancelled (app lifespan)."""
-        if not self._index_enabled:
-            return
-        interval = self._settings.index_refresh_interval
-        while True:
-            ok = await self.refresh_index()
-            await asyncio.sleep(interval if ok else min(interval, REFRESH_RETRY_SECONDS))
+        await self._indexer.run()
 
     async def aclose(self) -> None:
         """Cancel in-flight lookups and a running index refresh (app shutdown)."""
-        tasks = [*self._inflight.values(), *([self._refresh] if self._refresh else [])]
+        refresh = self._indexer.task
+        tasks = [*self._inflight.values(), *([refresh] if refresh else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -431,19 +371,22 @@ class ConnectionDirectory:
     def status(self) -> dict[str, object]:
         """Nango's state for /readyz: it never makes the proxy unready, it only explains degraded answers."""
         state = "unconfigured" if self._client is None else "degraded" if self._last_error else "ok"
-        age = None if self._index_at is None else round(self._clock() - self._index_at, 1)
+        index, age = self.index_snapshot()
         return {
             "nango": state,
             "last_error": self._last_error,
-            "index_size": len(self._index),
-            "index_age_seconds": age,
+            "index_size": len(index),
+            "index_age_seconds": None if age is None else round(age, 1),
             "cache_size": len(self._cache),
             "negative_cache_size": len(self._negative),
             "lookups_in_flight": len(self._inflight),
             "breaker_open": self._clock() < self._breaker_open_until,
-            "tagged_lines": self._index.claimed_lines,
-            "line_conflicts": sum(1 for _ in self._index.conflicts()),
+            "tagged_lines": index.claimed_lines,
+            "line_conflicts": sum(1 for _ in index.conflicts()),
         }
+
+    def _set_error(self, code: str | None) -> None:
+        self._last_error = code
 
     def _event(self, event: str, count: bool = True) -> None:
         if count:

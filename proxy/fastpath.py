@@ -53,7 +53,7 @@ from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 
 if TYPE_CHECKING:
-    from proxy.app import Runtime
+    from proxy.runtime import Runtime
 
 __all__ = ["FastPath", "FastPathApp"]
 

@@ -19,10 +19,11 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.config import Config, load_config
 from proxy.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
+from proxy.runtime import Runtime
 from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"

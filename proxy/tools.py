@@ -21,12 +21,12 @@ from zoneinfo import ZoneInfo
 import anyio
 
 from proxy.booking import ArgError, CalendarTools, Outcome
+from proxy.calendarcontext import CalendarContext
 from proxy.claim import booking_id
 from proxy.gcal import CalendarError, GoogleCalendar
 from proxy.locks import LocalUserLocks, LockTimeout, UserLocks
 from proxy.metrics import Metrics
 from proxy.references import WrongGuesses
-from proxy.slots import CalendarSettings
 
 __all__ = [
     "TOOL_NAMES",
@@ -65,19 +65,6 @@ _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The tool's name is the model's choice and not speakable: the text does not repeat it.
 NOT_SERVED = "Sorry, I can't do that on this call: that action isn't available here."
 TOO_SLOW = "I can't reach the calendar right now; it's taking too long to answer. Please try again in a moment."
-
-
-@dataclass(frozen=True)
-class CalendarContext:
-    """Who the call is for and who is calling, resolved by the caller from the tool-calls message."""
-
-    user_id: str
-    user_name: str
-    timezone: ZoneInfo
-    connection_id: str | None
-    settings: CalendarSettings
-    call_id: str
-    caller_number: str | None
 
 
 def function_tools(server: Mapping[str, object]) -> list[dict[str, object]]:

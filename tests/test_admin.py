@@ -74,6 +74,34 @@ def test_resolve_shows_the_yaml_file_and_line_of_a_yaml_route(
     assert report["route_source"] == f"{config}:11 (routes[0].to)"
 
 
+def test_resolve_and_check_name_the_included_file_and_line_of_a_route_written_there(
+    fake: FakeNango, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_file = Path(config)
+    main_file.write_text(CONFIG + "include: [routes/*.yaml]\n")
+    included = main_file.parent / "routes" / "more.yaml"
+    included.parent.mkdir()
+    included.write_text(
+        "# more lines\n"
+        "routes:\n"
+        '  - {to: "+1 415 555 0101", user: u_yaml}\n'
+        '  - to: "+1 415 555 0102"\n'
+        "    user: u_yaml\n"
+    )
+    fake.add("conn-yaml", {"end_user_id": "u_yaml"})
+    fake.add("conn-c", {"end_user_id": "usr_c", "vapi_number": "+14155550102"})
+    assert main(["resolve", "--config", config, "--to", "+14155550102"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["route_source"] == f"{included}:4 (routes[1].to)"
+    assert (report["user"], report["outcome"]) == ("u_yaml", "assistant")
+    assert main(["resolve", "--config", config, "--to", "+14155550100"]) == 0
+    assert json.loads(capsys.readouterr().out)["route_source"] == f"{config}:11 (routes[0].to)"
+    assert main(["check", "--config", config, "--nango"]) == 0
+    assert f"shadowed: to +14155550102: {included}:4 (routes[1].to) wins over nango connection conn-c" in (
+        capsys.readouterr().out
+    )
+
+
 def test_connect_link_without_a_yaml_user_needs_a_number(
     fake: FakeNango, config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

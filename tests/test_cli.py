@@ -160,3 +160,17 @@ def test_connect_link_creates_a_tagged_session(
     assert sent["tags"]["end_user_id"] == "u_connected"
     assert sent["allowed_integrations"] == ["google-calendar"]
     assert main(["connect-link", "--config", str(config), "--user", "nobody"]) == 1
+
+
+def test_check_loads_neither_the_server_nor_the_nango_client() -> None:
+    # `check` of a large file has a CPU budget (issue 12): httpx, asyncio and the server are a tenth of it.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from proxy.cli import main; code = main(['check', '--config', sys.argv[1]]); "
+        "heavy = {'httpx', 'asyncio', 'starlette', 'uvicorn', 'proxy.nango', 'proxy.service', 'proxy.app'}; "
+        "print(sorted(heavy & set(sys.modules)), code)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, EXAMPLE], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.splitlines()[-1] == "[] 0"

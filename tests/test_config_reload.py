@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.config import Config, load_config
 from proxy.metrics import Metrics
+from proxy.runtime import Runtime
 from tests.helpers import VAPI_SECRET, serving, vapi_sample
 from tests.nango_fakes import connection_json, sample
 from tests.routing_files import NUMBER, replace_file, routing_yaml
@@ -85,6 +86,8 @@ def _edit(section: str, text: str) -> str:
         "server.max_connections": lambda t: t.replace("server:\n", "server:\n  max_connections: 10\n"),
         "nango.base_url": lambda t: t.replace("https://nango.test", "https://other-nango.test"),
         "nango.webhook_signing_keys": lambda t: t.replace("nango:\n", "nango:\n  webhook_signing_keys: [k2]\n"),
+        "redis.url": lambda t: t + "redis:\n  url: rediss://proxy:pw-never-shown@cache.internal:6380/0\n",
+        "redis.call_timeout_seconds": lambda t: t + "redis: {call_timeout_seconds: 0.1}\n",
         "auth": lambda t: t.replace('["${VAPI_SERVER_SECRET}"]', '["${VAPI_SERVER_SECRET}", another-secret]'),
         "templates": lambda t: t.replace("model: gpt-4o", "model: gpt-4o-mini"),
         "variables": lambda t: t.replace('edition: "A"', 'edition: "A2"'),
@@ -103,6 +106,8 @@ EFFECT: dict[str, Callable[[Config], object]] = {
     "server.max_connections": lambda c: c.server.max_connections,
     "nango.base_url": lambda c: c.nango.base_url,
     "nango.webhook_signing_keys": lambda c: c.nango.webhook_signing_keys,
+    "redis.url": lambda c: c.redis.url,
+    "redis.call_timeout_seconds": lambda c: c.redis.call_timeout_seconds,
     "auth": lambda c: c.auth.shared_secrets,
     "templates": lambda c: c.templates,
     "variables": lambda c: c.variables,
@@ -112,7 +117,14 @@ EFFECT: dict[str, Callable[[Config], object]] = {
     "users": lambda c: c.users["alice"],
     "routes": lambda c: sorted(c.routing.by_to),
 }
-RESTART_ONLY = {"server.path", "server.max_connections", "nango.base_url"}
+RESTART_ONLY = {
+    "server.path",
+    "server.max_connections",
+    "nango.base_url",
+    # The shared state connects once, at start (proxy.app): the whole section waits for a restart.
+    "redis.url",
+    "redis.call_timeout_seconds",
+}
 
 
 @pytest.mark.parametrize("section", sorted(EFFECT))

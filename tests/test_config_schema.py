@@ -48,7 +48,7 @@ def schema_keys() -> dict[str, dict[str, Any]]:
     schema = json.loads(json_schema_text())
     top = _properties(schema, schema)
     sections: dict[str, dict[str, Any]] = {"Top level": top}
-    for name in ("server", "nango", "calendar"):
+    for name in ("server", "nango", "redis", "calendar"):
         sections[name] = _properties(schema, top[name])
     tag_routing = sections["nango"]
     sections["nango.tag_routing"] = _properties(schema, tag_routing["tag_routing"])

@@ -20,10 +20,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.auth import hmac_signature
 from proxy.config import Config
 from proxy.fastpath import FastPath
+from proxy.runtime import Runtime
 from proxy.secret import Secret
 from tests import test_app, test_hostile
 from tests.contract import assert_assistant_request_response
@@ -312,7 +313,7 @@ async def test_the_directorys_warm_answer_is_its_lookups_without_a_request(state
     where, _, flaw = state.partition(" ")
     conn = Connection("conn-1", "u1", "2026-10-02T09:12:44.120Z", healthy=flaw != "unhealthy")
     if where == "index":
-        directory._index.add(conn)
+        directory.index.add(conn)
     elif where == "cache":
         directory._cache["u1"] = conn
     elif where == "negative":

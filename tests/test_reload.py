@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.app import Runtime, create_app
+from proxy.app import create_app
 from proxy.cli import main
 from proxy.config import config_version, load_config
 from proxy.metrics import Metrics
 from proxy.reload import fingerprint
+from proxy.runtime import Runtime
 from tests.helpers import VAPI_SECRET, serving, vapi_sample
 from tests.nango_fakes import connection_json, sample
 from tests.routing_files import EDITIONS, NUMBER, kubernetes_mount, kubernetes_swap, replace_file, routing_yaml

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from proxy.config.load import config_version, load_config, parse_config, read_config_text
-from proxy.config.models import AuthSettings, NangoSettings, ServerSettings
+from proxy.config.models import AuthSettings, NangoSettings, RedisSection, ServerSettings
 from proxy.config.snapshot import (
     DEFAULT_CALENDAR_INSTRUCTIONS,
     DEFAULT_TAKE_MESSAGE_INSTRUCTIONS,
@@ -35,6 +35,7 @@ __all__ = [
     "FallbackKind",
     "Fallbacks",
     "NangoSettings",
+    "RedisSection",
     "Route",
     "ServerSettings",
     "User",

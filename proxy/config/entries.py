@@ -227,7 +227,7 @@ class Entries:
         route = Route(  # positional: built 100,000s of times
             model.name or f"routes[{path[-1]}]",
             user,
-            RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else ()),
+            RouteKeys(tuple(keys), model.default, (*path, "default") if model.default else (), document.file),
             own.template or user.template or context.default_template,
             overrides,
             variables,

@@ -1,7 +1,7 @@
 """The routing file's shape: one typed model per section, each default and bound written here once.
 
 The same classes validate the YAML (`msgspec.convert`, through `proxy.config.validate`) and describe it to
-editors (`proxy.config.schema`). The settings sections (`server`, `auth`, `nango`) are in
+editors (`proxy.config.schema`). The settings sections (`server`, `auth`, `nango`, `redis`) are in
 `proxy.config.sections`, being also the settings objects the code reads. Cross-checks that no schema can
 express (routes naming users, numbers claimed twice, fallback numbers) live in `proxy.config.checks`.
 """
@@ -21,6 +21,7 @@ from proxy.config.sections import (
     HmacPlan,
     Model,
     NangoSettings,
+    RedisSection,
     Secrets,
     ServerSettings,
     TagRouting,
@@ -41,6 +42,7 @@ __all__ = [
     "HmacPlan",
     "IncludedFile",
     "NangoSettings",
+    "RedisSection",
     "RouteModel",
     "Secrets",
     "ServerSettings",
@@ -182,6 +184,7 @@ class ConfigFile(Model, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     auth: AuthSection = AuthSection()
     nango: NangoSettings = NangoSettings()
+    redis: RedisSection = RedisSection()
     timezone: Annotated[str, doc("timezone for calls that match no user, and users without one")] = "UTC"
     variables: Annotated[Variables, doc("template variables for every call (plain values)")] = field(
         default_factory=dict

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from proxy.config.models import AuthSettings, NangoSettings, ServerSettings
+from proxy.config.models import AuthSettings, NangoSettings, RedisSection, ServerSettings
 from proxy.config.yamlsource import ConfigIssue, Path
 from proxy.slots import CalendarSettings
 
@@ -136,6 +136,8 @@ class RouteKeys(msgspec.Struct, frozen=True, gc=False):
     entries: tuple[KeyEntry, ...] = ()
     is_default: bool = False
     default_path: Path = ()
+    # The file the paths are in: the main file or an included one ("" for routes not read from YAML).
+    file: str = ""
 
     def of(self, kind: KeyKind) -> list[KeyEntry]:
         return [entry for entry in self.entries if entry.kind == kind]
@@ -214,6 +216,8 @@ class Config:
     restart_needed: tuple[str, ...] = ()
     # The global calendar plan: what routes made from Nango connection tags get (users may override).
     calendar: CalendarPlan = field(default_factory=CalendarPlan)
+    # The shared state of several replicas (proxy.shared); the REDIS_* environment fills in unset keys.
+    redis: RedisSection = field(default_factory=RedisSection)
     # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 

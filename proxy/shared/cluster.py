@@ -6,7 +6,7 @@
   its own back instead of paging Nango again.
 - Webhooks: the replica that receives one confirms it with Nango (proxy.webhooks), records Nango's answer in
   the index overlay and announces it; the others apply that answer to their directory at once, without
-  asking Nango again.
+  asking Nango again. Connections a line lookup found (tag routing: a line nobody knew) travel the same way.
 - Nango budget and breaker: every Nango request takes a token from the shared bucket, every response feeds
   it; outage-like failures count towards one breaker for the cluster.
 - Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`).
@@ -157,6 +157,21 @@ class Cluster:
     def connection_suspended(self, connection_id: str) -> None:
         self._spawn(self.fanout.publish("suspend", {"c": connection_id}))
 
+    def connections_learned(self, conns: list[Connection]) -> None:
+        if len(conns) > MAX_ANNOUNCED_CONNECTIONS:
+            logger.warning(
+                "a line lookup listed %d connections: not shared, other replicas learn at refresh", len(conns)
+            )
+            return
+        at_ms = int(time.time() * 1000)
+        entries = [OverlayEntry(at_ms, "put", conn.connection_id, (conn,)) for conn in conns]
+        self._spawn(self._share_learned(entries, {"cs": [encode_connection(c) for c in conns]}))
+
+    async def _share_learned(self, entries: list[OverlayEntry], announcement: dict[str, Any]) -> None:
+        await self.fanout.publish("learn", announcement)
+        for entry in entries:
+            await self.indexes.put(entry)
+
     async def _share(self, entry: OverlayEntry, announcement: dict[str, Any]) -> None:
         # Announce first: that is what other replicas serve from within milliseconds; the overlay is for
         # replicas that load the index later.
@@ -205,6 +220,15 @@ class Cluster:
                 return
             if all(conn.user_id == user_id for conn in conns):
                 self._directory.apply_user_connections(user_id, conns, announce=False)
+        elif message.kind == "learn":
+            raw = data.get("cs")
+            if not isinstance(raw, list) or not 0 < len(raw) <= MAX_ANNOUNCED_CONNECTIONS:
+                return
+            try:
+                learned = [decode_connection(item) for item in raw]
+            except (TypeError, ValueError):
+                return
+            self._directory.learn(learned, announce=False)
         elif message.kind in ("forget", "suspend"):
             if (connection_id := _field(data, "c")) is None:
                 return

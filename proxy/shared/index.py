@@ -4,10 +4,11 @@ Layout (all keys under the store's prefix):
 - `index:meta` (hash): `version` (the builder's fencing token), `chunks`, `connections`, `built_at` (epoch s);
 - `index:chunk:<version>:<n>` (strings): JSON lists of encoded connections, 2,000 a chunk, never changed once
   written, so a reader never sees half of one build and half of another;
-- `index:overlay` (hash): what webhooks changed since the build, one entry per user (`u:<id>`: the user's
-  connections as Nango confirmed them) or deleted connection (`c:<id>`), applied on top by every reader and
-  trimmed by the next build.
-Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever.
+- `index:overlay` (hash): what webhooks and line lookups changed since the build, one entry per user (`u:<id>`:
+  the user's connections as Nango confirmed them), deleted connection (`c:<id>`) or connection a line lookup
+  listed (`p:<id>`), applied on top by every reader in the order they happened and trimmed by the next build.
+Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever; a
+replaced build's chunks expire `REPLACED_GRACE_SECONDS` after the next one is published.
 """
 
 from __future__ import annotations
@@ -38,11 +39,22 @@ __all__ = [
 
 CHUNK_SIZE = 2000
 
-# Publish a build only while the lease is still ours (fencing), then drop overlay entries it already covers.
+# A replaced build's chunks stay this long for readers that read the old meta a moment ago, then expire: Redis
+# holds one index (two for a minute after each refresh), not one per refresh within the chunks' TTL.
+REPLACED_GRACE_SECONDS = 60.0
+
+# Publish a build only while the lease is still ours (fencing), let the replaced build's chunks expire soon,
+# then drop overlay entries the new build already covers.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local old = redis.call('HMGET', KEYS[2], 'version', 'chunks')
 redis.call('HSET', KEYS[2], 'version', ARGV[1], 'chunks', ARGV[2], 'connections', ARGV[3], 'built_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if old[1] and old[1] ~= ARGV[1] then
+  for n = 0, (tonumber(old[2]) or 0) - 1 do
+    redis.call('PEXPIRE', ARGV[8] .. old[1] .. ':' .. n, ARGV[7])
+  end
+end
 local overlay = redis.call('HGETALL', KEYS[3])
 for i = 1, #overlay, 2 do
   local entry = cjson.decode(overlay[i + 1])
@@ -73,19 +85,23 @@ def decode_chunk(raw: bytes) -> list[Connection]:
     return [decode_connection(item) for item in orjson.loads(raw)]
 
 
+_FIELD_PREFIXES = {"user": "u:", "forget": "c:", "put": "p:"}
+
+
 @dataclass(frozen=True)
 class OverlayEntry:
-    """A webhook's confirmed effect: the user's connections now (`user`), or a deleted connection (`forget`)."""
+    """A confirmed effect: the user's connections now (`user`), a deleted connection (`forget`), or one
+    connection a line lookup listed (`put`)."""
 
     at_ms: int  # epoch milliseconds, when it was applied
-    op: str  # "user" | "forget"
-    subject: str  # user id or connection id
+    op: str  # "user" | "forget" | "put"
+    subject: str  # user id, or connection id
     connections: tuple[Connection, ...] = ()
     owner: str | None = None  # forget: the user it is not (or no longer) the connection of
 
     @property
     def field(self) -> str:
-        return ("u:" if self.op == "user" else "c:") + self.subject
+        return _FIELD_PREFIXES[self.op] + self.subject
 
     def encode(self) -> bytes:
         conns = [encode_connection(c) for c in self.connections]
@@ -94,19 +110,19 @@ class OverlayEntry:
     @classmethod
     def decode(cls, raw: bytes | str) -> OverlayEntry:
         at_ms, op, subject, conns, owner = orjson.loads(raw)
-        if (
-            op not in ("user", "forget")
-            or not isinstance(subject, str)
-            or not (owner is None or isinstance(owner, str))
-        ):
+        if op not in _FIELD_PREFIXES or not isinstance(subject, str) or not (owner is None or isinstance(owner, str)):
             raise ValueError("not an overlay entry")
         return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns), owner)
 
 
 def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
-    """Apply a webhook's effect to an index the way the directory applies it to its own."""
+    """Apply an effect to an index the way the directory applies it to its own."""
     if entry.op == "forget":
         index.remove(entry.subject, entry.owner)
+        return
+    if entry.op == "put":
+        for conn in entry.connections:
+            index.put(conn)
         return
     known = index.user(entry.subject)
     if known is not None and all(c.connection_id != known.connection_id for c in entry.connections):
@@ -145,8 +161,12 @@ class IndexStore:
         self._meta_key = store.key("index", "meta")
         self._overlay_key = store.key("index", "overlay")
 
+    @property
+    def _chunk_key_prefix(self) -> str:
+        return self._store.key("index", "chunk", "")
+
     def _chunk_key(self, version: int, n: int) -> str:
-        return self._store.key("index", "chunk", str(version), str(n))
+        return f"{self._chunk_key_prefix}{version}:{n}"
 
     async def meta(self, *, background: bool = True) -> IndexMeta | None:
         async def read(redis: Redis) -> dict[Any, Any]:
@@ -182,6 +202,8 @@ class IndexStore:
                 repr(self._wall_clock()),
                 str(self._ttl_ms),
                 str(int(started_at * 1000)),
+                str(int(REPLACED_GRACE_SECONDS * 1000)),
+                self._chunk_key_prefix,
             )
             return int(published)
 

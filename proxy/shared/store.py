@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.config.sections import RedisSection, redis_url_problem
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 
@@ -51,7 +52,8 @@ class SharedUnavailable(Exception):
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """Where Redis is and how long the proxy waits for it. Read once at start-up (`from_environment`)."""
+    """Where Redis is and how long the proxy waits for it: the config's `redis` section, with the environment
+    filling in what the file leaves unset (`from_config`). Read once at start-up."""
 
     url: Secret | None = None  # redis://[user:password@]host:port/db, rediss:// for TLS
     prefix: str = "vapi-proxy:"
@@ -62,14 +64,32 @@ class RedisSettings:
     max_connections: int = 32
 
     @classmethod
+    def from_config(cls, section: RedisSection, environ: Mapping[str, str]) -> RedisSettings:
+        """The file's keys first; `REDIS_URL` and `REDIS_KEY_PREFIX` for `url` and `key_prefix` left unset
+        (an empty value is unset). Neither: no shared state. A malformed `REDIS_URL` raises ValueError
+        without its text, which usually carries a password."""
+        url = section.url
+        if url is None:
+            # The same checks as the file's key, so both ways in refuse the same URLs in the same words.
+            text = environ.get("REDIS_URL", "").strip()
+            if text and (problem := redis_url_problem(text)) is not None:
+                raise ValueError(f"REDIS_URL {problem}")
+            url = Secret(text) if text else None
+        prefix = section.key_prefix or environ.get("REDIS_KEY_PREFIX", "").strip() or cls.prefix
+        return cls(
+            url=url,
+            prefix=prefix,
+            op_timeout=section.call_timeout_seconds,
+            background_timeout=section.background_timeout_seconds,
+            connect_timeout=section.connect_timeout_seconds,
+            retry_after=section.retry_seconds,
+            max_connections=section.max_connections,
+        )
+
+    @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> RedisSettings:
-        """`REDIS_URL` (unset or empty: no shared state) and `REDIS_KEY_PREFIX`."""
-        url = environ.get("REDIS_URL", "").strip()
-        prefix = environ.get("REDIS_KEY_PREFIX", "").strip() or cls.prefix
-        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            # Never echo the URL: it usually carries the password.
-            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
-        return cls(url=Secret(url) if url else None, prefix=prefix)
+        """`REDIS_URL` (unset or empty: no shared state) and `REDIS_KEY_PREFIX`, with default timeouts."""
+        return cls.from_config(RedisSection(), environ)
 
     @property
     def enabled(self) -> bool:

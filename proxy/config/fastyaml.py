@@ -1,0 +1,199 @@
+"""A faster reading of large config files (rapidyaml + orjson), used only where it provably equals the walker's.
+
+The reference reading of a config file is `yamlsource`'s walker over libyaml's events: YAML 1.1 as
+PyYAML's SafeLoader resolves it, the line of every key, `${VAR}` expansion, duplicate keys refused. For
+100,000 users libyaml's events alone, through PyYAML's binding, cost about 1 s of CPU; rapidyaml parses
+the same file and orjson reads it back from rapidyaml's JSON in about a third of that.
+
+rapidyaml reads YAML 1.2, and JSON drops what it cannot say (tags, anchors, aliases, several documents,
+a key given twice, whether a scalar was quoted). So its result is used only when these checks prove it
+is the walker's result:
+- the text has no directive and no node property (tag, anchor, alias) where one could start a node, and
+  rapidyaml's tree is one document whose root is a mapping;
+- every number, boolean and null is checked against its source text in rapidyaml's tree: PyYAML's
+  resolver and constructor must give the same value of the same type (`1e3`, `-.5` are strings in YAML 1.1);
+- every string that YAML 1.1 would read as something else had it been written plain (`yes`, `on`, `~`,
+  `0x1F`, `017`, `1:30`, `2001-12-14`, `.nan`, `<<`: PyYAML's own resolver patterns) must have been quoted
+  (a key of that kind is left to the walker); `"+15551230000"` needs no look: written plain, rapidyaml would
+  have given a number JSON refuses;
+- no key is given twice: the parsed value has exactly as many nodes as rapidyaml's tree.
+Otherwise `read` returns None and the caller uses the walker; so does a file with any error, which is
+then reported by the walker with file:line (see `proxy.config.load`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+import yaml
+
+from proxy.config.yamlsource import Document, Path, _Walker
+
+__all__ = ["read"]
+
+
+def _ambiguous_strings() -> re.Pattern[str]:
+    """Text PyYAML's SafeLoader would resolve, written plain, to something else than a string."""
+    patterns: list[str] = []
+    for resolvers in yaml.SafeLoader.yaml_implicit_resolvers.values():
+        for _, regexp in resolvers:
+            body = regexp.pattern.removeprefix("^").removesuffix("$")
+            if body not in patterns:
+                patterns.append(body)
+    return re.compile("(?:" + "|".join(patterns) + ")$", re.VERBOSE)
+
+
+def read(text: str, file: str, environ: Mapping[str, str]) -> Document | None:
+    """The document the walker would read from `text`, or None when that cannot be proved (or rapidyaml is
+    not installed, or the text has any problem: then the walker reads it and reports)."""
+    if text.startswith("\ufeff") or text.startswith("%") or "\n%" in text:
+        return None  # a byte-order mark or a directive: rare, and the walker's business
+    data = text.encode()
+    if _has_node_property(data):
+        return None
+    try:
+        import ryml
+    except ImportError:
+        return None
+    tree = ryml.Tree()
+    try:
+        with _quiet_stderr():  # rapidyaml prints its parse errors on stderr; the walker will report them
+            ryml.parse_in_arena(data, tree)
+        del data
+        root = tree.root_id()
+        nodes = tree.size()
+        if tree.is_stream(root):
+            if tree.num_children(root) != 1:
+                return None
+            root = tree.first_child(root)
+            nodes -= 1
+        if not tree.is_map(root):
+            return None
+        value = orjson.loads(ryml.emit_json_malloc(tree, root))
+    except Exception:  # rapidyaml's parse errors, what it will not emit, what orjson will not read (`+1`)
+        return None
+    document = Document(file=file, data=value, text=text)
+    checker = _Checker(document, environ, tree, root, ryml.NONE)
+    if not checker.same(value, nodes):
+        return None
+    return document
+
+
+def _has_node_property(data: bytes) -> bool:
+    """A `&`, `*` or `!` where a node's properties could start: the text's start, after white space or a
+    flow indicator (elsewhere, as in `AT&T` or `goodbye!`, it is part of a scalar). A line that starts with
+    `#` holds none: it is a comment, or a line of a scalar's text."""
+    for mark in b"&*!":
+        at = data.find(mark)
+        while at != -1:
+            if at == 0 or data[at - 1] in _PROPERTY_AFTER:
+                line = data[data.rfind(b"\n", 0, at) + 1 : at].lstrip(b" \t")
+                if not line.startswith(b"#"):
+                    return True
+            at = data.find(mark, at + 1)
+    return False
+
+
+_PROPERTY_AFTER = frozenset(b" \t\r\n[{,:?-")
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _Different(Exception):
+    """rapidyaml's reading differs, or may differ, from the walker's."""
+
+
+class _Checker(_Walker):
+    """Walks the parsed value once: proves each scalar is what the walker would read, counts the nodes,
+    and expands `${...}` as the walker does (in document order, so issues and warnings come in order)."""
+
+    def __init__(self, document: Document, environ: Mapping[str, str], tree: Any, root: int, none: int) -> None:
+        super().__init__(document, environ)
+        self.tree = tree
+        self.root = root
+        self.none = none  # rapidyaml's "no such node"
+        self.ambiguous = _ambiguous_strings().match
+        self.starts = frozenset(self.constructor.yaml_implicit_resolvers) - {""}
+        self.keys: set[str] = set()
+
+    def same(self, value: dict[str, Any], nodes: int) -> bool:
+        try:
+            counted = self.visit(value, ())
+        except _Different:
+            return False
+        self.document.issues = self.issues
+        return counted == nodes and not self.issues
+
+    def visit(self, container: Any, path: Path) -> int:
+        """The nodes in `container` (a dict or a list), itself included."""
+        items: Iterable[tuple[str | int, object]]
+        if type(container) is dict:
+            known = self.keys
+            for key in container:
+                if key not in known:  # the same few keys, 100,000s of times: each checked once
+                    if not key or (key[:1] in self.starts and self.ambiguous(key)):
+                        raise _Different(key)  # `1:`, `yes:`, `<<:`, `:` are no string keys to the walker
+                    known.add(key)
+            items = container.items()
+        else:
+            items = enumerate(container)
+        nodes = 1 + len(container)
+        starts, ambiguous = self.starts, self.ambiguous
+        for key, value in items:
+            kind = type(value)
+            if kind is str:
+                text: str = value  # type: ignore[assignment]
+                if not text or (text[:1] in starts and not _plus_digits(text) and ambiguous(text)):
+                    self.quoted((*path, key))
+                if "${" in text:
+                    container[key] = self.interpolate(text, (*path, key))
+            elif kind is dict or kind is list:
+                nodes += self.visit(value, (*path, key)) - 1
+            else:
+                self.same_scalar((*path, key), value)
+        return nodes
+
+    def node(self, path: Path) -> int:
+        tree = self.tree
+        node = self.root
+        for part in path:
+            node = tree.child(node, part) if isinstance(part, int) else tree.find_child(node, part.encode())
+            if node == self.none:
+                raise _Different(path)
+        return node
+
+    def quoted(self, path: Path) -> None:
+        if not self.tree.is_val_quoted(self.node(path)):
+            raise _Different(path)
+
+    def same_scalar(self, path: Path, value: object) -> None:
+        """A number, boolean or null in rapidyaml's JSON: PyYAML must read its source text as the same."""
+        tree = self.tree
+        node = self.node(path)
+        if not tree.is_val_plain(node):
+            raise _Different(path)
+        source = tree.val(node)
+        text = "" if source is None else bytes(source).decode()
+        tag = self.constructor.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        expected = self.constructor.construct_object(yaml.ScalarNode(tag, text))
+        if type(expected) is not type(value) or expected != value:
+            raise _Different(path)
+
+
+def _plus_digits(text: str) -> bool:
+    return text[0] == "+" and text[1:].isascii() and text[1:].isdigit()
