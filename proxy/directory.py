@@ -18,23 +18,20 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from cachetools import LRUCache, TTLCache
 
 from proxy.connindex import ConnectionIndex
 from proxy.indexrefresh import REFRESH_RETRY_SECONDS, IndexEffect, IndexRefresher
 from proxy.lines import LineFinder
+from proxy.lookup import Lookup, Negative, Source, answer_for
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
 
 __all__ = ["REFRESH_RETRY_SECONDS", "ConnectionDirectory", "DirectoryListener", "Lookup"]
 
 logger = logging.getLogger(__name__)
-
-Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy", "fixed"]
-Negative = Literal["negative", "unhealthy"]
 
 
 class DirectoryListener(Protocol):
@@ -58,21 +55,6 @@ class DirectoryListener(Protocol):
 
     def nango_answered(self) -> None:
         """A lookup got an answer from Nango."""
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """The answer for one user: a usable connection id or None, and where the answer came from."""
-
-    connection_id: str | None
-    source: Source
-    detail: str = ""
-
-
-def answer_for(conn: Connection, source: Source) -> Lookup:
-    if conn.healthy:
-        return Lookup(conn.connection_id, source)
-    return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
 # Users that webhooks may add to the index between two refreshes; beyond it they go to the bounded cache.

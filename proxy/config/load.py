@@ -31,7 +31,7 @@ from proxy.config.checks import (
 )
 from proxy.config.entries import Context, Entries, EntryModels, entries, texts
 from proxy.config.fastyaml import read as read_with_rapidyaml
-from proxy.config.models import AuthSettings, ConfigFile, IncludedFile
+from proxy.config.models import AuthSettings, ConfigFile, IncludedFile, RouteModel, UserModel
 from proxy.config.restart import keep_running_redis, keep_running_values
 from proxy.config.snapshot import (
     CalendarPlan,
@@ -39,7 +39,7 @@ from proxy.config.snapshot import (
     Fallbacks,
     Route,
 )
-from proxy.config.validate import INVALID, Validator, did_you_mean
+from proxy.config.validate import INVALID, Validator, decode_hook, did_you_mean
 from proxy.config.yamlsource import ConfigError, ConfigIssue, Document, parse_document
 
 __all__ = ["config_version", "current_version", "expand_includes", "load_config", "parse_config", "read_config_text"]
@@ -148,6 +148,17 @@ def parse_config(
             raise ConfigError([ConfigIssue(file, None, (), message)]) from exc
 
 
+def _all_at_once(entries: object, model: type[UserModel] | type[RouteModel]) -> object:
+    """The users or routes of a file, each as its model, converted in one call (a sixth of the time of one
+    call each); if any is invalid, the raw entries, converted (and reported) one by one."""
+    if not isinstance(entries, list):
+        return entries
+    try:
+        return msgspec.convert(entries, list[model], dec_hook=decode_hook)  # type: ignore[valid-type]
+    except msgspec.ValidationError:
+        return entries
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """A load allocates up to millions of objects that all survive: the cyclic collector would scan them
@@ -225,6 +236,11 @@ class _Builder:
         for included in self.includes(top["include"]):
             files.append(included.file)
             sources.append(self.included(included))
+        if self.fast:
+            sources = [
+                (source, _all_at_once(users, UserModel), _all_at_once(raw, RouteModel))
+                for source, users, raw in sources
+            ]
         variables = top["variables"]
         if running is not None:
             # The same objects as the running snapshot's when unchanged, so unchanged routes can be shared.
