@@ -25,6 +25,7 @@ from proxy.config import Config, ConfigError
 from proxy.connections import CONNECTION_REFUSALS
 from proxy.directory import ConnectionDirectory
 from proxy.fastpath import FastPathApp
+from proxy.lane import FAST_LANE
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -210,8 +211,12 @@ def create_app(
             runtime.watcher = ConfigWatcher(config_path, runtime)
             runtime.background.append(await runtime.watcher.start())
         try:
-            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it.
-            yield {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
+            # The lifespan state reaches uvicorn's protocols too: the connection limits count into it, and
+            # the protocol answers warm calls through the fast path without an ASGI cycle (proxy.lane).
+            state: dict[str, object] = {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
+            if isinstance(app, FastPathApp) and app.fast_path is not None:
+                state[FAST_LANE] = app.fast_path
+            yield state
         finally:
             runtime.draining = True
             for task in runtime.background:

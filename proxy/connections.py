@@ -30,8 +30,10 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from proxy.coalescing import CoalescingTransport
+from proxy.lane import FastLaneProtocol
 
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
 
@@ -104,7 +106,7 @@ class LimitedConfig(uvicorn.Config):
         self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(FastLaneProtocol):
     def __init__(
         self,
         config: uvicorn.Config,
@@ -138,7 +140,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             self._note("too_many_connections")
             return
-        super().connection_made(transport)
+        # Every write of the connection joins the others of its event-loop turn: one send(2) per answer.
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self.waiting[self] = None
         self.head_started_at = self.loop.time()
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)

@@ -38,7 +38,7 @@ import asyncio
 import functools
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -175,26 +175,15 @@ class FastPath:
         self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+        if scope["type"] != "http" or not self.takes(scope["method"], scope["path"], scope["headers"]):
             await self.general(scope, receive, send)
             return
         started = self._clock()
-        config = self.runtime.config
-        snapshot = self._snapshot
-        if snapshot is None or snapshot.config is not config:
-            snapshot = self._snapshot = _Snapshot(config)
-        if self.runtime.service is None or not self._authenticated(scope, snapshot):
-            await self.general(scope, receive, send)
-            return
-        body, replay = await _read_body(receive, snapshot.max_body)
+        body, replay = await _read_body(receive, self._snapshot_now().max_body)
         if replay is not None:
             await self.general(scope, replay, send)
             return
-        try:
-            answer = self._answer(snapshot, body, started)
-        except Exception:  # a bug here must cost the call nothing: the general path answers it
-            logger.exception("fast path failed; the general path answers")
-            answer = None
+        answer = self.answer(body, started)
         if answer is None:
             await self.general(scope, _replayed([{"type": "http.request", "body": body}], receive), send)
             return
@@ -202,13 +191,37 @@ class FastPath:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
-    def _authenticated(self, scope: Scope, snapshot: _Snapshot) -> bool:
+    def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Whether a request with this head may be a warm call: the path, POST, and the shared secret."""
+        if path != self.path or method != "POST":
+            return False
+        return self.runtime.service is not None and self._authenticated(headers, self._snapshot_now())
+
+    def answer(self, body: bytes, started: float | None = None) -> bytes | None:
+        """The answer to a whole body whose head `takes` accepted; None hands the call to the general path."""
+        snapshot = self._snapshot_now()
+        if len(body) > snapshot.max_body:
+            return None
+        try:
+            return self._answer(snapshot, body, self._clock() if started is None else started)
+        except Exception:  # a bug here must cost the call nothing: the general path answers it
+            logger.exception("fast path failed; the general path answers")
+            return None
+
+    def _snapshot_now(self) -> _Snapshot:
+        config = self.runtime.config
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.config is not config:
+            snapshot = self._snapshot = _Snapshot(config)
+        return snapshot
+
+    def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: _Snapshot) -> bool:
         """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
         if not snapshot.secrets:
             return False
         presented: bytes | None = None
         seen = 0
-        for name, value in scope["headers"]:
+        for name, value in headers:
             # ASGI servers lower-case header names; the lower() only matters for one that does not.
             if len(name) == 13 and name.lower() == SECRET_HEADER:
                 presented = value

@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
 
@@ -184,8 +184,9 @@ def drain_on_signals(app: Starlette) -> None:
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+        # The app's lifespan state is passed on: uvicorn's protocols read the refusal counter and the fast lane in it.
+        async with inner(app) as state:
             loop = asyncio.get_running_loop()
             passed_on: dict[int, Callable[[int, FrameType | None], object]] = {}
 
@@ -212,6 +213,6 @@ def drain_on_signals(app: Starlette) -> None:
                     if callable(handler):
                         passed_on[sig] = handler
                         signal.signal(sig, on_signal)
-            yield
+            yield state or {}
 
     app.router.lifespan_context = lifespan

@@ -1,0 +1,100 @@
+"""The fast lane: a warm call answered by the protocol itself, without an ASGI cycle.
+
+Every request uvicorn serves costs an asyncio task, a coroutine per ASGI layer, `receive()` and two
+`send()` calls with their header checks: more than the whole of what the proxy does for a warm call.
+When the app offers a `FastLane` (proxy.fastpath.FastPath, through the lifespan state), a request whose
+head the lane takes (the Vapi path, POST, the right shared secret) is held until its body is complete,
+and then answered in place with the bytes the ASGI path would have sent, uvicorn's default headers
+(`date`, `server`) first, as its `send()` writes them. Anything the lane does not answer (a body over
+LANE_BODY_BYTES, a call that is not warm, an `Expect: 100-continue`, an app other than the served one,
+such as uvicorn's 503 under `limit_concurrency`) starts the ASGI app as usual, with the body
+already read. tests/test_lane.py compares the two over real sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+__all__ = ["FAST_LANE", "FastLane", "FastLaneProtocol"]
+
+# The lifespan state key under which the app hands its `FastLane` to the protocol.
+FAST_LANE = "vapi_calendar_proxy.fast_lane"
+# Bodies the lane waits for: a longer one goes to the app as it streams (uvicorn pauses reading at 64 KiB,
+# and only the app's `receive()` resumes it).
+LANE_BODY_BYTES = 32_768
+OK_HEAD = b"HTTP/1.1 200 OK\r\n"
+JSON_HEADERS = b"content-length: %d\r\ncontent-type: application/json\r\n"
+
+
+class FastLane(Protocol):
+    """What the app answers without an ASGI cycle: whether it may answer a request with this head, then
+    the answer to its whole body, or None for the ASGI app to take the request after all."""
+
+    def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool: ...
+
+    def answer(self, body: bytes) -> bytes | None: ...
+
+
+class FastLaneProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the fast lane in front of the ASGI app."""
+
+    lane_waits_for: tuple[RequestResponseCycle, ASGI3Application] | None = None
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        lane: FastLane | None = self.app_state.get(FAST_LANE)
+        scope = cycle.scope
+        if (
+            lane is not None
+            and app is self.app
+            and not cycle.waiting_for_100_continue
+            and lane.takes(scope["method"], scope["path"], scope["headers"])
+        ):
+            if cycle.more_body:
+                self.lane_waits_for = (cycle, app)  # answered by on_message_complete
+                return
+            if self._answer_in_lane(cycle, lane):
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        waiting = self.lane_waits_for
+        if waiting is not None and len(waiting[0].body) > LANE_BODY_BYTES:
+            self.lane_waits_for = None
+            super()._start_asgi_task(*waiting)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        waiting = self.lane_waits_for
+        if waiting is not None and waiting[0] is self.cycle:
+            self.lane_waits_for = None
+            cycle, app = waiting
+            lane: FastLane | None = self.app_state.get(FAST_LANE)
+            if lane is None or not self._answer_in_lane(cycle, lane):
+                super()._start_asgi_task(cycle, app)
+
+    def _answer_in_lane(self, cycle: RequestResponseCycle, lane: FastLane) -> bool:
+        if cycle.disconnected:
+            return True  # nobody to answer; the ASGI app would only see the disconnect
+        answer = lane.answer(bytes(cycle.body))  # the body uvicorn joined: already bytes, not copied
+        if answer is None:
+            return False
+        # What RequestResponseCycle.send writes for http.response.start and one http.response.body.
+        content = [OK_HEAD]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        content.append(JSON_HEADERS % len(answer))
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", answer)
+        self.transport.write(b"".join(content))
+        cycle.response_started = cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+        return True

@@ -1,0 +1,82 @@
+"""CoalescingTransport: one write(2) per event-loop turn, order kept, close flushes, abort drops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from proxy.coalescing import CoalescingTransport
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def next_turn() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_the_writes_of_one_turn_leave_as_one_write_in_order() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(bytearray(b"{}"))
+    transport.write(b"")
+    assert raw.writes == [] and transport.get_write_buffer_size() == 40
+    await next_turn()
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    transport.writelines([b"a", b"b"])
+    await next_turn()
+    transport.write(b"c")
+    await next_turn()
+    assert raw.writes[1:] == [b"ab", b"c"]
+
+
+async def test_close_writes_what_is_held_first_and_abort_drops_it() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"408 answer")
+    transport.close()
+    assert raw.writes == [b"408 answer"] and raw.closed
+    await next_turn()
+    assert raw.writes == [b"408 answer"]  # the scheduled flush finds nothing left
+
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"unread answer")
+    transport.abort()
+    await next_turn()
+    assert raw.writes == [] and raw.aborted
+
+
+async def test_nothing_is_written_to_a_transport_closed_meanwhile() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"answer")
+    raw.closed = True  # the peer went away before the turn ended
+    await next_turn()
+    assert raw.writes == []

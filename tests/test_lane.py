@@ -1,0 +1,194 @@
+"""The fast lane (proxy/lane.py) over real sockets: the bytes a client reads are the ASGI path's, and warm
+calls never reach the ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy.app import create_app
+from proxy.config import parse_config
+from proxy.connections import CONNECTION_REFUSALS
+from proxy.lane import FAST_LANE, LANE_BODY_BYTES
+from proxy.server import drain_on_signals, uvicorn_config
+from tests.helpers import VAPI_SECRET, vapi_sample
+from tests.test_server import free_port
+
+pytestmark = pytest.mark.anyio
+
+LINE = "+16505550100"
+CONFIG = f"""\
+version: 1
+server:
+  reload_poll_seconds: 0
+auth:
+  vapi_secrets: ["{VAPI_SECRET}"]
+templates:
+  default:
+    firstMessage: "You reached {{{{user_name}}}}."
+    model:
+      provider: openai
+      model: gpt-4o
+      messages: [{{role: system, content: "You answer for {{{{user_name}}}}."}}]
+users:
+  - {{id: doe, name: Dr. Jane Doe, timezone: UTC, connection_id: conn-doe}}
+routes:
+  - {{to: "{LINE}", user: doe}}
+"""
+
+
+def call(number: str = LINE, padding: int = 0) -> bytes:
+    body: dict[str, Any] = vapi_sample("assistant-request.pstn")
+    body["message"]["phoneNumber"]["number"] = number
+    if padding:
+        body["message"]["padding"] = "x" * padding
+    return json.dumps(body).encode()
+
+
+def request(body: bytes, *, secret: str = VAPI_SECRET, version: str = "1.1", extra: str = "") -> bytes:
+    head = f"POST /vapi HTTP/{version}\r\nhost: proxy\r\nx-vapi-secret: {secret}\r\ncontent-type: application/json\r\n"
+    return f"{head}content-length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def chunked(body: bytes) -> bytes:
+    head = f"POST /vapi HTTP/1.1\r\nhost: proxy\r\nx-vapi-secret: {VAPI_SECRET}\r\ntransfer-encoding: chunked\r\n\r\n"
+    half = len(body) // 2
+    parts = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+    return head.encode() + parts + b"0\r\n\r\n"
+
+
+class Counting:
+    """The ASGI app, counting the requests that reach it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.http_requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.http_requests += 1
+        await self.app(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, *, lane: bool) -> AsyncIterator[tuple[int, Counting]]:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    config = parse_config(CONFIG, str(path), os.environ)
+    app = create_app(config)
+    drain_on_signals(app)  # as `serve --workers` and bench/run.py build it: the state must pass through
+    if not lane:
+        inner = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def without_lane(app: object) -> AsyncIterator[dict[str, object]]:
+            async with inner(app) as state:
+                yield {key: value for key, value in (state or {}).items() if key != FAST_LANE}
+
+        app.router.lifespan_context = without_lane
+    counting = Counting(app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(config, counting, host="127.0.0.1", port=port, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+        yield port, counting
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def exchange(port: int, *pieces: bytes, answers: int = 1, pause: float = 0.0) -> list[bytes]:
+    """Sends `pieces` (pausing between them), reads `answers` responses; each without its date header."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for index, piece in enumerate(pieces):
+            if index and pause:
+                await asyncio.sleep(pause)
+            writer.write(piece)
+            await writer.drain()
+        return [await read_response(reader) for _ in range(answers)]
+    finally:
+        writer.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.split(b"\r\n")
+    length = next((int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")), 0)
+    body = await reader.readexactly(length)
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(b"date:")) + body
+
+
+CASES: dict[str, tuple[tuple[bytes, ...], int]] = {
+    "warm call": ((request(call()),), 1),
+    "two calls, one kept-alive connection": ((request(call()) + request(call()),), 2),
+    "three pipelined calls": ((request(call()) * 3,), 3),
+    "HTTP/1.0": ((request(call(), version="1.0"),), 1),
+    "connection: close": ((request(call(), extra="connection: close\r\n"),), 1),
+    "wrong secret": ((request(call(), secret="wrong"),), 1),
+    "unknown line": ((request(call("+16505550199")),), 1),
+    "not JSON": ((request(b"{nope"),), 1),
+    "chunked body": ((chunked(call()),), 1),
+    "body over the lane's limit": ((request(call(padding=LANE_BODY_BYTES)),), 1),
+}
+
+
+async def test_the_lane_sends_the_asgi_paths_bytes_and_keeps_warm_calls_out_of_the_app(tmp_path: Path) -> None:
+    answers: dict[bool, dict[str, list[bytes]]] = {}
+    reached: dict[bool, int] = {}
+    for lane in (True, False):
+        async with serving(tmp_path, lane=lane) as (port, app):
+            answers[lane] = {name: await exchange(port, *pieces, answers=n) for name, (pieces, n) in CASES.items()}
+            warm_before = app.http_requests
+            await exchange(port, request(call()) * 3, answers=3)
+            reached[lane] = app.http_requests - warm_before
+    assert answers[True] == answers[False]
+    assert answers[True]["warm call"][0].startswith(b"HTTP/1.1 200 OK\r\nserver: uvicorn\r\ncontent-length: ")
+    assert b'"authorizationId":"conn-doe"' in answers[True]["three pipelined calls"][2]
+    assert answers[True]["HTTP/1.0"][0].count(b"connection: close") == 1
+    assert answers[True]["wrong secret"][0].startswith(b"HTTP/1.1 401")
+    assert reached == {True: 0, False: 3}
+
+
+async def test_a_body_sent_slowly_is_awaited_and_answered(tmp_path: Path) -> None:
+    whole = request(call())
+    async with serving(tmp_path, lane=True) as (port, app):
+        (answer,) = await exchange(port, whole[:200], whole[200:], pause=0.2)
+        assert app.http_requests == 0
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in answer
+
+
+async def test_expect_100_continue_goes_to_the_app_which_asks_for_the_body(tmp_path: Path) -> None:
+    body = call()
+    head = request(body, extra="expect: 100-continue\r\n")[: -len(body)]
+    async with serving(tmp_path, lane=True) as (port, app):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head)
+            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            answer = await read_response(reader)
+        finally:
+            writer.close()
+        assert app.http_requests == 1
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in answer
+
+
+async def test_the_drain_wrapper_passes_the_apps_lifespan_state_on(tmp_path: Path) -> None:
+    app = create_app(parse_config(CONFIG, str(tmp_path / "config.yaml"), os.environ))
+    drain_on_signals(app)
+    async with app.router.lifespan_context(app) as state:
+        assert state[FAST_LANE] is app.fast_path
+        assert state[CONNECTION_REFUSALS] is app.state.runtime.metrics.connections_refused
