@@ -256,7 +256,7 @@ def test_proxy_mode_warns_when_vapi_could_not_authenticate_tool_calls() -> None:
 def test_the_version_a_reload_checks_first_is_the_version_the_files_load_as(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from proxy.config.load import current_version
+    from proxy.config.files import current_version
 
     monkeypatch.setenv("VAPI_SERVER_SECRET", "s")
     main = tmp_path / "routing.yaml"
