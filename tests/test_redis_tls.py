@@ -25,6 +25,7 @@ pytestmark = pytest.mark.anyio
 PASSWORD = "tls-pw-never-shown-7781"
 WRONG = "wrong-pw-never-shown-5512"
 USERS = 1500
+WEBHOOKS = 20
 REDIS_SECTION = "redis:\n  url: ${REDIS_URL}\n  connect_timeout_seconds: 1\n"
 
 
@@ -71,15 +72,20 @@ async def test_replicas_share_the_index_and_webhooks_over_tls_with_an_acl_user(
         assert nango.list_pages == -(-USERS // PAGE_SIZE)  # one replica's worth for the cluster
         assert all(r.runtime.cluster.store.up for r in cluster)
         # Webhook fan-out through the TLS connection: the other replica serves the new connection at once.
-        nango.replaced[42] = "conn-after-reconnect"
-        sent = time.perf_counter()
-        hook = auth_webhook("override", connection_id="conn-after-reconnect", user_id=user(42))
-        assert (await webhook(cluster[0], hook)).json()["result"] == "applied"
-        await eventually(lambda: cluster[1].runtime.directory.current(user(42)) == "conn-after-reconnect", 1.0)
-        assert time.perf_counter() - sent < 0.1
-        answer, _ = await call(cluster[1], 42)
-        assert credential(answer) == "conn-after-reconnect"
-        assert sum(nango.lookups.values()) == 1  # the confirmation, on the replica that got the webhook
+        delays = []
+        for n in range(WEBHOOKS):
+            i, new = n * 11, f"conn-after-reconnect-{n}"
+            nango.replaced[i] = new
+            sent = time.perf_counter()
+            hook = auth_webhook("override", connection_id=new, user_id=user(i))
+            assert (await webhook(cluster[n % 2], hook)).json()["result"] == "applied"
+            other = cluster[1 - n % 2]
+            await eventually(lambda o=other, i=i, new=new: o.runtime.directory.current(user(i)) == new, 1.0)
+            delays.append(time.perf_counter() - sent)
+            answer, _ = await call(other, i)
+            assert credential(answer) == new
+        assert max(delays) < 0.1
+        assert sum(nango.lookups.values()) == WEBHOOKS  # each confirmed once, by the replica that got it
         ready = await cluster[1].client.get("/readyz")
         shared = ready.json()["shared"]
         assert shared["redis"] == "ok" and shared["announcements"] == "subscribed"
