@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from proxy.config import Config, ConfigError, ConfigIssue, parse_config, read_config_text
-from proxy.config.load import current_version, expand_includes
+from proxy.config.files import current_version, expand_includes
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
 

@@ -251,3 +251,22 @@ def test_proxy_mode_warns_when_vapi_could_not_authenticate_tool_calls() -> None:
         base + "calendar:\n  mode: proxy\n  tool_server: {url: https://p.example.com/vapi, credentialId: c-1}\n"
     )
     assert quiet.warnings == ()
+
+
+def test_the_version_a_reload_checks_first_is_the_version_the_files_load_as(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.config.files import current_version
+
+    monkeypatch.setenv("VAPI_SERVER_SECRET", "s")
+    main = tmp_path / "routing.yaml"
+    example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text()
+    users = "users:\r\n  - {id: usr_more, name: More \u00e9}\r\n"
+    main.write_bytes((example.replace("\n", "\r\n") + "include: [more.yaml]\r\n").encode())  # CRLF, as on Windows
+    (tmp_path / "more.yaml").write_bytes(users.encode())
+    config = load_config(main)
+    assert "usr_more" in config.users
+    assert current_version(config) == config.version
+    (tmp_path / "more.yaml").write_bytes(users.replace("More", "Less").encode())
+    assert current_version(config) not in (None, config.version)
+    assert current_version(config) == load_config(main).version

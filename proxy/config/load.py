@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import glob
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path as FilePath
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,6 +28,7 @@ from proxy.config.checks import (
 )
 from proxy.config.entries import Context, Entries, EntryModels, entries, texts
 from proxy.config.fastyaml import read as read_with_rapidyaml
+from proxy.config.files import config_version, current_version, expand_includes, read_config_text
 from proxy.config.models import AuthSettings, ConfigFile, IncludedFile, RouteModel, UserModel
 from proxy.config.restart import keep_running_redis, keep_running_values
 from proxy.config.snapshot import (
@@ -78,41 +76,6 @@ def load_config(
         running=running,
         fast=fast,
     )
-
-
-def read_config_text(file: str) -> str:
-    try:
-        return FilePath(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
-
-
-def config_version(text: str, *included: str) -> str:
-    """The `Config.version` that `text` (with these included texts) would load as: a hash of the content."""
-    digest = hashlib.sha256(text.encode())
-    for more in included:
-        digest.update(b"\0" + more.encode())
-    return digest.hexdigest()[:12]
-
-
-def expand_includes(main_file: str, patterns: tuple[str, ...] | list[str]) -> list[str]:
-    """The files `include` patterns name, relative to the main file's directory, globs sorted."""
-    base = os.path.dirname(os.path.abspath(main_file))
-    names: list[str] = []
-    for pattern in patterns:
-        full = os.path.join(base, pattern)  # an absolute pattern stays absolute
-        names.extend(sorted(glob.glob(full)) if glob.has_magic(full) else [full])
-    return [os.path.abspath(name) for name in names]
-
-
-def current_version(config: Config) -> str | None:
-    """The version the files of `config` would load as now, if they are still the same files; else None."""
-    if not config.files:
-        return None
-    if expand_includes(config.files[0], config.include_patterns) != list(config.files[1:]):
-        return None
-    texts = [read_config_text(name) for name in config.files]
-    return config_version(*texts)
 
 
 def parse_config(
