@@ -10,7 +10,9 @@ before and never later than the loop's next turn.
 
 Order is kept because every write of the connection, the protocol's own (400, 408, 431, 503) as well as
 the app's, goes through it. `close()` writes what is held before closing; `abort()` drops it, as the
-transport's own abort drops its buffer.
+transport's own abort drops its buffer, and so does `discard()` once the connection is lost. The one
+close that does not pass through it, the event loop's own when the peer ends its side (EOF), still
+sends what is written after it, and the protocol's `eof_received` flushes first anyway.
 """
 
 from __future__ import annotations
@@ -25,38 +27,45 @@ __all__ = ["CoalescingTransport"]
 class CoalescingTransport(asyncio.Transport):
     """`transport`, with the writes of one event-loop turn joined into one."""
 
-    __slots__ = ("_context", "_held", "_loop", "_transport")
+    __slots__ = ("_context", "_held", "_loop", "_lost", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        self._lost = False
         # The flush reads no context variable: an empty context spares call_soon a copy of the caller's.
         self._context = contextvars.Context()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        if not data or self._lost:
             return
         held = self._held
         if not held:
-            self._loop.call_soon(self._flush, context=self._context)
+            self._loop.call_soon(self.flush, context=self._context)
         held.append(bytes(data) if type(data) is not bytes else data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is held now (the protocol calls it when the peer's EOF will close the connection)."""
         held = self._held
         if not held:
             return
         self._held = []
-        if not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        # Even on a closing transport: closing (after the peer's EOF, say) still sends what was written.
+        self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def discard(self) -> None:
+        """The connection is gone (the protocol's connection_lost): drop what is held and whatever comes."""
+        self._held = []
+        self._lost = True
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
@@ -64,7 +73,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.abort()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:

@@ -147,12 +147,22 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.discard()
         self._disarm()
         if self.send_deadline is not None:
             self.send_deadline.cancel()
             self.send_deadline = None
         self.waiting.pop(self, None)
         super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        # The peer has ended its side: the event loop closes the transport when this returns, past the
+        # CoalescingTransport, so what this turn wrote (an answer to the request that came with the EOF)
+        # must leave first; uvicorn's own eof_received (nothing kept open) decides the rest.
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.flush()
+        super().eof_received()
 
     def _evict_oldest_waiting(self) -> bool:
         """At the cap, a new connection replaces the one that has waited longest for a request head with

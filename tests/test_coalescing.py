@@ -73,10 +73,20 @@ async def test_close_writes_what_is_held_first_and_abort_drops_it() -> None:
     assert raw.writes == [] and raw.aborted
 
 
-async def test_nothing_is_written_to_a_transport_closed_meanwhile() -> None:
+async def test_a_transport_closing_after_the_peers_eof_still_gets_the_answer() -> None:
     raw = RecordingTransport()
     transport = CoalescingTransport(raw, asyncio.get_running_loop())
     transport.write(b"answer")
-    raw.closed = True  # the peer went away before the turn ended
+    raw.closed = True  # the event loop closes it on the peer's EOF, past the wrapper: closing still sends
+    await next_turn()
+    assert raw.writes == [b"answer"]
+
+
+async def test_nothing_is_written_once_the_connection_is_lost() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"answer")
+    transport.discard()
+    transport.write(b"more")
     await next_turn()
     assert raw.writes == []

@@ -170,6 +170,18 @@ async def test_a_body_sent_slowly_is_awaited_and_answered(tmp_path: Path) -> Non
     assert answer.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in answer
 
 
+async def test_a_call_sent_with_the_end_of_the_stream_is_answered_before_the_close(tmp_path: Path) -> None:
+    async with serving(tmp_path, lane=True) as (port, app):
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request(call()))
+            writer.write_eof()  # the request and the EOF reach the server in one read
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in answer
+        assert app.http_requests == 0
+
+
 async def test_expect_100_continue_goes_to_the_app_which_asks_for_the_body(tmp_path: Path) -> None:
     body = call()
     head = request(body, extra="expect: 100-continue\r\n")[: -len(body)]
