@@ -8,7 +8,8 @@ and then answered in place with the bytes the ASGI path would have sent, uvicorn
 (`date`, `server`) first, as its `send()` writes them. Anything the lane does not answer (a body over
 LANE_BODY_BYTES, a call that is not warm, an `Expect: 100-continue`, an app other than the served one,
 such as uvicorn's 503 under `limit_concurrency`, a server with uvicorn's access log on, which only
-the ASGI cycle writes) starts the ASGI app as usual, with the body already read. tests/test_lane.py compares the two over real sockets.
+the ASGI cycle writes) starts the ASGI app as usual, with the body already read. tests/test_lane.py
+compares the two over real sockets.
 """
 
 from __future__ import annotations
