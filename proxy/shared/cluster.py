@@ -7,6 +7,7 @@
 - Webhooks: the replica that receives one confirms it with Nango (proxy.webhooks), records Nango's answer in
   the index overlay and announces it; the others apply that answer to their directory at once, without
   asking Nango again. Connections a line lookup found (tag routing: a line nobody knew) travel the same way.
+  A replica that was not subscribed meanwhile replays them from the overlay when it is again (`CatchUp`).
 - Nango budget and breaker: every Nango request takes a token from the shared bucket, every response feeds
   it; outage-like failures count towards one breaker for the cluster.
 - Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`).
@@ -28,6 +29,7 @@ from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoSettings
 from proxy.ratelimit import BACKGROUND_RESERVE
 from proxy.shared.budget import SharedBreaker, TokenBucket
+from proxy.shared.catchup import CatchUp
 from proxy.shared.fanout import Announcement, Fanout
 from proxy.shared.index import (
     IndexMeta,
@@ -67,6 +69,27 @@ def _field(data: Mapping[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_FIELD_CHARS else None
 
 
+def _entry_of(message: Announcement) -> OverlayEntry | None:
+    """A user/forget/learn announcement as the overlay entry it also wrote; None for other kinds or junk."""
+    data, at_ms = message.data, int(message.sent_at * 1000)
+    if message.kind == "forget":
+        connection_id = _field(data, "c")
+        return OverlayEntry(at_ms, "forget", connection_id, owner=_field(data, "u")) if connection_id else None
+    if message.kind not in ("user", "learn"):
+        return None
+    raw = data.get("cs")
+    if not isinstance(raw, list) or len(raw) > MAX_ANNOUNCED_CONNECTIONS:
+        return None
+    try:
+        conns = tuple(decode_connection(item) for item in raw)
+    except (TypeError, ValueError):
+        return None
+    if message.kind == "learn":
+        return OverlayEntry(at_ms, "put", conns[0].connection_id, conns) if conns else None
+    user_id = _field(data, "u")
+    return OverlayEntry(at_ms, "user", user_id, conns) if user_id is not None else None
+
+
 class Cluster:
     """See the module docstring. `start()` returns the background tasks for the app's lifespan."""
 
@@ -85,6 +108,7 @@ class Cluster:
         self.bucket = TokenBucket(self.store)
         self.breaker = SharedBreaker(self.store, threshold=BREAKER_THRESHOLD, open_seconds=FAILURE_TTL_SECONDS)
         self.user_locks = RedisUserLocks(self.locks)
+        self.catch_up = CatchUp(self.indexes, self._apply_entry)
         self._directory = directory
         self._interval = nango.index_refresh_interval
         self._index_enabled = client is not None and self._interval > 0
@@ -101,7 +125,7 @@ class Cluster:
     def start(self) -> list[asyncio.Task[None]]:
         tasks = [
             asyncio.create_task(self.store.run_monitor(), name="redis-monitor"),
-            asyncio.create_task(self.fanout.run(self._announced, self._wake.set), name="redis-announcements"),
+            asyncio.create_task(self.fanout.run(self._announced, self._subscribed), name="redis-announcements"),
         ]
         if self._index_enabled:
             tasks.append(asyncio.create_task(self.run_index(), name="shared-index"))
@@ -208,33 +232,22 @@ class Cluster:
 
     # Announcements ----------------------------------------------------------------------------------
 
+    def _subscribed(self) -> None:
+        self._wake.set()
+        if (replay := self.catch_up.subscribed()) is not None:
+            self._spawn(replay)
+
     def _announced(self, message: Announcement) -> None:
         data = message.data
-        if message.kind == "user":
-            user_id, raw = _field(data, "u"), data.get("cs")
-            if user_id is None or not isinstance(raw, list) or len(raw) > MAX_ANNOUNCED_CONNECTIONS:
-                return
-            try:
-                conns = [decode_connection(item) for item in raw]
-            except (TypeError, ValueError):
-                return
-            if all(conn.user_id == user_id for conn in conns):
-                self._directory.apply_user_connections(user_id, conns, announce=False)
-        elif message.kind == "learn":
-            raw = data.get("cs")
-            if not isinstance(raw, list) or not 0 < len(raw) <= MAX_ANNOUNCED_CONNECTIONS:
-                return
-            try:
-                learned = [decode_connection(item) for item in raw]
-            except (TypeError, ValueError):
-                return
-            self._directory.learn(learned, announce=False)
-        elif message.kind in ("forget", "suspend"):
-            if (connection_id := _field(data, "c")) is None:
-                return
-            if message.kind == "forget":
-                self._directory.forget_connection(connection_id, _field(data, "u"), announce=False)
-            else:
+        entry = _entry_of(message)
+        if entry is not None:
+            fields = [f"p:{c.connection_id}" for c in entry.connections] if entry.op == "put" else [entry.field]
+            self.catch_up.heard(message.sent_at, fields)
+            self._apply_entry(entry)
+            return
+        self.catch_up.heard(message.sent_at)
+        if message.kind == "suspend":
+            if (connection_id := _field(data, "c")) is not None:
                 self._directory.suspend(connection_id, announce=False)
         elif message.kind == "index":
             self._wake.set()
@@ -242,6 +255,16 @@ class Cluster:
             seconds = data.get("s")
             if isinstance(seconds, int | float) and 0 < seconds <= 60:
                 self._directory.open_breaker(float(seconds))
+
+    def _apply_entry(self, entry: OverlayEntry) -> None:
+        """Another replica's confirmed effect (announced, or replayed from the overlay), as it applied it."""
+        if entry.op == "user":
+            if all(conn.user_id == entry.subject for conn in entry.connections):
+                self._directory.apply_user_connections(entry.subject, list(entry.connections), announce=False)
+        elif entry.op == "forget":
+            self._directory.forget_connection(entry.subject, entry.owner, announce=False)
+        elif entry.op == "put" and entry.connections:
+            self._directory.learn(list(entry.connections), announce=False)
 
     # The index --------------------------------------------------------------------------------------
 

@@ -225,6 +225,15 @@ class IndexStore:
             return None
         return chunks, self.overlay_entries(overlay.values())
 
+    async def overlay_since(self, since_ms: int) -> list[OverlayEntry]:
+        """The overlay entries written at or after `since_ms` (epoch milliseconds), oldest first."""
+
+        async def read(redis: Redis) -> list[Any]:
+            return await redis.hvals(self._overlay_key)
+
+        entries = self.overlay_entries(await self._store.run("index_load", read, background=True))
+        return [entry for entry in entries if entry.at_ms >= since_ms]
+
     @staticmethod
     def overlay_entries(raw: Iterable[bytes]) -> list[OverlayEntry]:
         entries = []

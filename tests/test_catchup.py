@@ -1,0 +1,88 @@
+"""A replica whose subscription broke (Redis failing over, a network blip) misses announcements; when it is
+subscribed again it catches up from the index overlay instead of waiting for the next index build."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from proxy.metrics import Metrics
+from proxy.nango import Connection
+from proxy.secret import Secret
+from proxy.shared import IndexStore, RedisSettings, SharedStore
+from proxy.shared.catchup import CLOCK_MARGIN_SECONDS, CatchUp
+from proxy.shared.index import OverlayEntry
+from tests.nango_fakes import auth_webhook
+from tests.redis_server import RedisServer
+from tests.test_replicas import FakeNango, call, credential, eventually, replicas, user, webhook
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_replica_that_missed_a_webhook_while_unsubscribed_catches_up_on_resubscribing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nango = FakeNango()
+    async with replicas(2, redis_server, nango) as (first, second):
+        await eventually(
+            lambda: all(r.index_size() > 0 and r.runtime.cluster.fanout.subscribed.is_set() for r in (first, second))
+        )
+        # The second replica hears nothing for a while, as while its link to Redis is down.
+        monkeypatch.setattr(second.runtime.cluster.fanout, "parse", lambda raw: None)
+        nango.replaced[5] = "conn-while-away"
+        hook = auth_webhook("override", connection_id="conn-while-away", user_id=user(5))
+        assert (await webhook(first, hook)).json()["result"] == "applied"
+        await asyncio.sleep(0.3)
+        assert second.runtime.directory.current(user(5)) == "conn-u00005"  # missed
+        monkeypatch.undo()
+        # The link breaks for real (as in a failover): both replicas resubscribe by themselves.
+        killed = await first.runtime.cluster.store.redis.client_kill_filter(_type="pubsub")
+        assert killed == 2
+        await eventually(lambda: second.runtime.directory.current(user(5)) == "conn-while-away", 5.0)
+        answer, _ = await call(second, 5)
+        assert credential(answer) == "conn-while-away"
+        assert sum(nango.lookups.values()) == 1  # the first replica's confirmation; no lookup by the second
+
+
+class HeldOverlay:
+    """An IndexStore whose overlay read waits until the test lets it go."""
+
+    def __init__(self, indexes: IndexStore) -> None:
+        self.indexes = indexes
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def overlay_since(self, since_ms: int) -> list[OverlayEntry]:
+        self.reading.set()
+        await self.go.wait()
+        return await self.indexes.overlay_since(since_ms)
+
+
+async def test_a_replay_applies_what_was_missed_and_skips_what_a_live_announcement_superseded(
+    redis_server: RedisServer,
+) -> None:
+    store = SharedStore(RedisSettings(url=Secret(redis_server.url)), Metrics())
+    try:
+        indexes = IndexStore(store, ttl=60)
+        now = time.time()
+        conn = Connection("conn-1", "u1", "2026-10-01T00:00:00Z", True)
+        await indexes.put(OverlayEntry(int(now * 1000) - 60_000, "user", "u0", (conn,)))  # heard long ago
+        await indexes.put(OverlayEntry(int(now * 1000), "user", "u1", (conn,)))
+        await indexes.put(OverlayEntry(int(now * 1000) + 1, "user", "u2", (conn,)))
+        held = HeldOverlay(indexes)
+        applied: list[str] = []
+        catch_up = CatchUp(held, lambda entry: applied.append(entry.subject), wall_clock=lambda: now)  # type: ignore[arg-type]
+        assert catch_up.subscribed() is None  # the first subscription: the index load covers the overlay
+        catch_up.heard(now - CLOCK_MARGIN_SECONDS / 2)
+        replay = catch_up.subscribed()
+        assert replay is not None
+        task = asyncio.ensure_future(replay)
+        await held.reading.wait()
+        catch_up.heard(now, ["u:u1"])  # a newer announcement for u1 arrives while the replay reads
+        held.go.set()
+        await task
+        assert applied == ["u2"]
+    finally:
+        await store.aclose()
