@@ -7,6 +7,9 @@ callable answers that call with the bytes the general path (proxy.app -> proxy.s
 and hands everything else to the general path unchanged. tests/test_fastpath.py sends the suite's
 request cases through both and compares the answers, status and headers byte for byte.
 
+Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the
+whole body: proxy/lane.py); as an ASGI callable it serves any other ASGI server the same way.
+
 What it skips, and why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
   messages Starlette's `Response` would write.

@@ -7,8 +7,9 @@ head the lane takes (the Vapi path, POST, the right shared secret) is held until
 and then answered in place with the bytes the ASGI path would have sent, uvicorn's default headers
 (`date`, `server`) first, as its `send()` writes them. Anything the lane does not answer (a body over
 LANE_BODY_BYTES, a call that is not warm, an `Expect: 100-continue`, an app other than the served one,
-such as uvicorn's 503 under `limit_concurrency`) starts the ASGI app as usual, with the body
-already read. tests/test_lane.py compares the two over real sockets.
+such as uvicorn's 503 under `limit_concurrency`, a server with uvicorn's access log on, which only
+the ASGI cycle writes) starts the ASGI app as usual, with the body already read. tests/test_lane.py
+compares the two over real sockets.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class FastLaneProtocol(HttpToolsProtocol):
         if (
             lane is not None
             and app is self.app
+            and not self.access_log
             and not cycle.waiting_for_100_continue
             and lane.takes(scope["method"], scope["path"], scope["headers"])
         ):
