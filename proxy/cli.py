@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from proxy import __version__
 from proxy.admin import add_commands
 from proxy.config import Config, ConfigError, load_config
+from proxy.config.sections import redis_url_location
 from proxy.numbers import normalize_number
 
 # Each command imports what it needs: `check` of a large file should not pay for the server, httpx and
@@ -46,6 +47,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+    if config.redis.url is not None:
+        print(f"shared state: Redis at {redis_url_location(str(config.redis.url))}")
     if args.nango:
         import asyncio
 

@@ -3,13 +3,17 @@ REDIS_KEY_PREFIX), and that the URL, which carries a password, never shows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from proxy.cli import main
 from proxy.config import ConfigError, RedisSection, parse_config
 from proxy.config.snapshot import Config
 from proxy.metrics import Metrics
 from proxy.shared import RedisSettings, SharedStore
 
+ROOT = Path(__file__).resolve().parent.parent
 MINIMAL_CONFIG = "templates:\n  default: {model: {provider: openai, model: gpt-4o}}\n"
 
 
@@ -91,3 +95,19 @@ def test_a_url_read_from_an_unset_variable_is_a_warning_for_check_and_an_error_f
     with pytest.raises(ConfigError) as excinfo:
         load_config_text(text, {"REDIS_URL": "tcp://proxy:pw-8812@cache:6379"})
     assert "pw-8812" not in str(excinfo.value) and "must start with redis://" in str(excinfo.value)
+
+
+def test_check_names_the_redis_server_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VAPI_SERVER_SECRET", "cli-secret")
+    path = tmp_path / "routing.yaml"
+    example = (ROOT / "config.example.yaml").read_text()
+    path.write_text(example + "redis:\n  url: rediss://proxy:pw-5150@cache.internal:6380/0\n")
+    assert main(["check", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "shared state: Redis at rediss://cache.internal:6380" in out
+    assert "pw-5150" not in out + err
+    path.write_text(example)
+    assert main(["check", "--config", str(path)]) == 0
+    assert "shared state" not in capsys.readouterr().out

@@ -35,6 +35,7 @@ __all__ = [
     "ServerSettings",
     "TagRouting",
     "doc",
+    "redis_url_location",
     "redis_url_problem",
 ]
 
@@ -345,3 +346,10 @@ def redis_url_problem(url: str) -> str | None:
     if parts.scheme != "unix" and not parts.hostname:
         return "names no host (not shown: it may hold a password)"
     return None
+
+
+def redis_url_location(url: str) -> str:
+    """Scheme, host and port of a valid Redis URL, for logs, /readyz and `check`; never the password."""
+    parts = urlsplit(url)
+    host = parts.hostname or parts.path or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")

@@ -14,14 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.config.sections import RedisSection, redis_url_problem
+from proxy.config.sections import RedisSection, redis_url_location, redis_url_problem
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 
@@ -97,11 +96,7 @@ class RedisSettings:
 
     def describe(self) -> str:
         """Scheme, host and port for logs and /readyz; never the password."""
-        if not self.url:
-            return "unconfigured"
-        parts = urlsplit(str(self.url))
-        host = parts.hostname or parts.path or "?"
-        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        return redis_url_location(str(self.url)) if self.url else "unconfigured"
 
 
 class SharedStore:
