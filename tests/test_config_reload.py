@@ -260,3 +260,9 @@ def test_a_reload_shares_what_did_not_change_with_the_running_snapshot(tmp_path:
     moved = load_config(_write(tmp_path / "a.yaml", edited.replace('edition: "A"', 'edition: "C"')), running=reloaded)
     assert all(route.variables["edition"] == "C" for route in moved.routes)
     assert moved.routing.by_to["+16505550144"] is not reloaded.routing.by_to["+16505550144"]
+    # What a global edit leaves alone stays shared: route names and keys, users and their strings (a reload
+    # of 100,000 users holds the running snapshot plus what changed, not two copies).
+    before, after = reloaded.routing.by_to["+16505550144"], moved.routing.by_to["+16505550144"]
+    assert after.keys is before.keys and after.name is before.name and after.user is before.user
+    alice_before, alice_after = reloaded.users["alice"], moved.users["alice"]
+    assert alice_after is alice_before and alice_after.name is alice_before.name

@@ -97,10 +97,10 @@ def parse_config(
                     return _Builder(document, text, environ, secrets_optional, fast=True).build(running)
                 except ConfigError:
                     pass  # every issue is reported from the walker's reading, with its line
-            models = EntryModels()
+            models = EntryModels(running)
             document = parse_document(text, file, environ, entry_sink=models)
             if not models.seen(document):  # read by the node walker: any earlier attempt's issues are void
-                models = EntryModels()
+                models = EntryModels(running)
             return _Builder(document, text, environ, secrets_optional, models).build(running)
         except ConfigError:
             raise
