@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import phonenumbers
 
-__all__ = ["E164_PATTERN", "MAX_INPUT_LENGTH", "mask_number", "normalize_number", "route_key"]
+__all__ = ["E164_PATTERN", "MAX_INPUT_LENGTH", "is_e164", "mask_number", "normalize_number", "route_key"]
 
 # ASCII digits only: a bare `\d` would also accept Arabic-Indic and full-width digits.
 E164_PATTERN = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -66,7 +66,7 @@ def mask_number(number: str | None) -> str:
     """Return a form of `number` that is safe to log: "+1415*****00", "sip:***@host", "***", or "-" for None."""
     if number is None:
         return "-"
-    if E164_PATTERN.fullmatch(number):
+    if is_e164(number):
         return _mask_e164(number)
     scheme, sep, rest = number.partition(":")
     if sep and scheme.lower() in ("sip", "sips", "tel"):
@@ -78,6 +78,13 @@ def mask_number(number: str | None) -> str:
             return f"{scheme.lower()}:{masked}@{host}"
         return f"{scheme.lower()}:{masked}"
     return "***"
+
+
+def is_e164(number: str) -> bool:
+    """`E164_PATTERN.fullmatch` without the regex (half the time): every call line masks two numbers."""
+    if not 8 <= len(number) <= 16 or number[0] != "+" or number[1] == "0":
+        return False
+    return number[1:].isdigit() and number.isascii()
 
 
 def _mask_e164(number: str) -> str:

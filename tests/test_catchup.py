@@ -46,6 +46,30 @@ async def test_a_replica_that_missed_a_webhook_while_unsubscribed_catches_up_on_
         assert sum(nango.lookups.values()) == 1  # the first replica's confirmation; no lookup by the second
 
 
+async def test_a_hold_announced_while_a_replica_was_away_is_replayed_while_it_still_applies(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nango = FakeNango()
+    async with replicas(2, redis_server, nango) as (first, second):
+        await eventually(
+            lambda: all(r.index_size() > 0 and r.runtime.cluster.fanout.subscribed.is_set() for r in (first, second))
+        )
+        monkeypatch.setattr(second.runtime.cluster.fanout, "parse", lambda raw: None)
+        # A refresh failed and Nango cannot be asked to confirm: the connection is held back briefly.
+        nango.lookup_status = 503
+        failed = auth_webhook("refresh", success=False, connection_id="conn-u00009", user_id=user(9))
+        assert (await webhook(first, failed)).json()["result"] == "suspended_unconfirmed"
+        nango.lookup_status = 200
+        await asyncio.sleep(0.3)
+        answer, _ = await call(second, 9)
+        assert credential(answer) == "conn-u00009"  # missed: still handed out
+        monkeypatch.undo()
+        await first.runtime.cluster.store.redis.client_kill_filter(_type="pubsub")
+        await eventually(lambda: second.runtime.directory.current(user(9)) is None, 5.0)
+        answer, _ = await call(second, 9)
+        assert credential(answer) is None  # held back on this replica too, as on the one that got the webhook
+
+
 class HeldOverlay:
     """An IndexStore whose overlay read waits until the test lets it go."""
 

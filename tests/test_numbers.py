@@ -4,10 +4,10 @@ import re
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxy.numbers import E164_PATTERN, MAX_INPUT_LENGTH, mask_number, normalize_number
+from proxy.numbers import E164_PATTERN, MAX_INPUT_LENGTH, is_e164, mask_number, normalize_number
 
 
 @pytest.mark.parametrize(
@@ -165,3 +165,19 @@ def test_mask_number_hides_sip_user_parts(number: str, host: str) -> None:
         masked = mask_number(uri)
         assert number[1:] not in masked
         assert re.search(r"[0-9]{5}", masked) is None
+
+
+@given(
+    st.text(alphabet="+0123456789²٣x ", max_size=20)
+    | st.from_regex(r"\+[0-9²٣]{5,16}", fullmatch=True)
+    | st.from_regex(E164_PATTERN, fullmatch=True)
+)
+@example("+01234567")
+@example("+1234567")
+@example("+123456")
+@example("+123456789012345")
+@example("+1234567890123456")
+@example("+1²345678")
+@example("+1٣345678")
+def test_the_quick_e164_check_is_the_pattern(text: str) -> None:
+    assert is_e164(text) == (E164_PATTERN.fullmatch(text) is not None)

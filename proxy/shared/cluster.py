@@ -24,7 +24,13 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from proxy.connindex import ConnectionIndex
-from proxy.directory import BREAKER_THRESHOLD, FAILURE_TTL_SECONDS, REFRESH_RETRY_SECONDS, ConnectionDirectory
+from proxy.directory import (
+    BREAKER_THRESHOLD,
+    FAILURE_TTL_SECONDS,
+    REFRESH_RETRY_SECONDS,
+    UNCONFIRMED_FAILURE_SECONDS,
+    ConnectionDirectory,
+)
 from proxy.metrics import Metrics
 from proxy.nango import Connection, NangoClient, NangoSettings
 from proxy.ratelimit import BACKGROUND_RESERVE
@@ -70,11 +76,12 @@ def _field(data: Mapping[str, Any], name: str) -> str | None:
 
 
 def _entry_of(message: Announcement) -> OverlayEntry | None:
-    """A user/forget/learn announcement as the overlay entry it also wrote; None for other kinds or junk."""
+    """A user/forget/learn/suspend announcement as the overlay entry it also wrote; None for others or junk."""
     data, at_ms = message.data, int(message.sent_at * 1000)
-    if message.kind == "forget":
+    if message.kind in ("forget", "suspend"):
         connection_id = _field(data, "c")
-        return OverlayEntry(at_ms, "forget", connection_id, owner=_field(data, "u")) if connection_id else None
+        owner = _field(data, "u") if message.kind == "forget" else None
+        return OverlayEntry(at_ms, message.kind, connection_id, owner=owner) if connection_id else None
     if message.kind not in ("user", "learn"):
         return None
     raw = data.get("cs")
@@ -179,7 +186,8 @@ class Cluster:
         self._spawn(self._share(entry, {"c": connection_id, "u": user_id}))
 
     def connection_suspended(self, connection_id: str) -> None:
-        self._spawn(self.fanout.publish("suspend", {"c": connection_id}))
+        entry = OverlayEntry(int(time.time() * 1000), "suspend", connection_id)
+        self._spawn(self._share(entry, {"c": connection_id}))
 
     def connections_learned(self, conns: list[Connection]) -> None:
         if len(conns) > MAX_ANNOUNCED_CONNECTIONS:
@@ -246,10 +254,7 @@ class Cluster:
             self._apply_entry(entry)
             return
         self.catch_up.heard(message.sent_at)
-        if message.kind == "suspend":
-            if (connection_id := _field(data, "c")) is not None:
-                self._directory.suspend(connection_id, announce=False)
-        elif message.kind == "index":
+        if message.kind == "index":
             self._wake.set()
         elif message.kind == "breaker":
             seconds = data.get("s")
@@ -265,6 +270,8 @@ class Cluster:
             self._directory.forget_connection(entry.subject, entry.owner, announce=False)
         elif entry.op == "put" and entry.connections:
             self._directory.learn(list(entry.connections), announce=False)
+        elif entry.op == "suspend" and time.time() * 1000 - entry.at_ms < UNCONFIRMED_FAILURE_SECONDS * 1000:
+            self._directory.suspend(entry.subject, announce=False)
 
     # The index --------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ Layout (all keys under the store's prefix):
   written, so a reader never sees half of one build and half of another;
 - `index:overlay` (hash): what webhooks and line lookups changed since the build, one entry per user (`u:<id>`:
   the user's connections as Nango confirmed them), deleted connection (`c:<id>`) or connection a line lookup
-  listed (`p:<id>`), applied on top by every reader in the order they happened and trimmed by the next build.
+  listed (`p:<id>`) or held back after an unconfirmed refresh failure (`s:<id>`), applied on top by every
+  reader in the order they happened and trimmed by the next build.
 Chunks and meta expire after `ttl`, so an index nobody refreshes disappears instead of going stale forever; a
 replaced build's chunks expire `REPLACED_GRACE_SECONDS` after the next one is published.
 """
@@ -85,16 +86,17 @@ def decode_chunk(raw: bytes) -> list[Connection]:
     return [decode_connection(item) for item in orjson.loads(raw)]
 
 
-_FIELD_PREFIXES = {"user": "u:", "forget": "c:", "put": "p:"}
+_FIELD_PREFIXES = {"user": "u:", "forget": "c:", "put": "p:", "suspend": "s:"}
 
 
 @dataclass(frozen=True)
 class OverlayEntry:
     """A confirmed effect: the user's connections now (`user`), a deleted connection (`forget`), or one
-    connection a line lookup listed (`put`)."""
+    connection a line lookup listed (`put`); or a connection held back briefly (`suspend`, not an index
+    effect: only replayed to replicas that missed its announcement)."""
 
     at_ms: int  # epoch milliseconds, when it was applied
-    op: str  # "user" | "forget" | "put"
+    op: str  # "user" | "forget" | "put" | "suspend"
     subject: str  # user id, or connection id
     connections: tuple[Connection, ...] = ()
     owner: str | None = None  # forget: the user it is not (or no longer) the connection of
@@ -124,6 +126,8 @@ def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
         for conn in entry.connections:
             index.put(conn)
         return
+    if entry.op == "suspend":
+        return  # held back by the directory for a few seconds, not an index change
     known = index.user(entry.subject)
     if known is not None and all(c.connection_id != known.connection_id for c in entry.connections):
         index.remove(known.connection_id, entry.subject)
