@@ -270,3 +270,13 @@ def test_the_version_a_reload_checks_first_is_the_version_the_files_load_as(
     (tmp_path / "more.yaml").write_bytes(users.replace("More", "Less").encode())
     assert current_version(config) not in (None, config.version)
     assert current_version(config) == load_config(main).version
+
+
+def test_the_version_is_the_hash_of_the_files_text_however_large() -> None:
+    import hashlib
+
+    from proxy.config import config_version
+
+    big, included = "x: \u00e9\n" * 600_000, "users: []\n"  # over a chunk of the hash, with multi-byte text
+    whole = hashlib.sha256(big.encode() + b"\0" + included.encode()).hexdigest()[:12]
+    assert config_version(big, included) == whole

@@ -186,20 +186,21 @@ def build_routing_table(
     by_phone_number_id: dict[str, Route] = {}
     by_to: dict[str, Route] = {}
     default: Route | None = None
-    owners: dict[tuple[str, object], tuple[Route, Path]] = {}
     conflicts: list[Conflict] = []
     where = documents or {}
 
-    def claimed(label: str, key: object, route: Route, path: Path) -> bool:
-        owner = owners.setdefault((label, key), (route, path))
-        if owner[0] is not route:
-            shown = "/".join(key) if isinstance(key, tuple) else key
-            other = where.get(id(owner[0]))
-            place = f"{other.file}: " if other is not None and other is not where.get(id(route)) else ""
-            message = f"{label} {shown} is already routed by {place}{format_path(owner[1])}"
-            conflicts.append(Conflict(path, message, where.get(id(route))))
-            return False
-        return True
+    def claimed(index: dict[Any, Route], label: str, key: Any, route: Route, path: Path) -> bool:
+        """Put `route` in `index` under `key`, unless another route has it (a conflict). No separate map of
+        owners: for 100,000 routes that was 15 MB more at the peak of every load."""
+        owner = index.setdefault(key, route)
+        if owner is route:
+            return True
+        shown = "/".join(key) if isinstance(key, tuple) else key
+        other = where.get(id(owner))
+        place = f"{other.file}: " if other is not None and other is not where.get(id(route)) else ""
+        message = f"{label} {shown} is already routed by {place}{format_path(_path_of(owner, label, key))}"
+        conflicts.append(Conflict(path, message, where.get(id(route))))
+        return False
 
     indexes = {"from": by_caller, "phone_number_id": by_phone_number_id, "to": by_to}
     for route in routes:
@@ -211,13 +212,10 @@ def build_routing_table(
             if lines:
                 for caller in callers:
                     for line in lines:
-                        pair = (caller.value, line.value)
-                        if claimed("from+line", pair, route, caller.path):
-                            by_caller_on_line[pair] = route
+                        claimed(by_caller_on_line, "from+line", (caller.value, line.value), route, caller.path)
                 continue
         for entry in entries:
-            if claimed(entry.kind, entry.value, route, entry.path):
-                indexes[entry.kind][entry.value] = route
+            claimed(indexes[entry.kind], entry.kind, entry.value, route, entry.path)
         if keys.is_default:
             if default is not None:
                 message = f"a second default route ({default.name} is one)"
@@ -225,3 +223,9 @@ def build_routing_table(
             else:
                 default = route
     return RoutingTable(by_caller_on_line, by_caller, by_phone_number_id, by_to, default), conflicts
+
+
+def _path_of(route: Route, label: str, key: Any) -> Path:
+    """Where `route` claims `key` (for "from+line", the caller's entry)."""
+    kind, value = ("from", key[0]) if label == "from+line" else (label, key)
+    return next((entry.path for entry in route.keys.entries if entry.kind == kind and entry.value == value), ())

@@ -12,6 +12,8 @@ from proxy.config.yamlsource import ConfigError, ConfigIssue
 
 __all__ = ["config_version", "current_version", "expand_includes", "read_config_text"]
 
+_CHUNK = 1 << 20
+
 
 def read_config_text(file: str) -> str:
     try:
@@ -22,9 +24,13 @@ def read_config_text(file: str) -> str:
 
 def config_version(text: str, *included: str) -> str:
     """The `Config.version` that `text` (with these included texts) would load as: a hash of the content."""
-    digest = hashlib.sha256(text.encode())
-    for more in included:
-        digest.update(b"\0" + more.encode())
+    digest = hashlib.sha256()
+    for number, content in enumerate((text, *included)):
+        if number:
+            digest.update(b"\0")
+        # In 1 MiB pieces: a loaded file's whole UTF-8 copy would add its size to the peak of a reload.
+        for start in range(0, len(content), _CHUNK):
+            digest.update(content[start : start + _CHUNK].encode())
     return digest.hexdigest()[:12]
 
 
@@ -54,7 +60,7 @@ def current_version(config: Config) -> str | None:
         try:
             # Text mode, as `read_config_text` reads: the same newlines, the same decoding errors.
             with open(name, encoding="utf-8") as file:
-                while chunk := file.read(1 << 20):
+                while chunk := file.read(_CHUNK):
                     digest.update(chunk.encode())
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([ConfigIssue(name, None, (), f"cannot read: {exc.__class__.__name__}: {exc}")]) from None
