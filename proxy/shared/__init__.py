@@ -1,5 +1,6 @@
 """Optional state shared by replicas through Redis (or Valkey): one Nango index, webhook fan-out, one Nango
-rate budget and circuit breaker, short locks. Configured with `REDIS_URL`; without it nothing here runs.
+rate budget and circuit breaker, short locks. Configured by the config's `redis` section or `REDIS_URL`;
+without either nothing here runs.
 
 Redis is never on a call's critical path for longer than `RedisSettings.op_timeout`, and every feature falls
 back to what one replica does on its own while Redis is slow, down or restarted empty.
