@@ -130,3 +130,12 @@ def test_check_prints_located_errors_and_no_traceback(tmp_path: Path, capsys: py
     assert err.splitlines() == [f"error: {line.replace('routing.yaml', str(path), 1)}" for line in EXPECTED] + [
         f"{path}: {len(EXPECTED)} error(s); not loaded"
     ]
+
+
+def test_a_value_yaml_cannot_build_is_an_error_at_its_line() -> None:
+    # PyYAML reads `2001-13-45` as a date it cannot build: that raised ValueError ("please report this as a bug").
+    text = MINIMAL + "users:\n  - {id: u1, name: One, email: 2001-13-45}\n  - {id: !!int x, name: Two}\n"
+    assert errors(text, {"VAPI_SECRET": "x"}) == [
+        "routing.yaml:4: users[0].email: is not a valid timestamp: '2001-13-45' (quote it if it is text)",
+        "routing.yaml:5: users[1].id: is not a valid int: 'x' (quote it if it is text)",
+    ]

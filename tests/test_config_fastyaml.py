@@ -137,6 +137,12 @@ def test_rapidyaml_is_used_only_where_it_reads_what_the_walker_reads(
         "",
         "a: ${BROKEN\n",
         "\ufeffa: 1\n",
+        # Found by the differential test: plain scalars rapidyaml accepts and PyYAML refuses.
+        "{:: []}\n",
+        "{a #b: []}\n",
+        "id: [08:]\n",
+        "id: {a: x, :b: y}\n",
+        'a: "${BROKEN"\nb: 2001-13-45\n',  # the walker must report the reference, not fail on the date
     ],
 )
 def test_what_rapidyaml_would_read_differently_is_left_to_the_walker(text: str) -> None:

@@ -94,6 +94,7 @@ def test_the_event_walker_reads_what_the_node_walker_reads(data: object, flow: b
         "a:\n\t- x\n",
         'k: "\x07"\n',
         "a: 2001-12-14t21:59:43.10-05:00\nb: 0o17\nc: .inf\n",
+        "a: 2001-13-45\nb: [!!int x, !!float y]\nc: {d: !!bool maybe}\n",
     ],
 )
 def test_edge_cases_read_the_same(text: str) -> None:

@@ -15,7 +15,8 @@ is the walker's result:
 - every string that YAML 1.1 would read as something else had it been written plain (`yes`, `on`, `~`,
   `0x1F`, `017`, `1:30`, `2001-12-14`, `.nan`, `<<`: PyYAML's own resolver patterns) must have been quoted
   (a key of that kind is left to the walker); `"+15551230000"` needs no look: written plain, rapidyaml would
-  have given a number JSON refuses;
+  have given a number JSON refuses; so must every string that starts with an indicator (`:`, `-`, `?`,
+  `[`, ...) or holds ` #` or `: `, where rapidyaml accepts plain scalars that PyYAML refuses;
 - no key is given twice: the parsed value has exactly as many nodes as rapidyaml's tree.
 Otherwise `read` returns None and the caller uses the walker; so does a file with any error, which is
 then reported by the walker with file:line (see `proxy.config.load`).
@@ -32,6 +33,7 @@ from typing import Any
 import orjson
 import yaml
 
+from proxy.config.environment import expand
 from proxy.config.yamlsource import Document, Path, _Walker
 
 __all__ = ["read"]
@@ -53,6 +55,8 @@ def read(text: str, file: str, environ: Mapping[str, str]) -> Document | None:
     not installed, or the text has any problem: then the walker reads it and reports)."""
     if text.startswith("\ufeff") or text.startswith("%") or "\n%" in text:
         return None  # a byte-order mark or a directive: rare, and the walker's business
+    if ":]" in text or ":}" in text or ":," in text:
+        return None  # `[a:]`: rapidyaml reads a mapping where PyYAML refuses the file
     data = text.encode()
     if _has_node_property(data):
         return None
@@ -79,9 +83,11 @@ def read(text: str, file: str, environ: Mapping[str, str]) -> Document | None:
         return None
     document = Document(file=file, data=value, text=text)
     checker = _Checker(document, environ, tree, root, ryml.NONE)
-    if not checker.same(value, nodes):
+    try:
+        same = checker.same(value, nodes)
+    except Exception:  # whatever the checks did not foresee: the walker reads the file
         return None
-    return document
+    return document if same else None
 
 
 def _has_node_property(data: bytes) -> bool:
@@ -148,6 +154,10 @@ class _Checker(_Walker):
                 if key not in known:  # the same few keys, 100,000s of times: each checked once
                     if not key or (key[:1] in self.starts and self.ambiguous(key)):
                         raise _Different(key)  # `1:`, `yes:`, `<<:`, `:` are no string keys to the walker
+                    if key[:1] in _INDICATORS or _inner_indicator(key):
+                        if not self.tree.is_key_quoted(self.node((*path, key))):
+                            raise _Different(key)
+                        continue  # quoted here, maybe not elsewhere: looked at each time
                     known.add(key)
             items = container.items()
         else:
@@ -158,7 +168,12 @@ class _Checker(_Walker):
             kind = type(value)
             if kind is str:
                 text: str = value  # type: ignore[assignment]
-                if not text or (text[:1] in starts and not _plus_digits(text) and ambiguous(text)):
+                if (
+                    not text
+                    or text[:1] in _INDICATORS
+                    or (("#" in text or ":" in text) and _inner_indicator(text))
+                    or (text[:1] in starts and not _plus_digits(text) and ambiguous(text))
+                ):
                     self.quoted((*path, key))
                 if "${" in text:
                     container[key] = self.interpolate(text, (*path, key))
@@ -167,6 +182,11 @@ class _Checker(_Walker):
             else:
                 self.same_scalar((*path, key), value)
         return nodes
+
+    def interpolate(self, value: str, path: Path) -> str:
+        if expand(value, self.environ).error is not None:
+            raise _Different(path)  # a malformed `${`: the walker reports it, with its line
+        return super().interpolate(value, path)
 
     def node(self, path: Path) -> int:
         tree = self.tree
@@ -193,6 +213,19 @@ class _Checker(_Walker):
         expected = self.constructor.construct_object(yaml.ScalarNode(tag, text))
         if type(expected) is not type(value) or expected != value:
             raise _Different(path)
+
+
+# A plain scalar may start with these in YAML 1.2 where YAML 1.1 (PyYAML) refuses it, e.g. `{:: []}`:
+# such a string must have been quoted.
+_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+
+
+def _inner_indicator(text: str) -> bool:
+    """` #` (a comment) or `: ` (a mapping) inside, or `:` at the end: no plain scalar to PyYAML."""
+    return _INNER_INDICATOR(text) is not None
+
+
+_INNER_INDICATOR = re.compile(r"[ \t]#|:[ \t]|:$").search
 
 
 def _plus_digits(text: str) -> bool:

@@ -185,10 +185,21 @@ class _Walker:
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
-        value = node.value if node.tag == _STR_TAG else self.constructor.construct_object(node)
+        value = node.value if node.tag == _STR_TAG else self.construct(node, path, node.start_mark.line + 1)
         if isinstance(value, str) and "${" in value:
             return self.interpolate(value, path)
         return value
+
+    def construct(self, node: yaml.ScalarNode, path: Path, line: int) -> object:
+        """The scalar's value as PyYAML's SafeLoader makes it; an impossible one (`2001-13-45`, `!!int x`)
+        is an issue at its line, not an exception."""
+        try:
+            return self.constructor.construct_object(node)
+        except Exception:  # ValueError, KeyError, binascii.Error...: whatever the text makes PyYAML raise
+            kind = node.tag.rsplit(":", 1)[-1]
+            message = f"is not a valid {kind}: {node.value!r} (quote it if it is text)"
+            self.issues.append(ConfigIssue(self.document.file, line, path, message))
+            return node.value
 
     def interpolate(self, value: str, path: Path) -> str:
         result: Expansion = expand(value, self.environ)
@@ -339,7 +350,7 @@ class _EventWalker(_Walker):
             and event.anchor is None
             and "${" not in event.value
         ):
-            return self.scalar(event, parent)
+            return self.scalar(event, parent, key)
         return self.event_value(event, (*parent, key))
 
     def skip(self, event: yaml.Event) -> None:
@@ -365,14 +376,15 @@ class _EventWalker(_Walker):
         resolved: str = self.constructor.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
         return resolved
 
-    def scalar(self, event: yaml.ScalarEvent, path: Path) -> object:
+    def scalar(self, event: yaml.ScalarEvent, path: Path, key: str | int | None = None) -> object:
+        """`key`: when given, `path` is the parent's (the value's own path is built only if needed)."""
         tag = self.tag(event)
         if tag == _STR_TAG:
             value: object = event.value
         else:
             start: Any = event.start_mark  # libyaml's Mark: the same fields as PyYAML's
             node = yaml.ScalarNode(tag, event.value, start, event.end_mark, event.style)  # type: ignore[arg-type]
-            value = self.constructor.construct_object(node)
+            value = self.construct(node, path if key is None else (*path, key), _line(event))
         if self.record_lines:
             return None
         if isinstance(value, str) and "${" in value:
