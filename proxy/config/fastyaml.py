@@ -110,7 +110,11 @@ _PROPERTY_AFTER = frozenset(b" \t\r\n[{,:?-")
 
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect (closed by a supervisor)
+        yield
+        return
     try:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
