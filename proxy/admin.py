@@ -126,8 +126,11 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
         for value, conn in ((v, index.line(kind, v)) for v in index.lines(kind))
         if conn is not None
     )
+    # The file too: routes from several files (include:) share names like routes[0].
     yaml_lines: dict[tuple[str, str], str] = {
-        (entry.kind, entry.value): route.name for route in config.routes for entry in route.keys.entries
+        (entry.kind, entry.value): f"{route.name} ({route.keys.file or config.file})"
+        for route in config.routes
+        for entry in route.keys.entries
     }
     for kind, value, conn in lines:
         state = "ok" if conn.healthy else "needs reconnecting"

@@ -100,6 +100,8 @@ def test_resolve_and_check_name_the_included_file_and_line_of_a_route_written_th
     assert f"shadowed: to +14155550102: {included}:4 (routes[1].to) wins over nango connection conn-c" in (
         capsys.readouterr().out
     )
+    assert main(["numbers", "--config", config]) == 0
+    assert f"to\t+14155550102\tconn-c\tusr_c\tshadowed by YAML routes[1] ({included})" in capsys.readouterr().out
 
 
 def test_connect_link_without_a_yaml_user_needs_a_number(
@@ -150,7 +152,7 @@ def test_numbers_lists_owners_shadowed_lines_and_conflicts(
     out, err = capsys.readouterr()
     assert out.splitlines() == [
         "phone_number_id\t4d2e8f1a-3b7c-4e9d-a1f0-5c6b7d8e9f01\tconn-d\tusr_d\tok",
-        "to\t+14155550100\tconn-c\tusr_c\tshadowed by YAML routes[0]",
+        f"to\t+14155550100\tconn-c\tusr_c\tshadowed by YAML routes[0] ({config})",
         "to\t+14155550177\tconn-b\tusr_b\tok",
     ]
     assert "conflict: to +14155550177 is claimed by conn-b (routes it) and conn-a" in err
