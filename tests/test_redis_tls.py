@@ -84,7 +84,10 @@ async def test_replicas_share_the_index_and_webhooks_over_tls_with_an_acl_user(
             delays.append(time.perf_counter() - sent)
             answer, _ = await call(other, i)
             assert credential(answer) == new
-        assert max(delays) < 0.1
+        # The bound is a p99 (bench/replicas.py measures it over 200 webhooks): on a loaded test machine one
+        # of these may be late, by a scheduling hiccup, never by a missed announcement (that takes 1 s+).
+        delays.sort()
+        assert delays[-2] < 0.1 and delays[-1] < 0.3, delays
         assert sum(nango.lookups.values()) == WEBHOOKS  # each confirmed once, by the replica that got it
         ready = await cluster[1].client.get("/readyz")
         shared = ready.json()["shared"]
