@@ -16,37 +16,25 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.app import create_app
-from proxy.config import parse_config
+from proxy.config import Config, parse_config
 from proxy.connections import CONNECTION_REFUSALS
 from proxy.lane import FAST_LANE, LANE_BODY_BYTES
 from proxy.server import drain_on_signals, uvicorn_config
 from tests.helpers import VAPI_SECRET, vapi_sample
+from tests.test_connections import NUMBER, config_yaml
 from tests.test_server import free_port
 
 pytestmark = pytest.mark.anyio
 
-LINE = "+16505550100"
-CONFIG = f"""\
-version: 1
-server:
-  reload_poll_seconds: 0
-auth:
-  vapi_secrets: ["{VAPI_SECRET}"]
-templates:
-  default:
-    firstMessage: "You reached {{{{user_name}}}}."
-    model:
-      provider: openai
-      model: gpt-4o
-      messages: [{{role: system, content: "You answer for {{{{user_name}}}}."}}]
-users:
-  - {{id: doe, name: Dr. Jane Doe, timezone: UTC, connection_id: conn-doe}}
-routes:
-  - {{to: "{LINE}", user: doe}}
-"""
+# The connection-limit tests' server: one user on one line, with a connection id in the file (warm at once).
+CONFIG = config_yaml()
 
 
-def call(number: str = LINE, padding: int = 0) -> bytes:
+def loaded(path: Path) -> Config:
+    return parse_config(CONFIG, str(path), {**os.environ, "VAPI_SERVER_SECRET": VAPI_SECRET})
+
+
+def call(number: str = NUMBER, padding: int = 0) -> bytes:
     body: dict[str, Any] = vapi_sample("assistant-request.pstn")
     body["message"]["phoneNumber"]["number"] = number
     if padding:
@@ -83,7 +71,7 @@ class Counting:
 async def serving(tmp_path: Path, *, lane: bool) -> AsyncIterator[tuple[int, Counting]]:
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
-    config = parse_config(CONFIG, str(path), os.environ)
+    config = loaded(path)
     app = create_app(config)
     drain_on_signals(app)  # as `serve --workers` and bench/run.py build it: the state must pass through
     if not lane:
@@ -199,7 +187,7 @@ async def test_expect_100_continue_goes_to_the_app_which_asks_for_the_body(tmp_p
 
 
 async def test_the_drain_wrapper_passes_the_apps_lifespan_state_on(tmp_path: Path) -> None:
-    app = create_app(parse_config(CONFIG, str(tmp_path / "config.yaml"), os.environ))
+    app = create_app(loaded(tmp_path / "config.yaml"))
     drain_on_signals(app)
     async with app.router.lifespan_context(app) as state:
         assert state[FAST_LANE] is app.fast_path
