@@ -1,4 +1,4 @@
-"""The proxy with proxy.fastpath left out, for A/B runs: `python bench/run.py --general-path ...`.
+"""The proxy with proxy.http.fastpath left out, for A/B runs: `python bench/run.py --general-path ...`.
 
 The same as `proxy.server:app_from_environment`, with `create_app(..., fast_path=False)`.
 """

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from proxy.auth import HmacPlan, hmac_signature
 from proxy.secret import Secret
+from proxy.vapi.auth import HmacPlan, hmac_signature
 
 ROOT = Path(__file__).resolve().parent.parent
 PSTN_FIXTURE = ROOT / "tests" / "fixtures" / "vapi" / "assistant-request.pstn.json"

@@ -31,11 +31,11 @@ sys.path.insert(0, str(BENCH))
 from replicas import Redis  # noqa: E402
 
 from proxy.metrics import Metrics  # noqa: E402
-from proxy.nango import Connection  # noqa: E402
+from proxy.nango.client import Connection  # noqa: E402
+from proxy.nango.tags import TagRoute  # noqa: E402
 from proxy.secret import Secret  # noqa: E402
 from proxy.shared import IndexStore, LeasedLock, RedisSettings, SharedStore  # noqa: E402
 from proxy.shared.index import OverlayEntry, decode_chunk  # noqa: E402
-from proxy.tags import TagRoute  # noqa: E402
 
 
 def connections(users: int, tagged: float) -> list[Connection]:

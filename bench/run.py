@@ -62,11 +62,11 @@ SCENARIOS = (
 )
 SERVER_CPU, DRIVER_CPU = 0, 1
 PYTHON = sys.executable
-# The proxy runs under the protocol `serve` gives it (connection limits, proxy/connections.py); the
+# The proxy runs under the protocol `serve` gives it (connection limits, proxy/http/connections.py); the
 # warm-stock scenario runs it under uvicorn's stock httptools protocol, to price those limits, and the
 # baseline-limited scenario runs the bare endpoint under the proxy's protocol: warm against it is what the
 # proxy's own code costs, with the protocol's savings (one send(2) per answer) on both sides.
-PROXY_HTTP = "proxy.connections:LimitedHttpToolsProtocol"
+PROXY_HTTP = "proxy.http.connections:LimitedHttpToolsProtocol"
 
 
 def free_port() -> int:
@@ -558,7 +558,7 @@ def main() -> None:
     parser.add_argument("--load-repeat", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and driver to separate CPUs")
     parser.add_argument(
-        "--general-path", action="store_true", help="the proxy without proxy/fastpath.py (bench/general_path.py)"
+        "--general-path", action="store_true", help="the proxy without proxy/http/fastpath.py (bench/general_path.py)"
     )
     parser.add_argument("--out", default=str(BENCH / "results"))
     args = parser.parse_args()

@@ -40,9 +40,9 @@ sys.path.insert(0, str(BENCH.parent))
 
 from proxy.app import create_app  # noqa: E402
 from proxy.config import parse_config  # noqa: E402
-from proxy.directory import ConnectionDirectory  # noqa: E402
 from proxy.metrics import Metrics  # noqa: E402
-from proxy.nango import NangoClient  # noqa: E402
+from proxy.nango.client import NangoClient  # noqa: E402
+from proxy.nango.directory import ConnectionDirectory  # noqa: E402
 
 PYTHON = sys.executable
 NANGO_KEY = "bench-nango-secret-key"

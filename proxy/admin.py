@@ -15,8 +15,8 @@ from proxy.numbers import mask_number
 # The CLI builds its parser from this module for every command: the Nango client (httpx, asyncio) is
 # imported only by the commands that talk to Nango, so `check` does not pay for it.
 if TYPE_CHECKING:
-    from proxy.connindex import ConnectionIndex
-    from proxy.nango import Connection, NangoClient
+    from proxy.nango.client import Connection, NangoClient
+    from proxy.nango.index import ConnectionIndex
 
 __all__ = ["add_commands", "check_nango", "run_with_client", "yaml_location"]
 
@@ -27,8 +27,8 @@ async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitabl
     import httpx
 
     from proxy.metrics import Metrics
-    from proxy.nango import NangoClient, NangoError
-    from proxy.onboarding import OnboardingError
+    from proxy.nango.client import NangoClient, NangoError
+    from proxy.nango.onboarding import OnboardingError
 
     if config.nango.secret_key is None:
         print("error: nango.secret_key is empty: set NANGO_SECRET_KEY", file=sys.stderr)
@@ -43,7 +43,7 @@ async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitabl
 
 
 async def _index(client: NangoClient) -> ConnectionIndex:
-    from proxy.connindex import ConnectionIndex
+    from proxy.nango.index import ConnectionIndex
 
     index = ConnectionIndex()
     async for page in client.list_connections_pages():
@@ -53,7 +53,7 @@ async def _index(client: NangoClient) -> ConnectionIndex:
 
 
 async def connect_link(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
-    from proxy.onboarding import create_connect_session, routing_tags
+    from proxy.nango.onboarding import create_connect_session, routing_tags
 
     user = config.users.get(args.user)
     lines = routing_tags(config.nango.tag_routing, args.number, args.phone_number_id)
@@ -70,8 +70,8 @@ async def connect_link(config: Config, args: argparse.Namespace, client: NangoCl
 
 
 async def connections(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
-    from proxy.connindex import ConnectionIndex
-    from proxy.nango import pick_connection
+    from proxy.nango.client import pick_connection
+    from proxy.nango.index import ConnectionIndex
 
     by_user: dict[str, list[Connection]] = {}
     async for page in client.list_connections_pages():
@@ -185,7 +185,7 @@ async def check_nango(config: Config, client: NangoClient) -> int:
 
 
 async def assign(config: Config, args: argparse.Namespace, client: NangoClient) -> int:
-    from proxy.onboarding import assign_line
+    from proxy.nango.onboarding import assign_line
 
     done = await assign_line(client, args.connection, args.number, args.phone_number_id)
     shown = ", ".join(f"{k}={mask_number(v) if v.startswith('+') else v}" for k, v in sorted(done.tags.items()))

@@ -20,21 +20,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.auth import authenticate, authenticate_headers
 from proxy.config import Config, ConfigError
-from proxy.connections import CONNECTION_REFUSALS
-from proxy.directory import ConnectionDirectory
-from proxy.fastpath import FastPathApp
-from proxy.lane import FAST_LANE
+from proxy.http.connections import CONNECTION_REFUSALS
+from proxy.http.fastpath import FastPathApp
+from proxy.http.lane import FAST_LANE
 from proxy.logs import CallLog, call_context, get_logger
-from proxy.messages import BadRequest, call_id_of, message_type_label, parse_message
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
-from proxy.nango import NangoClient, RequestGate
+from proxy.nango.client import NangoClient, RequestGate
+from proxy.nango.directory import ConnectionDirectory
+from proxy.nango.webhooks import handle_nango_webhook
 from proxy.reload import ConfigWatcher
 from proxy.runtime import Runtime
-from proxy.service import CallService
 from proxy.shared import Cluster, RedisSettings
-from proxy.webhooks import handle_nango_webhook
+from proxy.vapi.auth import authenticate, authenticate_headers
+from proxy.vapi.messages import BadRequest, call_id_of, message_type_label, parse_message
+from proxy.vapi.service import CallService
 
 logger = get_logger("app")
 
@@ -78,7 +78,7 @@ def create_app(
     redis: RedisSettings | None = None,
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
-    `fast_path=False` leaves out proxy.fastpath (tests compare the two). `redis`: the shared state of
+    `fast_path=False` leaves out proxy.http.fastpath (tests compare the two). `redis`: the shared state of
     several replicas; by default the config's `redis` section, then `REDIS_URL` (neither: none)."""
     redis_settings = redis if redis is not None else RedisSettings.from_config(config.redis, os.environ)
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
@@ -212,7 +212,7 @@ def create_app(
             runtime.background.append(await runtime.watcher.start())
         try:
             # The lifespan state reaches uvicorn's protocols too: the connection limits count into it, and
-            # the protocol answers warm calls through the fast path without an ASGI cycle (proxy.lane).
+            # the protocol answers warm calls through the fast path without an ASGI cycle (proxy.http.lane).
             state: dict[str, object] = {CONNECTION_REFUSALS: runtime.metrics.connections_refused}
             if isinstance(app, FastPathApp) and app.fast_path is not None:
                 state[FAST_LANE] = app.fast_path

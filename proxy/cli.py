@@ -16,7 +16,7 @@ from proxy.numbers import normalize_number
 # Each command imports what it needs: `check` of a large file should not pay for the server, httpx and
 # asyncio (a tenth of its CPU budget).
 if TYPE_CHECKING:
-    from proxy.routing import Match
+    from proxy.config.snapshot import Match
 
 
 def _load(path: str, *, one_shot: bool = False) -> Config | None:
@@ -78,10 +78,10 @@ def resolve_message(to: str | None, caller: str | None, phone_number_id: str | N
 async def _with_service(config: Config, message: dict[str, object]) -> dict[str, object]:
     import httpx
 
-    from proxy.directory import ConnectionDirectory
     from proxy.metrics import Metrics
-    from proxy.nango import NangoClient
-    from proxy.service import CallService
+    from proxy.nango.client import NangoClient
+    from proxy.nango.directory import ConnectionDirectory
+    from proxy.vapi.service import CallService
 
     metrics = Metrics()
     async with httpx.AsyncClient() as http:

@@ -62,7 +62,7 @@ class Metrics:
         # Decided by prometheus_client when it was imported (PROMETHEUS_MULTIPROC_DIR set then), not now.
         self.multiprocess = values.ValueClass is not values.MutexValue
         self._version: str | None = None
-        # Counts kept outside prometheus-client for speed (proxy.fastpath) are added in before any render.
+        # Counts kept outside prometheus-client for speed (proxy.http.fastpath) are added in before any render.
         self.before_render: list[Callable[[], None]] = []
         r = self.registry
         self.assistant_requests = Counter(

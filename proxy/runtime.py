@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from proxy.config import Config, ConfigError
-from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
+from proxy.nango.directory import ConnectionDirectory
 from proxy.reload import ConfigWatcher
-from proxy.service import CallService
 from proxy.shared import Cluster
+from proxy.vapi.service import CallService
 
 __all__ = ["Runtime"]
 

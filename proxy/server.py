@@ -21,7 +21,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from proxy.app import create_app
 from proxy.config import Config, load_config
-from proxy.connections import ConnectionLimits, LimitedConfig, connection_cap
+from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
 from proxy.runtime import Runtime
 from proxy.startup import StartupListener, loaded_summary

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 import httpx
 import respx
 
-from proxy.gcal import GoogleCalendar
+from proxy.calendar.google import GoogleCalendar
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 from tests.nango_fakes import BASE_URL, INTEGRATION, SECRET_KEY

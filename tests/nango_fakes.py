@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote
 import httpx
 
 from proxy.metrics import Metrics
-from proxy.nango import NangoClient, NangoSettings
+from proxy.nango.client import NangoClient, NangoSettings
 from proxy.secret import Secret
 
 BASE_URL = "https://nango.test"

@@ -281,8 +281,8 @@ def signed_config() -> str:
 async def test_bearer_and_hmac_requests_are_accepted_and_forgeries_are_not() -> None:
     import time
 
-    from proxy.auth import HmacPlan, hmac_signature
     from proxy.secret import Secret
+    from proxy.vapi.auth import HmacPlan, hmac_signature
 
     body = json.dumps(to_number("+16505550100")).encode()
     stamp = str(int(time.time()))
@@ -453,7 +453,7 @@ async def test_tool_calls_for_tools_the_proxy_does_not_own_each_get_a_speakable_
 
 
 async def test_tool_calls_that_break_unexpectedly_still_get_speakable_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from proxy import service
+    from proxy.vapi import service
 
     async def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise RuntimeError("a bug")
@@ -474,7 +474,7 @@ async def test_a_client_that_disconnects_mid_body_gets_a_400_reason_not_a_crash(
     from starlette.requests import Request
 
     from proxy.app import read_body
-    from proxy.messages import BadRequest
+    from proxy.vapi.messages import BadRequest
 
     events = [{"type": "http.request", "body": b'{"message": ', "more_body": True}, {"type": "http.disconnect"}]
 

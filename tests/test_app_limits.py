@@ -13,9 +13,9 @@ import pytest
 from starlette.applications import Starlette
 
 from proxy.app import create_app
-from proxy.auth import HmacPlan, hmac_signature
-from proxy.messages import VAPI_MESSAGE_TYPES
 from proxy.secret import Secret
+from proxy.vapi.auth import HmacPlan, hmac_signature
+from proxy.vapi.messages import VAPI_MESSAGE_TYPES
 from tests.helpers import VAPI_SECRET, config_from, proxy_client, serving, vapi_sample
 
 pytestmark = pytest.mark.anyio

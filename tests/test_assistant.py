@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from proxy.assistant import calendar_assistant, deep_merge, fallback_answer
+from proxy.vapi.assistant import calendar_assistant, deep_merge, fallback_answer
 from tests.contract import assert_assistant_request_response
 from tests.helpers import config_from
 

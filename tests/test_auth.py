@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from proxy.auth import AuthResult, AuthSettings, BearerPlan, HmacPlan, authenticate, hmac_signature
 from proxy.secret import Secret
+from proxy.vapi.auth import AuthResult, AuthSettings, BearerPlan, HmacPlan, authenticate, hmac_signature
 
 NOW = 1_760_000_000.0
 URL = "https://proxy.example.com/vapi"

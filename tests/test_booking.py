@@ -18,9 +18,9 @@ import httpx
 import pytest
 import respx
 
-from proxy.claim import booking_id, first_created
+from proxy.calendar.claim import booking_id, first_created
+from proxy.config.calendar import CalendarSettings
 from proxy.metrics import Metrics
-from proxy.slots import CalendarSettings
 from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle, make_calendar
 from tests.helpers import VAPI_SECRET, config_from, proxy_client

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from proxy.metrics import Metrics
-from proxy.nango import Connection
+from proxy.nango.client import Connection
 from proxy.secret import Secret
 from proxy.shared import IndexStore, RedisSettings, SharedStore
 from proxy.shared.catchup import CLOCK_MARGIN_SECONDS, CatchUp

@@ -169,7 +169,8 @@ def test_check_loads_neither_the_server_nor_the_nango_client() -> None:
 
     script = (
         "import sys; from proxy.cli import main; code = main(['check', '--config', sys.argv[1]]); "
-        "heavy = {'httpx', 'asyncio', 'starlette', 'uvicorn', 'proxy.nango', 'proxy.service', 'proxy.app'}; "
+        "heavy = {'httpx', 'asyncio', 'starlette', 'uvicorn', 'proxy.nango.client', 'proxy.vapi.service',"
+        " 'proxy.app'}; "
         "print(sorted(heavy & set(sys.modules)), code)"
     )
     done = subprocess.run([sys.executable, "-c", script, EXAMPLE], capture_output=True, text=True, cwd=ROOT, check=True)

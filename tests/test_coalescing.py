@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.coalescing import CoalescingTransport
+from proxy.http.coalescing import CoalescingTransport
 
 pytestmark = pytest.mark.anyio
 

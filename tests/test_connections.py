@@ -19,8 +19,8 @@ import httpx
 import pytest
 from uvicorn.server import ServerState
 
-from proxy import connections
-from proxy.connections import FD_RESERVE, connection_cap
+from proxy.http import connections
+from proxy.http.connections import FD_RESERVE, connection_cap
 from tests.helpers import VAPI_SECRET, vapi_sample
 from tests.test_server import Proxy, running_proxy
 

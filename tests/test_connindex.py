@@ -5,11 +5,11 @@ import itertools
 import httpx
 import pytest
 
-from proxy.connindex import ConnectionIndex
-from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
-from proxy.nango import Connection
-from proxy.tags import TagRoute, TagRouting, read_tag_route
+from proxy.nango.client import Connection
+from proxy.nango.directory import ConnectionDirectory
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.tags import TagRoute, TagRouting, read_tag_route
 from tests.nango_fakes import SECRET_KEY, FakeClock, FakeNango, error_body, make_client
 
 ROUTING = TagRouting(number_tag="vapi_number", phone_number_id_tag="vapi_phone_number_id")

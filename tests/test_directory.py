@@ -12,9 +12,9 @@ import httpx
 import pytest
 import respx
 
-from proxy.directory import BREAKER_THRESHOLD, FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
-from proxy.nango import PAGE_ATTEMPTS, Connection, NangoClient
+from proxy.nango.client import PAGE_ATTEMPTS, Connection, NangoClient
+from proxy.nango.directory import BREAKER_THRESHOLD, FAILURE_TTL_SECONDS, ConnectionDirectory, Lookup
 from tests.nango_fakes import (
     AUTH_ERROR,
     BASE_URL,

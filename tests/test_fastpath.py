@@ -1,4 +1,4 @@
-"""proxy.fastpath against the general path: the same requests, the same bytes back.
+"""proxy.http.fastpath against the general path: the same requests, the same bytes back.
 
 Every request case the suite sends to /vapi (test_app, test_hostile, the auth fuzz's headers, the
 fixtures, reloads) goes to two apps built from the same config, one with the fast path and one
@@ -21,11 +21,11 @@ import pytest
 from starlette.applications import Starlette
 
 from proxy.app import create_app
-from proxy.auth import hmac_signature
 from proxy.config import Config
-from proxy.fastpath import FastPath
+from proxy.http.fastpath import FastPath
 from proxy.runtime import Runtime
 from proxy.secret import Secret
+from proxy.vapi.auth import hmac_signature
 from tests import test_app, test_hostile
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
@@ -305,9 +305,9 @@ async def test_a_streamed_body_over_the_limit_is_not_read_past_the_limit() -> No
 )
 async def test_the_directorys_warm_answer_is_its_lookups_without_a_request(state: str) -> None:
     """What `warm` answers the fast path must be what `lookup` would, for every state a user can be in."""
-    from proxy.directory import ConnectionDirectory
     from proxy.metrics import Metrics
-    from proxy.nango import Connection, NangoSettings
+    from proxy.nango.client import Connection, NangoSettings
+    from proxy.nango.directory import ConnectionDirectory
 
     directory = ConnectionDirectory(None, NangoSettings(), Metrics())
     where, _, flaw = state.partition(" ")

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from proxy.nango import MAX_CONCURRENT_REQUESTS, TOTAL_TIMEOUT_READS
+from proxy.nango.client import MAX_CONCURRENT_REQUESTS, TOTAL_TIMEOUT_READS
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, proxy_client, vapi_sample
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from proxy.gcal import CalendarError, classify
+from proxy.calendar.google import CalendarError, classify
 from proxy.metrics import Metrics
 from tests.google_fakes import (
     DELETED,

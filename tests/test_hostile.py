@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from proxy.auth import hmac_signature
 from proxy.config import Config
 from proxy.numbers import E164_PATTERN, normalize_number
 from proxy.secret import Secret
+from proxy.vapi.auth import hmac_signature
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, proxy_client, vapi_sample
 

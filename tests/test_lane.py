@@ -1,4 +1,4 @@
-"""The fast lane (proxy/lane.py) over real sockets: the bytes a client reads are the ASGI path's, and warm
+"""The fast lane (proxy/http/lane.py) over real sockets: the bytes a client reads are the ASGI path's, and warm
 calls never reach the ASGI app."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.app import create_app
 from proxy.config import Config, parse_config
-from proxy.connections import CONNECTION_REFUSALS
-from proxy.lane import FAST_LANE, LANE_BODY_BYTES
+from proxy.http.connections import CONNECTION_REFUSALS
+from proxy.http.lane import FAST_LANE, LANE_BODY_BYTES
 from proxy.server import drain_on_signals, uvicorn_config
 from tests.helpers import VAPI_SECRET, vapi_sample
 from tests.test_connections import NUMBER, config_yaml

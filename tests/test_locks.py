@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from proxy.locks import LocalUserLocks, LockTimeout, UserLocks
+from proxy.calendar.locks import LocalUserLocks, LockTimeout, UserLocks
 
 pytestmark = pytest.mark.anyio
 

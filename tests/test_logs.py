@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def log_line(formatter: logging.Formatter, message: str, call_id: str | None, **fields: object) -> str:
     """A record as the configured handler sees it: `CallIdFilter` runs where the line is logged."""
-    record = logging.LogRecord("proxy.directory", logging.WARNING, __file__, 1, message, (), None)
+    record = logging.LogRecord("proxy.nango.directory", logging.WARNING, __file__, 1, message, (), None)
     record.fields = fields
     if call_id is None:
         CallIdFilter().filter(record)
@@ -73,7 +73,7 @@ async def test_every_line_about_a_call_carries_its_id_and_no_number() -> None:
             logger.removeHandler(handler)
             logger.setLevel(level)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert {line["logger"] for line in lines} >= {"proxy.nango", "proxy.directory", f"{LOGGER_NAME}.calls"}
+    assert {line["logger"] for line in lines} >= {"proxy.nango.client", "proxy.nango.directory", f"{LOGGER_NAME}.calls"}
     assert {line["call_id"] for line in lines} == {body["message"]["call"]["id"]}
     assert "+16505550100" not in stream.getvalue() and "+14155550123" not in stream.getvalue()
 
@@ -155,7 +155,7 @@ def test_buffered_lines_are_written_whole_in_atomic_writes_and_before_any_other_
         assert writes[-1].startswith(b'{"n":29')  # the two call lines wait for their timer
         handler = JsonHandler(held)
         handler.setStream(os.fdopen(os.dup(write), "w"))
-        handler.emit(logging.LogRecord("proxy.nango", logging.WARNING, __file__, 1, "later", (), None))
+        handler.emit(logging.LogRecord("proxy.nango.client", logging.WARNING, __file__, 1, "later", (), None))
         handler.stream.close()
         for n in range(12):  # 12 x 1 kB queued, then flushed at once: several writes, each whole lines
             held.write(b'{"n":%d,"pad":"%s"}\n' % (n, b"y" * 1000))

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.metrics import Metrics
-from proxy.nango import (
+from proxy.nango.client import (
     Connection,
     NangoClient,
     NangoError,
@@ -19,7 +19,7 @@ from proxy.nango import (
     parse_connection,
     pick_connection,
 )
-from proxy.onboarding import create_connect_session
+from proxy.nango.onboarding import create_connect_session
 from proxy.secret import Secret
 from tests.nango_fakes import (
     AUTH_ERROR,

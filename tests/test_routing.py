@@ -5,8 +5,9 @@ import textwrap
 import pytest
 
 from proxy.config import Config, parse_config
-from proxy.messages import inbound_call
-from proxy.routing import InboundCall, route_key
+from proxy.config.snapshot import InboundCall
+from proxy.numbers import route_key
+from proxy.vapi.messages import inbound_call
 
 ROUTING = """\
 auth: {vapi_secrets: [x]}

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from proxy.connindex import ConnectionIndex
-from proxy.locks import LockTimeout
+from proxy.calendar.locks import LockTimeout
 from proxy.metrics import Metrics
-from proxy.nango import Connection
+from proxy.nango.client import Connection
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.tags import TagRoute
 from proxy.shared import (
     Announcement,
     Fanout,
@@ -26,8 +27,7 @@ from proxy.shared import (
     TokenBucket,
 )
 from proxy.shared.index import CHUNK_SIZE, REPLACED_GRACE_SECONDS, OverlayEntry, apply_overlay, decode_chunk
-from proxy.shared.userlocks import RedisUserLocks
-from proxy.tags import TagRoute
+from proxy.shared.locks import RedisUserLocks
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

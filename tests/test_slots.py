@@ -8,20 +8,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from proxy.slots import (
-    CalendarSettings,
-    WorkingHours,
-    is_free,
-    join_words,
-    open_slots,
-    parse_time,
-    speak_choices,
-    speak_datetime,
-    speak_range,
-    speak_ranges,
-    speak_time,
-    within_working_hours,
-)
+from proxy.calendar.slots import is_free, open_slots, parse_time, within_working_hours
+from proxy.calendar.speech import join_words, speak_choices, speak_datetime, speak_range, speak_ranges, speak_time
+from proxy.config.calendar import CalendarSettings, WorkingHours
 
 NY = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles (TYPE_CHECKING-only ones included), no module over 400 lines, and a
-config snapshot that imports no I/O module. Each rule is also run on a small broken package, so it can fail."""
+"""The package's shape: imports that go one way down the layers, no import cycles (TYPE_CHECKING-only ones
+included), no module over 400 lines, a short top level, and a config snapshot that imports no I/O module. Each
+rule is also run on a small broken package, so it can fail."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = ROOT / "proxy"
 MAX_LINES = 400
+# Top to bottom: a module imports its own layer or the ones below it, never one above. Entry points wire
+# everything; leaves use nothing of ours. A name is a package (with its modules) or one top-level module.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("__main__", "cli", "admin", "server", "app", "reload", "runtime", "startup"),
+    ("http",),
+    ("vapi",),
+    ("shared",),
+    ("calendar",),
+    ("nango",),
+    ("config",),
+    ("logs", "metrics", "numbers", "secret"),
+)
+MAX_TOP_LEVEL_MODULES = 16
 IO_PACKAGES = {"httpx", "starlette", "uvicorn", "anyio", "redis", "asyncio", "socket", "ssl", "h11", "httptools"}
 
 
@@ -116,6 +130,36 @@ def io_imports(package: Path = PROXY, subpackage: str = "config") -> list[str]:
     return chains
 
 
+def layer_of(name: str, package: str = "proxy") -> int | None:
+    parts = name.split(".")
+    if parts == [package]:
+        return None  # the package's own __init__: the version only
+    for index, members in enumerate(LAYERS):
+        if parts[1] in members:
+            return index
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS in tests/test_structure.py")
+
+
+def upward_imports(package: Path = PROXY) -> list[str]:
+    """Every import that goes up the layer order (or out of a leaf), as "importer -> imported"."""
+    internal, _ = import_graph(package)
+    found: list[str] = []
+    leaves = len(LAYERS) - 1
+    for name, targets in sorted(internal.items()):
+        low = layer_of(name, package.name)
+        for target in sorted(targets):
+            high = layer_of(target, package.name)
+            if low is None or high is None:
+                continue
+            if high < low or (low == leaves and target != name):
+                found.append(f"{name} -> {target}")
+    return found
+
+
+def top_level_modules(package: Path = PROXY) -> list[str]:
+    return sorted(path.name for path in package.glob("*.py"))
+
+
 def write_package(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / "proxy" / name
@@ -129,6 +173,38 @@ def test_proxy_has_no_import_cycle() -> None:
     assert import_cycles(internal) == []
 
 
+def test_imports_go_down_the_layers() -> None:
+    assert upward_imports() == []
+
+
+def test_the_top_level_holds_entry_points_and_leaves_only() -> None:
+    modules = top_level_modules()
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
+    for path in PROXY.glob("*.py"):
+        if path.stem != "__init__":
+            layer_of(f"proxy.{path.stem}")
+
+
+def test_an_upward_import_is_reported(tmp_path: Path) -> None:
+    package = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "nango/__init__.py": "",
+            "nango/client.py": "from proxy.vapi import service\n",
+            "vapi/__init__.py": "",
+            "vapi/service.py": "from proxy.nango import client\nfrom proxy import numbers\n",
+            "numbers.py": "from proxy import secret\n",
+            "secret.py": "",
+        },
+    )
+    assert upward_imports(package) == [
+        "proxy.nango.client -> proxy.vapi",
+        "proxy.nango.client -> proxy.vapi.service",
+        "proxy.numbers -> proxy.secret",
+    ]
+
+
 def test_no_module_in_proxy_is_over_400_lines() -> None:
     assert long_modules() == []
 
@@ -140,10 +216,10 @@ def test_the_config_package_imports_no_io_module_even_for_type_checking() -> Non
 def test_the_config_package_imports_nothing_that_imports_it_back() -> None:
     graph, _ = import_graph()
     config = {name for name in graph if name == "proxy.config" or name.startswith("proxy.config.")}
-    for name in sorted(config | {"proxy.routing"}):
+    for name in sorted(config):
         assert name not in reachable(graph, name), f"{name} is part of an import cycle"
     outside = set().union(*(reachable(graph, name) for name in config)) - config
-    assert outside <= {"proxy.numbers", "proxy.secret", "proxy.slots", "proxy.tags"}, outside
+    assert outside <= {"proxy.numbers", "proxy.secret"}, outside
 
 
 def test_a_config_snapshot_loads_no_io_module() -> None:

@@ -11,8 +11,8 @@ import pytest
 import respx
 
 from proxy.metrics import Metrics
-from proxy.nango import RequestGate
-from proxy.tools import NOT_SERVED, answer_tool_calls
+from proxy.nango.client import RequestGate
+from proxy.vapi.tools import NOT_SERVED, answer_tool_calls
 from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle, make_calendar
 from tests.helpers import VAPI_SECRET, config_from, proxy_client

@@ -13,11 +13,11 @@ import pytest
 import respx
 from vapi.types import CreateFunctionToolDto, OpenAiModelToolsItem_Function, ServerMessageToolCalls
 
-from proxy.gcal import GoogleCalendar
+from proxy.calendar.google import GoogleCalendar
+from proxy.calendar.references import WrongGuesses
+from proxy.config.calendar import CalendarSettings, WorkingHours
 from proxy.metrics import Metrics
-from proxy.references import WrongGuesses
-from proxy.slots import CalendarSettings, WorkingHours
-from proxy.tools import (
+from proxy.vapi.tools import (
     NOT_SERVED,
     TOOL_NAMES,
     CalendarContext,

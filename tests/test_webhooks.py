@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from proxy import directory as directory_module
-from proxy import webhooks
-from proxy.directory import UNCONFIRMED_FAILURE_SECONDS, ConnectionDirectory, Lookup
 from proxy.metrics import Metrics
+from proxy.nango import directory as directory_module
+from proxy.nango import webhooks
+from proxy.nango.directory import UNCONFIRMED_FAILURE_SECONDS, ConnectionDirectory, Lookup
+from proxy.nango.webhooks import handle_nango_webhook, verify_nango_signature
 from proxy.secret import Secret
-from proxy.webhooks import handle_nango_webhook, verify_nango_signature
 from tests.nango_fakes import (
     AUTH_ERROR,
     INTEGRATION,

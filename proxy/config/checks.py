@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from msgspec import UNSET
 
+from proxy.config.calendar import WorkingHours
 from proxy.config.models import CalendarLayer, FallbackModel, FallbacksModel, NangoSettings, WorkingHoursModel
 from proxy.config.snapshot import Fallback, Fallbacks, Route, RoutingTable
+from proxy.config.tags import tag_key_problem
 from proxy.config.validate import did_you_mean
 from proxy.config.yamlsource import ConfigIssue, Document, Path, format_path
 from proxy.numbers import normalize_number
-from proxy.slots import WorkingHours
-from proxy.tags import tag_key_problem
 
 __all__ = ["Report", "build_routing_table", "calendar_layer", "fallbacks", "zone"]
 

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from proxy.config.calendar import CalendarSettings
 from proxy.config.checks import Report, calendar_layer, check_template, fallbacks, warn_legacy, zone
 from proxy.config.models import RouteModel, UserModel
 from proxy.config.snapshot import (
@@ -30,7 +31,6 @@ from proxy.config.snapshot import (
 from proxy.config.validate import INVALID, Validator, did_you_mean
 from proxy.config.yamlsource import ConfigIssue, Document, Path
 from proxy.numbers import route_key
-from proxy.slots import CalendarSettings
 
 __all__ = ["Context", "Entries", "EntryModels", "entries", "texts"]
 

@@ -71,7 +71,7 @@ class WorkingHoursModel(Model, frozen=True, kw_only=True):
 
 class CalendarLayer(Model, frozen=True, kw_only=True):
     """Calendar keys one level (global, user, route) sets; unset keys come from the level above, then
-    from `proxy.slots.CalendarSettings`, where the defaults are."""
+    from `proxy.calendar.slots.CalendarSettings`, where the defaults are."""
 
     mode: Annotated[
         Literal["native", "proxy"] | None,

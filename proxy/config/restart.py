@@ -24,7 +24,7 @@ RESTART_ONLY_SERVER = (
     "webhook_path",
     "drain_seconds",
     "shutdown_delay_seconds",
-    # uvicorn's settings and the connection limits (proxy/connections.py) are fixed when the listener starts.
+    # uvicorn's settings and the connection limits (proxy/http/connections.py) are fixed when the listener starts.
     "max_header_bytes",
     "header_timeout_seconds",
     "body_timeout_seconds",

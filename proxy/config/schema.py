@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import orjson
 
+from proxy.config.calendar import CalendarSettings
 from proxy.config.models import Addresses, CalendarLayer, ConfigFile, IncludedFile, Secrets
 from proxy.secret import Secret
-from proxy.slots import CalendarSettings
 
 __all__ = ["json_schema", "json_schema_text"]
 

@@ -1,5 +1,5 @@
 """The settings sections of the routing file (`server`, `auth`, `nango`, `redis`): typed models that are also
-the settings objects the code reads (`proxy.auth`, `proxy.nango`, `proxy.shared` and the server import them
+the settings objects the code reads (`proxy.vapi.auth`, `proxy.nango.client`, `proxy.shared` and the server import them
 from here).
 
 Each default and bound is written once, here; `proxy.config.models` puts them in the file's model.
@@ -92,7 +92,7 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     reload_poll_seconds: Annotated[
         float, doc("how often the config file is checked for changes; 0: only on SIGHUP", ge=0.0, le=3600.0)
     ] = 1.0
-    # Connection limits (proxy/connections.py), read once at start-up; docs/deployment.md says why these numbers.
+    # Connection limits (proxy/http/connections.py), read once at start-up; docs/deployment.md says why these numbers.
     max_header_bytes: Annotated[int, doc("request line plus headers above this get 431", ge=1024, le=1_048_576)] = (
         16_384
     )

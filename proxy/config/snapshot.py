@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from proxy.config.calendar import CalendarSettings
 from proxy.config.models import AuthSettings, NangoSettings, RedisSection, ServerSettings
 from proxy.config.yamlsource import ConfigIssue, Path
-from proxy.slots import CalendarSettings
 
 __all__ = [
     "DEFAULT_CALENDAR_INSTRUCTIONS",
@@ -174,7 +174,7 @@ class RoutingTable:
         return Match(*found) if found is not None else None
 
     def find(self, to: str | None, phone_number_id: str | None, caller: str | None) -> tuple[Route, Rule] | None:
-        """`match` on plain keys, without building objects (the warm path in proxy.fastpath)."""
+        """`match` on plain keys, without building objects (the warm path in proxy.http.fastpath)."""
         if caller is not None:
             if to is not None and (route := self.by_caller_on_line.get((caller, to))) is not None:
                 return route, "from+to"
@@ -218,7 +218,7 @@ class Config:
     calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # The shared state of several replicas (proxy.shared); the REDIS_* environment fills in unset keys.
     redis: RedisSection = field(default_factory=RedisSection)
-    # Answers assembled and encoded once per snapshot (proxy.assistant); a cache, not configuration.
+    # Answers assembled and encoded once per snapshot (proxy.vapi.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:

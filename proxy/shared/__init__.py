@@ -10,7 +10,7 @@ from proxy.shared.budget import SharedBreaker, TokenBucket
 from proxy.shared.cluster import Cluster
 from proxy.shared.fanout import Announcement, Fanout
 from proxy.shared.index import IndexMeta, IndexStore
-from proxy.shared.lock import Lease, LeasedLock
+from proxy.shared.locks import Lease, LeasedLock
 from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
 
 __all__ = [

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
-from proxy.ratelimit import DEFAULT_RETRY_AFTER, MAX_RATE_WAIT
+from proxy.nango.ratelimit import DEFAULT_RETRY_AFTER, MAX_RATE_WAIT
 from proxy.shared.store import SharedStore
 
 __all__ = ["SharedBreaker", "TokenBucket"]

@@ -4,7 +4,7 @@
   others load it when it is announced (or when they find a newer version on their next look). Each keeps
   it in memory, so a call never waits on Redis. If Redis restarted empty, a replica with a fresh index puts
   its own back instead of paging Nango again.
-- Webhooks: the replica that receives one confirms it with Nango (proxy.webhooks), records Nango's answer in
+- Webhooks: the replica that receives one confirms it with Nango (proxy.nango.webhooks), records Nango's answer in
   the index overlay and announces it; the others apply that answer to their directory at once, without
   asking Nango again. Connections a line lookup found (tag routing: a line nobody knew) travel the same way.
   A replica that was not subscribed meanwhile replays them from the overlay when it is again (`CatchUp`).
@@ -23,17 +23,17 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from proxy.connindex import ConnectionIndex
-from proxy.directory import (
+from proxy.metrics import Metrics
+from proxy.nango.client import Connection, NangoClient, NangoSettings
+from proxy.nango.directory import (
     BREAKER_THRESHOLD,
     FAILURE_TTL_SECONDS,
     REFRESH_RETRY_SECONDS,
     UNCONFIRMED_FAILURE_SECONDS,
     ConnectionDirectory,
 )
-from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoSettings
-from proxy.ratelimit import BACKGROUND_RESERVE
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.ratelimit import BACKGROUND_RESERVE
 from proxy.shared.budget import SharedBreaker, TokenBucket
 from proxy.shared.catchup import CatchUp
 from proxy.shared.fanout import Announcement, Fanout
@@ -46,9 +46,8 @@ from proxy.shared.index import (
     decode_connection,
     encode_connection,
 )
-from proxy.shared.lock import Lease, LeasedLock
+from proxy.shared.locks import Lease, LeasedLock, RedisUserLocks
 from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
-from proxy.shared.userlocks import RedisUserLocks
 
 __all__ = ["Cluster"]
 
@@ -225,7 +224,7 @@ class Cluster:
             self._streak_shared = False
             self._spawn(self.breaker.success())
 
-    # SharedBudget (proxy.ratelimit) -----------------------------------------------------------------
+    # SharedBudget (proxy.nango.ratelimit) -----------------------------------------------------------------
 
     async def wait_for(self, *, background: bool) -> float:
         try:

@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from proxy.connindex import ConnectionIndex
-from proxy.nango import Connection
-from proxy.shared.lock import Lease
+from proxy.nango.client import Connection
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.tags import TagRoute
+from proxy.shared.locks import Lease
 from proxy.shared.store import SharedStore
-from proxy.tags import TagRoute
 
 __all__ = [
     "IndexMeta",

@@ -3,7 +3,7 @@
 Each answer is `ToolCallResult`-shaped. Vapi adds `result`/`error` to the conversation, so the text is
 short and speakable and also carries the exact ISO times the model needs for a follow-up call;
 `metadata` (sent to Vapi clients, not the model) holds the same facts as structured data. The tools
-themselves, which read and write the calendar, are in `proxy.booking`.
+themselves, which read and write the calendar, are in `proxy.calendar.booking`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from proxy.booking import ArgError, CalendarTools, Outcome
-from proxy.calendarcontext import CalendarContext
-from proxy.claim import booking_id
-from proxy.gcal import CalendarError, GoogleCalendar
-from proxy.locks import LocalUserLocks, LockTimeout, UserLocks
+from proxy.calendar.booking import ArgError, CalendarTools, Outcome
+from proxy.calendar.claim import booking_id
+from proxy.calendar.context import CalendarContext
+from proxy.calendar.google import CalendarError, GoogleCalendar
+from proxy.calendar.locks import LocalUserLocks, LockTimeout, UserLocks
+from proxy.calendar.references import WrongGuesses
 from proxy.metrics import Metrics
-from proxy.references import WrongGuesses
 
 __all__ = [
     "TOOL_NAMES",
@@ -49,7 +49,7 @@ TOOL_NAMES = (
     "cancel_appointment",
     "reschedule_appointment",
 )
-# Writes of one user run one at a time (proxy.locks), so two bookings cannot both pass the free check.
+# Writes of one user run one at a time (proxy.calendar.locks), so two bookings cannot both pass the free check.
 _WRITES = frozenset({"book_appointment", "cancel_appointment", "reschedule_appointment"})
 _OFFSET_RULE = (
     "ISO 8601 date-time with an explicit UTC offset for the calendar's time zone on that date, "

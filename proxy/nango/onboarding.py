@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from proxy.nango import Connection, NangoClient
+from proxy.nango.client import Connection, NangoClient
+from proxy.nango.tags import TAG_MAX_COUNT, TagRouting, tag_value_problem
 from proxy.numbers import normalize_number
 from proxy.secret import Secret
-from proxy.tags import TAG_MAX_COUNT, TagRouting, tag_value_problem
 
 __all__ = ["ConnectSession", "OnboardingError", "assign_line", "create_connect_session", "routing_tags"]
 

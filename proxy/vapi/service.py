@@ -15,23 +15,22 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 
-from proxy.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer
+from proxy.calendar.google import GoogleCalendar
+from proxy.calendar.locks import LocalUserLocks, UserLocks
+from proxy.calendar.references import WrongGuesses
 from proxy.config import Config, Fallback, FallbackKind, Route
-from proxy.directory import ConnectionDirectory, Lookup
-from proxy.gcal import GoogleCalendar
-from proxy.lines import LineMatch
-from proxy.locks import LocalUserLocks, UserLocks
+from proxy.config.calendar import CalendarSettings
+from proxy.config.snapshot import InboundCall, Match, Rule
 from proxy.logs import CallLog, get_logger
-from proxy.messages import inbound_call
 from proxy.metrics import Metrics
-from proxy.nango import RequestGate
+from proxy.nango.client import RequestGate
+from proxy.nango.directory import ConnectionDirectory, Lookup
+from proxy.nango.lines import LineMatch, route_source, tagged_route
 from proxy.numbers import mask_number
-from proxy.references import WrongGuesses
-from proxy.routing import InboundCall, Match, Rule
 from proxy.secret import Secret
-from proxy.slots import CalendarSettings
-from proxy.tagroutes import route_source, tagged_route
-from proxy.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
+from proxy.vapi.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer
+from proxy.vapi.messages import inbound_call
+from proxy.vapi.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
 
 # Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
 TOOL_CALLS_TIMEOUT_SECONDS = 10.0
@@ -95,8 +94,8 @@ class CallService:
         # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
         self.gate = gate
         self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
-        self.guesses = WrongGuesses()  # wrong booking references per call (proxy.references)
-        # Public: the fast path (proxy.fastpath) fills its answers' clock variables from the same clock.
+        self.guesses = WrongGuesses()  # wrong booking references per call (proxy.calendar.references)
+        # Public: the fast path (proxy.http.fastpath) fills its answers' clock variables from the same clock.
         self.wall_clock = wall_clock
         self._clock = clock
         self.call_log = call_log or CallLog(logger, None)

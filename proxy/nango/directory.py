@@ -5,7 +5,7 @@ the per-user TTL cache, the negative cache, then one Nango request per cold user
 concurrent caller and bounded by the caller's deadline. When Nango fails, the last known good
 connection id is served (stale-if-error).
 
-Seams: the index store (`proxy.connindex`) and its rebuilds (`proxy.indexrefresh`), webhook effects (`confirm`,
+Seams: the index store (`proxy.nango.index`) and its rebuilds (`proxy.nango.refresh`), webhook effects (`confirm`,
 `apply_user_connections`, `forget_connection`, `suspend`) and lookups (`lookup`, `current`). Freshness bounds:
 docs/deployment.md.
 """
@@ -18,20 +18,39 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
 
-from proxy.connindex import ConnectionIndex
-from proxy.indexrefresh import REFRESH_RETRY_SECONDS, IndexEffect, IndexRefresher
-from proxy.lines import LineFinder
-from proxy.lookup import Lookup, Negative, Source, answer_for
 from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoError, NangoSettings, pick_connection
+from proxy.nango.client import Connection, NangoClient, NangoError, NangoSettings, pick_connection
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.lines import LineFinder
+from proxy.nango.refresh import REFRESH_RETRY_SECONDS, IndexEffect, IndexRefresher
 
-__all__ = ["REFRESH_RETRY_SECONDS", "ConnectionDirectory", "DirectoryListener", "Lookup"]
+__all__ = ["REFRESH_RETRY_SECONDS", "ConnectionDirectory", "DirectoryListener", "Lookup", "Source", "answer_for"]
 
 logger = logging.getLogger(__name__)
+
+# Also what the call log line shows as "connection" and `resolve` as "connection_source".
+Source = Literal["index", "cache", "nango", "stale", "negative", "timeout", "error", "unhealthy", "fixed"]
+Negative = Literal["negative", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer for one user: a usable connection id or None, and where the answer came from."""
+
+    connection_id: str | None
+    source: Source
+    detail: str = ""
+
+
+def answer_for(conn: Connection, source: Source) -> Lookup:
+    if conn.healthy:
+        return Lookup(conn.connection_id, source)
+    return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
 class DirectoryListener(Protocol):
@@ -93,7 +112,7 @@ class ConnectionDirectory:
         self._outage_streak = 0
         self._breaker_open_until = 0.0
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
-        # Webhook confirmations in flight (proxy.webhooks), shared by concurrent deliveries.
+        # Webhook confirmations in flight (proxy.nango.webhooks), shared by concurrent deliveries.
         self.confirming: dict[tuple[str, str | None], asyncio.Task[Any]] = {}
         self._unusable: TTLCache[str, bool] = TTLCache(size, UNCONFIRMED_FAILURE_SECONDS, timer=clock)
         self.listener: DirectoryListener | None = None
@@ -140,7 +159,7 @@ class ConnectionDirectory:
 
     def warm(self, user_id: str) -> tuple[str, str] | None:
         """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
-        count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.fastpath does)."""
+        count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.http.fastpath does)."""
         # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
         conn = self._indexer.index.user(user_id)
         event = "index_hit"

@@ -2,7 +2,7 @@
 
 A `CalendarTools` answers one tool call: it reads the call's arguments, asks Google Calendar, and returns an
 `Outcome` whose text is short and speakable yet carries the exact ISO times the model needs for a follow-up
-call, with the same facts as structured data. `proxy.tools` turns outcomes into Vapi tool results.
+call, with the same facts as structured data. `proxy.vapi.tools` turns outcomes into Vapi tool results.
 """
 
 from __future__ import annotations
@@ -14,25 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxy.calendarcontext import CalendarContext
-from proxy.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
-from proxy.gcal import GoogleCalendar
-from proxy.references import WrongGuesses, new_reference, normalise, speak_reference
-from proxy.slots import (
-    Interval,
-    is_free,
+from proxy.calendar.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
+from proxy.calendar.context import CalendarContext
+from proxy.calendar.google import GoogleCalendar
+from proxy.calendar.references import WrongGuesses, new_reference, normalise, speak_reference
+from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
+from proxy.calendar.speech import (
     join_words,
-    merge,
-    open_slots,
-    parse_time,
     speak_choices,
     speak_datetime,
     speak_minutes,
     speak_period,
     speak_range,
     speak_ranges,
-    subtract,
-    within_working_hours,
 )
 
 __all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxy.nango import Connection, rank_connection
+from proxy.nango.client import Connection, rank_connection
 
 __all__ = ["ClaimKind", "Conflict", "ConnectionIndex"]
 

@@ -22,8 +22,8 @@ import httpx
 
 from proxy.config.models import NangoSettings
 from proxy.metrics import Metrics
-from proxy.ratelimit import RateLimit, SharedBudget
-from proxy.tags import TagRoute, TagRouting, read_tag_route
+from proxy.nango.ratelimit import RateLimit, SharedBudget
+from proxy.nango.tags import TagRoute, TagRouting, read_tag_route
 
 __all__ = [
     "Connection",

@@ -1,11 +1,11 @@
-"""Who a calendar tool call is for and who is making it: what `proxy.service` resolves and the tools read."""
+"""Who a calendar tool call is for and who is making it: what `proxy.vapi.service` resolves and the tools read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from proxy.slots import CalendarSettings
+from proxy.config.calendar import CalendarSettings
 
 __all__ = ["CalendarContext"]
 

@@ -27,7 +27,7 @@ from proxy.config import (
     Fallback,
     Route,
 )
-from proxy.tools import function_tools
+from proxy.vapi.tools import function_tools
 
 CALENDAR_CREDENTIAL_PROVIDER = "google.calendar.oauth2-authorization"
 NATIVE_CALENDAR_TOOLS = ("google.calendar.availability.check", "google.calendar.event.create")

@@ -32,8 +32,8 @@ import httptools
 import uvicorn
 from uvicorn.server import ServerState
 
-from proxy.coalescing import CoalescingTransport
-from proxy.lane import FastLaneProtocol
+from proxy.http.coalescing import CoalescingTransport
+from proxy.http.lane import FastLaneProtocol
 
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
 

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 import orjson
 
-from proxy.routing import InboundCall, route_key
+from proxy.config.snapshot import InboundCall
+from proxy.numbers import route_key
 
 MAX_ID_LENGTH = 200
 

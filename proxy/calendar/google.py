@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from proxy.metrics import Metrics
-from proxy.nango import RequestGate
+from proxy.nango.client import RequestGate
 from proxy.secret import Secret
 
 __all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify"]

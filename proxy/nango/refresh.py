@@ -14,15 +14,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
-from proxy.connindex import ConnectionIndex
-from proxy.lines import report_conflicts
 from proxy.metrics import Metrics
-from proxy.nango import NangoClient, NangoError
+from proxy.nango.client import NangoClient, NangoError
+from proxy.nango.index import ConnectionIndex
+from proxy.nango.lines import report_conflicts
 
 __all__ = ["REFRESH_RETRY_SECONDS", "IndexEffect", "IndexRefresher"]
 
 # The directory's logger: these lines were always its own, and log filters select on the name.
-logger = logging.getLogger("proxy.directory")
+logger = logging.getLogger("proxy.nango.directory")
 
 IndexEffect = Callable[[ConnectionIndex], object]
 
@@ -43,7 +43,7 @@ class IndexRefresher:
     ) -> None:
         self.index = ConnectionIndex()
         self.built_at: float | None = None
-        # Users that webhooks added to the index since it was installed (bounded by proxy.directory).
+        # Users that webhooks added to the index since it was installed (bounded by proxy.nango.directory).
         self.webhook_users = 0
         self._client = client
         self._interval = interval

@@ -2,7 +2,7 @@
 
 Every request uvicorn serves costs an asyncio task, a coroutine per ASGI layer, `receive()` and two
 `send()` calls with their header checks: more than the whole of what the proxy does for a warm call.
-When the app offers a `FastLane` (proxy.fastpath.FastPath, through the lifespan state), a request whose
+When the app offers a `FastLane` (proxy.http.fastpath.FastPath, through the lifespan state), a request whose
 head the lane takes (the Vapi path, POST, the right shared secret) is held until its body is complete,
 and then answered in place with the bytes the ASGI path would have sent, uvicorn's default headers
 (`date`, `server`) first, as its `send()` writes them. Anything the lane does not answer (a body over

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from proxy.directory import ConnectionDirectory
 from proxy.metrics import Metrics
-from proxy.nango import Connection, NangoClient, NangoError, owner_of
+from proxy.nango.client import Connection, NangoClient, NangoError, owner_of
+from proxy.nango.directory import ConnectionDirectory
 from proxy.secret import Secret
 
 __all__ = ["SIGNATURE_HEADER", "handle_nango_webhook", "verify_nango_signature"]

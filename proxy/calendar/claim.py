@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from proxy.gcal import CalendarError, GoogleCalendar
+from proxy.calendar.google import CalendarError, GoogleCalendar
 
 __all__ = [
     "Claim",

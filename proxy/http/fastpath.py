@@ -3,12 +3,12 @@
 A warm call (the caller's line routed, the user's Nango connection already known) needs a few
 microseconds of real work; the machinery around it (Starlette's request and response objects and its
 ASGI hops, stdlib logging, `labels()`, datetimes and result objects) cost ten times that. This one ASGI
-callable answers that call with the bytes the general path (proxy.app -> proxy.service) would send,
+callable answers that call with the bytes the general path (proxy.app -> proxy.vapi.service) would send,
 and hands everything else to the general path unchanged. tests/test_fastpath.py sends the suite's
 request cases through both and compares the answers, status and headers byte for byte.
 
 Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the
-whole body: proxy/lane.py); as an ASGI callable it serves any other ASGI server the same way.
+whole body: proxy/http/lane.py); as an ASGI callable it serves any other ASGI server the same way.
 
 What it skips, and why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
@@ -42,23 +42,32 @@ import functools
 import hmac
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.assistant import calendar_answer_format, clock_fragments
 from proxy.config import Config, Route
 from proxy.logs import CallLog, get_logger
-from proxy.messages import call_keys
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
+from proxy.vapi.assistant import calendar_answer_format, clock_fragments
+from proxy.vapi.messages import call_keys
 
 if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+    from proxy.vapi.service import CallService
 
-__all__ = ["FastPath", "FastPathApp"]
+__all__ = ["FastPath", "FastPathApp", "Runtime"]
+
+
+class Runtime(Protocol):
+    """What the fast path reads of the app's runtime (`proxy.runtime.Runtime`), read afresh on each call."""
+
+    config: Config
+    metrics: Metrics
+    service: CallService | None
+
 
 ASSISTANT_REQUEST = "assistant-request"
 SECRET_HEADER = b"x-vapi-secret"
@@ -296,7 +305,7 @@ class FastPath:
         return answer
 
 
-# The call line's "connection" field: where the directory says the id came from (proxy.directory.Source).
+# The call line's "connection" field: where the directory says the id came from (proxy.nango.directory.Source).
 _SOURCES = {"fixed": "fixed", "index_hit": "index", "hit": "cache"}
 
 

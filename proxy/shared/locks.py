@@ -4,20 +4,28 @@ The holder gets a token that grows with every grant (`INCR`); the lock key holds
 with the lease, so a holder that dies or stalls loses the lock by itself. Writes that must come from the
 current holder only are checked against the token inside Redis (`fenced_rename`, used by the index store):
 a holder whose lease ran out while it was paused cannot overwrite the newer holder's work.
+
+`RedisUserLocks` is `proxy.calendar.locks.UserLocks` across replicas: a short Redis lease per user on top of
+the in-process lock. The in-process lock comes first, so calls on one replica queue in memory and only one
+of them at a time asks Redis. While Redis cannot answer in time, the in-process lock alone serialises (per
+replica), and the bookings' post-insert check settles any race between replicas, as without Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from proxy.calendar.locks import Lease as UserLease
+from proxy.calendar.locks import LocalUserLocks, LockTimeout
 from proxy.shared.store import SharedStore, SharedUnavailable
 
-__all__ = ["Lease", "LeasedLock"]
+__all__ = ["Lease", "LeasedLock", "RedisUserLocks"]
 
 # Release and extend only when the lock still holds our token: a plain DEL could free someone else's lease.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -94,3 +102,40 @@ class LeasedLock:
             return bool(await self._store.run("unlock", release))
         except SharedUnavailable:
             return False
+
+
+# A check-and-insert takes a Google round trip or two; the lease outlives that with margin, and a replica
+# that dies mid-booking blocks the user's calendar for no longer than this.
+LEASE_SECONDS = 10.0
+
+
+class RedisUserLocks:
+    """Per-user locks spanning replicas (see the module docstring)."""
+
+    def __init__(
+        self, locks: LeasedLock, *, lease: float = LEASE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._shared = locks
+        self._local = LocalUserLocks()
+        self._lease = lease
+        self._clock = clock
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, *, timeout: float) -> AsyncIterator[UserLease]:
+        started = self._clock()
+        async with self._local.hold(key, timeout=timeout) as local:
+            remaining = max(timeout - (self._clock() - started), 0.0)
+            shared: Lease | None = None
+            try:
+                shared = await self._shared.acquire(f"user:{key}", self._lease, wait=remaining)
+                if shared is None:
+                    raise LockTimeout(f"lock not granted within {timeout:.2f}s (held on another replica)")
+            except SharedUnavailable:
+                pass  # this replica's lock alone; the post-insert check covers the rest
+            if shared is None:
+                yield local
+                return
+            try:
+                yield UserLease(key, shared.token, shared.expires_at, self._clock)
+            finally:
+                await self._shared.release(shared)

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from proxy.config.models import TagRouting
+from proxy.config.tags import TAG_MAX_COUNT, TAG_VALUE_MAX_LENGTH, tag_key_problem, tag_value_problem
 from proxy.numbers import normalize_number
 
 __all__ = [
@@ -25,30 +26,8 @@ __all__ = [
     "tag_value_problem",
 ]
 
-TAG_MAX_COUNT = 10
-TAG_KEY_MAX_LENGTH = 64
-TAG_VALUE_MAX_LENGTH = 255
-_TAG_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_\-./]*")
 # A Vapi phone-number id is a UUID; anything a tag value can hold is accepted, but bounded and printable.
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-
-
-def tag_key_problem(key: str) -> str | None:
-    """Why Nango would refuse (or silently lowercase) `key` as a tag key; None when it is fine."""
-    if not key or len(key) > TAG_KEY_MAX_LENGTH:
-        return f"a tag key has 1-{TAG_KEY_MAX_LENGTH} characters"
-    if not _TAG_KEY.fullmatch(key):
-        return "a tag key starts with a letter and holds only letters, digits, _ - . /"
-    if key != key.lower():
-        return f"Nango stores tag keys lowercased: write {key.lower()!r}"
-    return None
-
-
-def tag_value_problem(value: str) -> str | None:
-    """Why Nango would refuse `value` as a tag value; None when it is fine."""
-    if not 1 <= len(value) <= TAG_VALUE_MAX_LENGTH:
-        return f"a tag value has 1-{TAG_VALUE_MAX_LENGTH} characters"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
