@@ -19,15 +19,7 @@ from proxy.calendar.context import CalendarContext
 from proxy.calendar.google import GoogleCalendar
 from proxy.calendar.references import WrongGuesses, new_reference, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
-from proxy.calendar.speech import (
-    join_words,
-    speak_choices,
-    speak_datetime,
-    speak_minutes,
-    speak_period,
-    speak_range,
-    speak_ranges,
-)
+from proxy.calendar.speech import Voice, join_words, speak_minutes
 
 __all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]
 
@@ -86,6 +78,7 @@ class CalendarTools:
         self.limit = self.now + timedelta(days=self.s.horizon_days)
         self.buffer = timedelta(minutes=self.s.buffer_minutes)
         self.assumed = False
+        self.voice = Voice.at(self.tz, self.now)
 
     async def check_availability(self) -> Outcome:
         start, end = self._time("start"), self._time("end")
@@ -95,9 +88,9 @@ class CalendarTools:
         clipped = [(max(a, start), min(b, end)) for a, b in merge(busy) if a < end and b > start]
         data = {"timezone": self.tz.key, "busy": [self._span(a, b) for a, b in clipped]}
         if not clipped:
-            return Outcome(f"{self.ctx.user_name} is free {speak_range(start, end, self.tz)}.", "ok", data=data)
+            return Outcome(f"{self.ctx.user_name} is free {self.voice.span(start, end)}.", "ok", data=data)
         more = f", and {len(clipped) - 4} more times" if len(clipped) > 4 else ""
-        spoken = speak_ranges(clipped[:4], self.tz)
+        spoken = self.voice.ranges(clipped[:4])
         text = f"{self.ctx.user_name} is busy {spoken}{more}. The rest of that time is free."
         return Outcome(text, "ok", data=data)
 
@@ -112,16 +105,16 @@ class CalendarTools:
         minutes = int(length.total_seconds() // 60)
         data: dict[str, Any] = {"timezone": self.tz.key, "durationMinutes": minutes, "slots": self._spans(found)}
         if found:
-            text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. "
+            text = f"The next open times are {self.voice.choices([a for a, _ in found])}. "
             return Outcome(text + self._exact(found, minutes), "ok", data=data)
-        nothing = f"There are no open {minutes}-minute times {speak_period(start, stop, self.tz)}"
+        nothing = f"There are no open {minutes}-minute times {self.voice.period(start, stop)}"
         # Nothing in the asked-for range (a weekend, a full day): offer the next days that have openings.
         ahead = min(self.limit, stop + timedelta(days=self.s.search_ahead_days))
         later = await self._search(stop, ahead, length) if stop < ahead else []
         if not later:
             return Outcome(f"{nothing}, and none in the days after that I can book.", "none", data=data)
         data |= {"slots": self._spans(later), "requestedRangeEmpty": True}
-        text = f"{nothing}. The next open times are {speak_choices([a for a, _ in later], self.tz)}. "
+        text = f"{nothing}. The next open times are {self.voice.choices([a for a, _ in later])}. "
         return Outcome(text + self._exact(later, minutes), "ok", data=data)
 
     async def book_appointment(self) -> Outcome:
@@ -169,7 +162,7 @@ class CalendarTools:
         return await self._refuse(f"book {self._say(start)}", problem, start, end - start)
 
     async def _claimed(self, claim: Claim, start: datetime, end: datetime) -> Outcome:
-        when = speak_range(start, end, self.tz)
+        when = self.voice.span(start, end)
         if claim.state == "unconfirmed":
             text = (
                 f"I'm not sure the booking {when} went through: the calendar is answering too slowly. "
@@ -223,7 +216,7 @@ class CalendarTools:
                 low, high = new_start - self.buffer, new_end + self.buffer
                 if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
                     data = {"rescheduled": True, **self._span(new_start, new_end)}
-                    text = f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}."
+                    text = f"Done: the appointment is now {self.voice.span(new_start, new_end)}."
                     return Outcome(text, "ok", data=data)
                 # A booking landed there meanwhile (another replica): it keeps the time, this one moves back.
                 back = {"start": self._google_time(old_start), "end": self._google_time(old_end)}
@@ -285,7 +278,7 @@ class CalendarTools:
         data = {"done": False, "reason": problem, "alternatives": self._spans(found)}
         if not found:
             return Outcome(f"{intro} I couldn't find another open time soon.", "refused", data=data)
-        offers = speak_choices([a for a, _ in found], self.tz)
+        offers = self.voice.choices([a for a, _ in found])
         return Outcome(
             f"{intro} The closest open times are {offers}. {self._exact(found, minutes)}", "refused", data=data
         )
@@ -370,7 +363,7 @@ class CalendarTools:
         return {"dateTime": self._iso(moment), "timeZone": self.tz.key}
 
     def _say(self, moment: datetime) -> str:
-        return speak_datetime(moment, self.tz)
+        return self.voice.when(moment)
 
     def _iso(self, moment: datetime) -> str:
         """Times go out in the user's local offset: what the model should send back, and easier to check."""
