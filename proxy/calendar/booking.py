@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxy.calendar.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
+from proxy.calendar.abuse import RECENT, CallerText, booking_refusal, event_text, recent_filter
+from proxy.calendar.claim import Claim, booking_id, claim_slot, contested, event_span, holds_slot, private_of
 from proxy.calendar.context import CalendarContext
 from proxy.calendar.google import GoogleCalendar
+from proxy.calendar.parallel import both
 from proxy.calendar.references import WrongGuesses, new_reference, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
 from proxy.calendar.speech import Voice, join_words, speak_minutes
@@ -120,41 +122,54 @@ class CalendarTools:
     async def book_appointment(self) -> Outcome:
         start = self._time("start")
         end = self._maybe_time("end") or start + timedelta(minutes=self.s.slot_minutes)
-        name, email = self._text("name", 100, required=True), self._text("email", 254)
-        phone, notes = self._text("phone", 40) or self.ctx.caller_number, self._text("notes", 1000)
-        if email and not _EMAIL.match(email):
+        text = CallerText(self.args, self.ctx.caller_number)
+        if not text.name:
+            raise ArgError("name is missing")
+        if text.email and not _EMAIL.match(text.email):
             raise ArgError("that email address doesn't look complete")
         self._check_length(start, end)
         problem = self._problem(start, end)
         if problem is None:
-            busy = await self._busy(start - self.buffer, end + self.buffer)
+            call_id, number = self.ctx.call_id, self.ctx.caller_number
+            busy, recent = await both(
+                lambda: self._busy(start - self.buffer, end + self.buffer),
+                lambda: self.cal.list_events(
+                    self.conn,
+                    self.s.calendar_id,
+                    start=self.now - RECENT,
+                    end=self.limit + timedelta(days=1),
+                    private=recent_filter(call_id, number),
+                    show_deleted=True,
+                ),
+            )
             # Busy may be this call's own earlier booking of the slot (a retry): claiming finds it again.
-            if is_free(busy, start, end, buffer=self.buffer) or await booked_by_call(
-                self.cal, self.conn, self.s.calendar_id, self.ctx.call_id, start, end
-            ):
-                lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
-                private = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
-                if self.ctx.caller_number:
-                    private["vapiCallerNumber"] = self.ctx.caller_number
+            if is_free(busy, start, end, buffer=self.buffer) or any(holds_slot(e, call_id, start, end) for e in recent):
+                limit = booking_refusal(
+                    recent, self.s, call_id=call_id, number=number, email=text.email, start=start, end=end, now=self.now
+                )
+                if limit is not None:
+                    return Outcome(f"{limit} Anything more has to go through the office directly.", "limited")
+                private = {"vapiCallId": call_id, "vapiBookingRef": new_reference()}
+                if number:
+                    private["vapiCallerNumber"] = number
                 event: dict[str, Any] = {
-                    "summary": self._text("summary", 200) or f"Appointment with {name}",
-                    "description": "\n".join(line for line in lines if line) + "\nBooked by the voice assistant.",
+                    **event_text(text),
                     "start": self._google_time(start),
                     "end": self._google_time(end),
                     "extendedProperties": {"private": private},
                 }
-                if email:
-                    event["attendees"] = [{"email": email, "displayName": name}]
+                if text.email:
+                    event["attendees"] = [{"email": text.email, "displayName": text.name}]
                 claim = await claim_slot(
                     self.cal,
                     self.conn,
                     self.s.calendar_id,
                     event,
-                    call_id=self.ctx.call_id,
+                    call_id=call_id,
                     start=start,
                     end=end,
                     buffer=self.buffer,
-                    send_updates="all" if email else "none",
+                    send_updates="all" if text.email else "none",
                     time_left=self.time_left,
                 )
                 return await self._claimed(claim, start, end)
@@ -347,13 +362,6 @@ class CalendarTools:
         if isinstance(raw, bool) or not isinstance(raw, int) or not 5 <= raw <= 480:
             raise ArgError(f"{key} must be a whole number of minutes from 5 to 480")
         return raw
-
-    def _text(self, key: str, limit: int, *, required: bool = False) -> str | None:
-        raw = self.args.get(key)
-        value = str(raw).strip()[:limit] if isinstance(raw, str | int | float) else ""
-        if required and not value:
-            raise ArgError(f"{key} is missing")
-        return value or None
 
     def _check_length(self, start: datetime, end: datetime) -> None:
         if not timedelta(0) < end - start <= timedelta(hours=8):

@@ -27,7 +27,6 @@ from proxy.calendar.google import CalendarError, GoogleCalendar
 
 __all__ = [
     "Claim",
-    "booked_by_call",
     "booking_id",
     "claim_slot",
     "contested",
@@ -166,16 +165,6 @@ async def claim_slot(
         logger.warning("booking %s made but its slot could not be re-read: %s", mine.get("id"), exc)
         return Claim("unconfirmed", mine)
     return Claim("existed" if existed else "booked", mine)
-
-
-async def booked_by_call(
-    calendar: GoogleCalendar, connection_id: str, calendar_id: str, call_id: str, start: datetime, end: datetime
-) -> bool:
-    """Whether this call already holds exactly [start, end) (a retried booking finds its slot busy)."""
-    events = await calendar.list_events(
-        connection_id, calendar_id, start=start, end=end, private={"vapiCallId": call_id}
-    )
-    return any(holds_slot(e, call_id, start, end) for e in events)
 
 
 async def contested(
