@@ -11,23 +11,23 @@ what a call, and a calling number, can make the calendar do:
   in the event as given by the caller and not checked.
 
 The counts come from the calendar itself (the bookings' private extended properties), so every replica sees
-the same ones; `recent_filter` says what to list.
+the same ones; `recent_filter` says what to list. An invitation is counted by its booking's `vapiGuest` mark.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from proxy.calendar.claim import event_span, private_of
-from proxy.calendar.google import CalendarError
+from proxy.calendar.provider import Event, Guest, NewEvent
+from proxy.calendar.references import new_reference
 from proxy.config.calendar import CalendarSettings
 
-__all__ = ["RECENT", "CallerText", "booking_refusal", "event_text", "recent_filter"]
+__all__ = ["MARK", "RECENT", "CallerText", "booking_refusal", "new_booking", "recent_filter"]
 
-Event = Mapping[str, Any]
 # How far back a calling number's bookings count.
 RECENT = timedelta(hours=24)
 # Lengths of caller-given fields, in characters.
@@ -58,19 +58,19 @@ def booking_refusal(
     `events` are the caller's bookings as listed with `recent_filter` (cancelled ones included). A booking this
     call already made of exactly this slot (a retry, or booking a slot again after cancelling it) is the same
     booking, not a new one."""
-    calls = [e for e in events if private_of(e).get("vapiCallId") == call_id]
-    if any(_spans(e, start, end) for e in calls):
+    calls = [e for e in events if e.marks.get("vapiCallId") == call_id]
+    if any((e.start, e.end) == (start, end) for e in calls):
         return None
     if len(_ids(calls)) >= settings.max_bookings_per_call:
         n = settings.max_bookings_per_call
         return f"I can book at most {n} appointment{'s' if n != 1 else ''} on one call."
     if number is not None:
         since = now - RECENT
-        today = [e for e in events if private_of(e).get("vapiCallerNumber") == number and _created(e) >= since]
+        today = [e for e in events if e.marks.get("vapiCallerNumber") == number and _recent(e, since)]
         if len(_ids(today)) >= settings.max_bookings_per_caller_per_day:
             return "This phone number has booked as many appointments as I can take in one day."
     if email:
-        invited = [e for e in calls if email.casefold() in _attendees(e)]
+        invited = [e for e in calls if e.marks.get("vapiGuest") == guest_mark(email)]
         if len(_ids(invited)) >= settings.max_invitations_per_address:
             return "I've sent as many invitations to that email address as I can on one call."
     return None
@@ -87,14 +87,28 @@ class CallerText:
         self.notes = _line(args.get("notes"), NOTES_CHARS)
 
 
-def event_text(text: CallerText) -> dict[str, str]:
-    """The event's summary and description: the caller's words, each labelled, under a line saying whose."""
+def new_booking(
+    text: CallerText, start: datetime, end: datetime, tz: ZoneInfo, *, call_id: str, number: str | None
+) -> NewEvent:
+    """The event a booking writes: the caller's words, each labelled, under a line saying whose they are; marks
+    that find it again (call, number, reference) and count its invitation (`guest_mark`)."""
     summary = f"Appointment with {text.name}" + (f": {text.title}" if text.title else "")
     fields = [("Name", text.name), ("Phone", text.phone), ("Email", text.email), ("Title", text.title)]
+    fields.append(("Notes", text.notes))
     lines = [MARK, *(f"{label}: {value}" for label, value in fields if value)]
-    if text.notes:
-        lines.append(f"Notes: {text.notes}")
-    return {"summary": summary, "description": "\n".join(lines)}
+    marks = {"vapiCallId": call_id, "vapiBookingRef": new_reference()}
+    if number:
+        marks["vapiCallerNumber"] = number
+    guest = None
+    if text.email:
+        marks["vapiGuest"] = guest_mark(text.email)
+        guest = Guest(text.email, text.name or text.email)
+    return NewEvent(summary, "\n".join(lines), start, end, tz, marks, guest)
+
+
+def guest_mark(email: str) -> str:
+    """Who a booking invited, as a mark: a digest of the address (the address itself is in the attendees)."""
+    return hashlib.sha256(email.strip().casefold().encode()).hexdigest()[:20]
 
 
 def _line(raw: object, limit: int) -> str | None:
@@ -105,26 +119,9 @@ def _line(raw: object, limit: int) -> str | None:
     return value or None
 
 
-def _spans(event: Event, start: datetime, end: datetime) -> bool:
-    try:
-        return event_span(event) == (start, end)
-    except CalendarError:
-        return False
-
-
 def _ids(events: Iterable[Event]) -> set[str]:
-    return {str(e.get("id")) for e in events}
+    return {e.id for e in events}
 
 
-def _attendees(event: Event) -> set[str]:
-    attendees = event.get("attendees")
-    items = attendees if isinstance(attendees, list) else []
-    return {str(a.get("email", "")).casefold() for a in items if isinstance(a, dict)}
-
-
-def _created(event: Event) -> datetime:
-    try:
-        created = datetime.fromisoformat(str(event.get("created")))
-    except ValueError:
-        return datetime.max.replace(tzinfo=UTC)  # unknown age: counted as recent
-    return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
+def _recent(event: Event, since: datetime) -> bool:
+    return event.created is None or event.created >= since  # an unknown age counts as recent
