@@ -368,6 +368,20 @@ async def test_a_client_pipelining_thousands_of_requests_is_cut_off(tmp_path: Pa
         assert await authenticated_call(proxy) < 1.0
 
 
+async def test_a_client_pipelining_thousands_of_warm_calls_is_cut_off_too(tmp_path: Path) -> None:
+    # The lane answers each call as its read completes it: its answers not yet sent count as a pipeline.
+    async with proxy_with(tmp_path) as proxy:
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(warm_call_request() * 2000)
+        answers = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with most of the requests unread
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                answers += chunk
+        assert 1 <= answers.count(b"HTTP/1.1 200 OK") <= 2 * connections.MAX_PIPELINED + 1
+        writer.close()
+        assert await authenticated_call(proxy) < 1.0
+
+
 async def test_a_flood_of_malformed_requests_is_counted_and_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
     async with proxy_with(tmp_path) as proxy:
         for _ in range(200):

@@ -32,7 +32,7 @@ HOLD_BYTES = 65_536
 class CoalescingTransport(asyncio.Transport):
     """`transport`, with the writes of one event-loop turn joined into one."""
 
-    __slots__ = ("_context", "_held", "_held_bytes", "_loop", "_lost", "_transport")
+    __slots__ = ("_context", "_held", "_held_bytes", "_loop", "_lost", "_transport", "_turn_writes")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -40,6 +40,7 @@ class CoalescingTransport(asyncio.Transport):
         self._loop = loop
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._turn_writes = 0
         self._lost = False
         # The flush reads no context variable: an empty context spares call_soon a copy of the caller's.
         self._context = contextvars.Context()
@@ -47,13 +48,22 @@ class CoalescingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data or self._lost:
             return
-        held = self._held
-        if not held:
-            self._loop.call_soon(self.flush, context=self._context)
-        held.append(bytes(data) if type(data) is not bytes else data)
+        if not self._turn_writes:
+            self._loop.call_soon(self._end_turn, context=self._context)
+        self._turn_writes += 1
+        self._held.append(bytes(data) if type(data) is not bytes else data)
         self._held_bytes += len(data)
         if self._held_bytes > HOLD_BYTES:
             self.flush()
+
+    @property
+    def turn_writes(self) -> int:
+        """Writes in this turn of the event loop so far: answers the peer has not been sent yet."""
+        return self._turn_writes
+
+    def _end_turn(self) -> None:
+        self._turn_writes = 0
+        self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

@@ -102,6 +102,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self.head_bytes = 0
         self.head_started_at = 0.0
         self.head_done_at = 0.0
+        self.coalescing: CoalescingTransport | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.send_deadline: asyncio.TimerHandle | None = None
 
@@ -123,7 +124,8 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
             self._note("too_many_connections" if refusal is TOO_MANY_CONNECTIONS else "too_many_from_address")
             return
         # Every write of the connection joins the others of its event-loop turn: one send(2) per answer.
-        super().connection_made(CoalescingTransport(transport, self.loop))
+        self.coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(self.coalescing)
         self.slots.take(self, key)
         self.head_started_at = self.loop.time()
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)
@@ -294,6 +296,14 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
             self.transport.write(response)
         self.transport.close()
         self._note(kind)
+
+    def _lane_may_write(self) -> bool:
+        # The lane answers a whole request within the read that completes it, so uvicorn's pipeline never
+        # counts it: its answers not yet sent (this turn's writes) are bounded as a pipeline is. Past
+        # MAX_PIPELINED a request takes the ASGI cycle, and those behind it queue (reading paused) or are cut
+        # off, so one read loop cannot answer thousands of pipelined calls while other connections wait.
+        coalescing = self.coalescing
+        return coalescing is not None and coalescing.turn_writes < MAX_PIPELINED and super()._lane_may_write()
 
     def pause_writing(self) -> None:
         super().pause_writing()

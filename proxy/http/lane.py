@@ -80,12 +80,16 @@ class FastLaneProtocol(HttpToolsProtocol):
             if lane is None or not self._answer_in_lane(cycle, lane):
                 super()._start_asgi_task(cycle, app)
 
+    def _lane_may_write(self) -> bool:
+        """Whether an answer may be written now: not while the peer is not reading its answers (writing
+        paused). Declined, the call goes to the ASGI cycle, which waits for the drain before it writes, and
+        the requests behind it queue in uvicorn's pipeline, reading paused, bounded (proxy.http.connections)."""
+        return not self.flow.write_paused
+
     def _answer_in_lane(self, cycle: RequestResponseCycle, lane: FastLane) -> bool:
         if cycle.disconnected:
             return True  # nobody to answer; the ASGI app would only see the disconnect
-        if self.flow.write_paused:
-            # The peer is not reading its answers: the ASGI cycle waits for the drain before it writes, and
-            # the requests behind it queue in uvicorn's pipeline (reading paused, at most MAX_PIPELINED).
+        if not self._lane_may_write():
             return False
         answer = lane.answer(bytes(cycle.body))  # the body uvicorn joined: already bytes, not copied
         if answer is None:
