@@ -22,8 +22,8 @@ connection ids, so no Nango is needed), then for each case measures what a real 
   (127.0.0.2); reported: answers by status, the server's RSS growth, and a genuine HMAC-signed call from
   another address (127.0.0.1) while the signed bodies are held.
 - pipeline: one authenticated peer (127.0.0.2) pipelines warm calls, `--pipeline-depth` per write, and never
-  reads an answer, reconnecting when it is cut off, for `--pipeline-seconds` s; reported: the server's RSS growth, what the peer got to send, and
-  a warm call from 127.0.0.1 on a fresh connection every 50 ms meanwhile.
+  reads an answer, reconnecting when it is cut off, for `--pipeline-seconds` s; reported: the server's RSS
+  growth, what the peer got to send, and a warm call from 127.0.0.1 on a fresh connection every 50 ms meanwhile.
 - answered: `--connections` connections from eight addresses (127.0.0.2-9) each POST to an unknown path
   declaring a 10-byte body they never send, and read the 404; then 3 warm calls from 127.0.0.1: their
   statuses and latencies (the answered connections are owed nothing, so they make room).
