@@ -226,8 +226,18 @@ async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_s
 
 def test_overlay_entries_that_are_not_ours_are_skipped() -> None:
     good = OverlayEntry(5, "forget", "conn-1")
-    raw = [b"garbage", b'[1, "drop", "x", [], null]', b'[1, "user", "u", [["c", "u", "", true]], null]', good.encode()]
-    assert IndexStore.overlay_entries(raw) == [good]
+    raw = {
+        b"u:a": b"garbage",
+        b"u:b": b'[1, "drop", "x", [], null]',
+        b"u:c": b'[1, "user", "u", [["c", "u", "", true]], null]',
+        b"u:d": b'[1.5, "user", "d", [], null]',
+        b"u:e": b'[1, "user", "e", "abcde", null]',
+        b"u:f": good.encode(),  # an entry filed under another subject's field
+        b"c:conn-1": good.encode(),
+    }
+    entries, foreign = IndexStore.overlay_entries(raw)
+    assert entries == [good]
+    assert [name for name, _ in foreign] == [b"u:a", b"u:b", b"u:c", b"u:d", b"u:e", b"u:f"]
 
 
 async def test_announcements_reach_other_replicas_fast_and_survive_a_restart(redis_server: RedisServer) -> None:

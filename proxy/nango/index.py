@@ -98,6 +98,18 @@ class ConnectionIndex:
             if current is not None and current.connection_id == connection_id:
                 del self._users[current.user_id]  # type: ignore[arg-type]
 
+    def forget(self, connection_id: str, user_id: str | None = None) -> None:
+        """Nango says the connection is gone (`user_id` None), or is not `user_id`'s. In the second case only
+        what ties it to `user_id` goes: a connection held as another user's stays theirs, lines included (a
+        webhook naming the wrong user says nothing about the connection's real owner)."""
+        held = self._tagged.get(connection_id)
+        if user_id is not None and held is not None and held.user_id != user_id:
+            current = self._users.get(user_id)
+            if current is not None and current.connection_id == connection_id:
+                del self._users[user_id]
+            return
+        self.remove(connection_id, user_id)
+
     def connections(self) -> Iterator[Connection]:
         """Every connection held, once each: `add`ing them to an empty index rebuilds this one (the shared
         index in Redis stores them so)."""

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from proxy.metrics import Metrics
@@ -106,15 +106,19 @@ class Cluster:
         client: NangoClient | None,
         nango: NangoSettings,
         metrics: Metrics,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._wall_clock = wall_clock
         self.store = SharedStore(settings, metrics)
         self.locks = LeasedLock(self.store)
-        self.indexes = IndexStore(self.store, ttl=max(3 * nango.index_refresh_interval, 3600.0))
-        self.fanout = Fanout(self.store, metrics)
+        ttl = max(3 * nango.index_refresh_interval, 3600.0)
+        self.indexes = IndexStore(self.store, ttl=ttl, wall_clock=wall_clock)
+        self.fanout = Fanout(self.store, metrics, wall_clock=wall_clock)
         self.bucket = TokenBucket(self.store)
         self.breaker = SharedBreaker(self.store, threshold=BREAKER_THRESHOLD, open_seconds=FAILURE_TTL_SECONDS)
         self.user_locks = RedisUserLocks(self.locks)
-        self.catch_up = CatchUp(self.indexes, self._apply_entry)
+        self.catch_up = CatchUp(self.indexes, self._apply_entry, wall_clock=wall_clock)
         self._directory = directory
         self._interval = nango.index_refresh_interval
         self._index_enabled = client is not None and self._interval > 0
@@ -177,15 +181,15 @@ class Cluster:
                 "user %s has %d connections: not shared, other replicas learn at refresh", user_id, len(conns)
             )
             return
-        entry = OverlayEntry(int(time.time() * 1000), "user", user_id, tuple(conns))
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "user", user_id, tuple(conns))
         self._spawn(self._share(entry, {"u": user_id, "cs": [encode_connection(c) for c in conns]}))
 
     def connection_forgotten(self, connection_id: str, user_id: str | None) -> None:
-        entry = OverlayEntry(int(time.time() * 1000), "forget", connection_id, owner=user_id)
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "forget", connection_id, owner=user_id)
         self._spawn(self._share(entry, {"c": connection_id, "u": user_id}))
 
     def connection_suspended(self, connection_id: str) -> None:
-        entry = OverlayEntry(int(time.time() * 1000), "suspend", connection_id)
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "suspend", connection_id)
         self._spawn(self._share(entry, {"c": connection_id}))
 
     def connections_learned(self, conns: list[Connection]) -> None:
@@ -194,7 +198,7 @@ class Cluster:
                 "a line lookup listed %d connections: not shared, other replicas learn at refresh", len(conns)
             )
             return
-        at_ms = int(time.time() * 1000)
+        at_ms = int(self._wall_clock() * 1000)
         entries = [OverlayEntry(at_ms, "put", conn.connection_id, (conn,)) for conn in conns]
         self._spawn(self._share_learned(entries, {"cs": [encode_connection(c) for c in conns]}))
 
@@ -269,7 +273,7 @@ class Cluster:
             self._directory.forget_connection(entry.subject, entry.owner, announce=False)
         elif entry.op == "put" and entry.connections:
             self._directory.learn(list(entry.connections), announce=False)
-        elif entry.op == "suspend" and time.time() * 1000 - entry.at_ms < UNCONFIRMED_FAILURE_SECONDS * 1000:
+        elif entry.op == "suspend" and self._wall_clock() * 1000 - entry.at_ms < UNCONFIRMED_FAILURE_SECONDS * 1000:
             self._directory.suspend(entry.subject, announce=False)
 
     # The index --------------------------------------------------------------------------------------
@@ -279,7 +283,7 @@ class Cluster:
         while True:
             self._wake.clear()
             try:
-                delay = await self._index_round()
+                delay = await self.refresh_round()
             except SharedUnavailable:
                 delay = await self._local_round()
             with contextlib.suppress(TimeoutError):
@@ -294,11 +298,13 @@ class Cluster:
         ok = await self._directory.refresh_index()
         return self._interval if ok else min(self._interval, REFRESH_RETRY_SECONDS)
 
-    async def _index_round(self) -> float:
+    async def refresh_round(self) -> float:
+        """One look at the shared index: load a newer one, or build it when due (under the lease); returns the
+        seconds until the next look. Raises SharedUnavailable when Redis cannot answer."""
         meta = await self.indexes.meta()
         if meta is not None:
             await self._load(meta)
-            age = time.time() - meta.built_at
+            age = self._wall_clock() - meta.built_at
             if age < self._interval:
                 return min(self._interval - age, INDEX_POLL_SECONDS)
         lease = await self.locks.try_acquire("index", INDEX_LEASE_SECONDS, background=True)
@@ -324,22 +330,22 @@ class Cluster:
                 await asyncio.sleep(0)  # calls go first: a chunk is ~2 ms of work
         for entry in overlay:
             apply_overlay(index, entry)
-        self._directory.install_index(index, effects, age=max(time.time() - meta.built_at, 0.0))
+        self._directory.install_index(index, effects, age=max(self._wall_clock() - meta.built_at, 0.0))
         self._index_id = (meta.version, meta.built_at)
         logger.info("shared index %d loaded: %d users", meta.version, len(index))
 
     async def _build(self, lease: Lease) -> float:
         meta = await self.indexes.meta()  # someone may have published while we asked for the lease
-        if meta is not None and time.time() - meta.built_at < self._interval:
+        if meta is not None and self._wall_clock() - meta.built_at < self._interval:
             await self._load(meta)
             return INDEX_WAIT_SECONDS
         snapshot, age = self._directory.index_snapshot()
         if meta is None and age is not None and age < self._interval and len(snapshot):
             # Redis lost the index (restarted empty): ours is fresh, put it back without asking Nango.
             logger.info("shared index missing; restoring this replica's (%d users)", len(snapshot))
-            await self._publish(lease, snapshot, started_at=time.time() - age)
+            await self._publish(lease, snapshot, started_at=self._wall_clock() - age)
             return min(self._interval - age, INDEX_POLL_SECONDS)
-        started_at = time.time()
+        started_at = self._wall_clock()
         keeper = asyncio.create_task(self._keep(lease))
         try:
             with self._directory.recording_effects() as effects:
@@ -350,7 +356,9 @@ class Cluster:
         if index is None:
             return min(self._interval, REFRESH_RETRY_SECONDS)
         self._directory.install_index(index, effects)
-        logger.info("nango index refreshed for the cluster: %d users in %.1fs", len(index), time.time() - started_at)
+        logger.info(
+            "nango index refreshed for the cluster: %d users in %.1fs", len(index), self._wall_clock() - started_at
+        )
         await self._publish(lease, index, started_at=started_at)
         return self._interval
 

@@ -15,7 +15,7 @@ replaced build's chunks expire `REPLACED_GRACE_SECONDS` after the next one is pu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +58,23 @@ if old[1] and old[1] ~= ARGV[1] then
 end
 local overlay = redis.call('HGETALL', KEYS[3])
 for i = 1, #overlay, 2 do
-  local entry = cjson.decode(overlay[i + 1])
-  if tonumber(entry[1]) < tonumber(ARGV[6]) then redis.call('HDEL', KEYS[3], overlay[i]) end
+  local ok, entry = pcall(cjson.decode, overlay[i + 1])
+  local at = ok and type(entry) == 'table' and tonumber(entry[1])
+  if not at or at < tonumber(ARGV[6]) then redis.call('HDEL', KEYS[3], overlay[i]) end
 end
 return 1
 """
+
+# Drop overlay fields a reader could not use, unless rewritten since it read them (then they are new).
+_TRIM = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return n
+"""
+# Foreign overlay fields trimmed per read: a Redis full of junk costs one bounded command per read, not one huge one.
+MAX_TRIMMED = 256
 
 
 def encode_connection(conn: Connection) -> list[Any]:
@@ -75,6 +87,8 @@ def encode_connection(conn: Connection) -> list[Any]:
 
 def decode_connection(raw: Any) -> Connection:
     """Raises ValueError/TypeError on anything that is not an encoded connection."""
+    if not isinstance(raw, list):
+        raise ValueError("not an encoded connection")
     connection_id, user_id, created, healthy, route = raw
     if not isinstance(connection_id, str) or not (user_id is None or isinstance(user_id, str)):
         raise ValueError("not an encoded connection")
@@ -112,15 +126,21 @@ class OverlayEntry:
     @classmethod
     def decode(cls, raw: bytes | str) -> OverlayEntry:
         at_ms, op, subject, conns, owner = orjson.loads(raw)
-        if op not in _FIELD_PREFIXES or not isinstance(subject, str) or not (owner is None or isinstance(owner, str)):
+        if (
+            type(at_ms) is not int
+            or op not in _FIELD_PREFIXES
+            or not isinstance(subject, str)
+            or not isinstance(conns, list)
+            or not (owner is None or isinstance(owner, str))
+        ):
             raise ValueError("not an overlay entry")
-        return cls(int(at_ms), op, subject, tuple(decode_connection(c) for c in conns), owner)
+        return cls(at_ms, op, subject, tuple(decode_connection(c) for c in conns), owner)
 
 
 def apply_overlay(index: ConnectionIndex, entry: OverlayEntry) -> None:
     """Apply an effect to an index the way the directory applies it to its own."""
     if entry.op == "forget":
-        index.remove(entry.subject, entry.owner)
+        index.forget(entry.subject, entry.owner)
         return
     if entry.op == "put":
         for conn in entry.connections:
@@ -218,35 +238,46 @@ class IndexStore:
         """The chunks of version `meta` (for `decode_chunk`, one at a time: 100k connections take 0.2 s to
         decode, too long to hold the event loop) and the overlay to apply on top; None when chunks are gone."""
 
-        async def read(redis: Redis) -> tuple[list[Any], dict[Any, Any]]:
+        async def read(redis: Redis) -> tuple[list[Any], list[OverlayEntry]]:
             keys = [self._chunk_key(meta.version, n) for n in range(meta.chunks)]
             raw = await redis.mget(keys) if keys else []
-            overlay = await redis.hgetall(self._overlay_key)
-            return raw, overlay
+            return raw, await self._read_overlay(redis)
 
         chunks, overlay = await self._store.run("index_load", read, background=True)
         if any(chunk is None for chunk in chunks):
             return None
-        return chunks, self.overlay_entries(overlay.values())
+        return chunks, overlay
 
     async def overlay_since(self, since_ms: int) -> list[OverlayEntry]:
         """The overlay entries written at or after `since_ms` (epoch milliseconds), oldest first."""
-
-        async def read(redis: Redis) -> list[Any]:
-            return await redis.hvals(self._overlay_key)
-
-        entries = self.overlay_entries(await self._store.run("index_load", read, background=True))
+        entries = await self._store.run("index_load", self._read_overlay, background=True)
         return [entry for entry in entries if entry.at_ms >= since_ms]
 
+    async def _read_overlay(self, redis: Redis) -> list[OverlayEntry]:
+        """Every usable overlay entry, oldest first; anything else (another version's, junk) is skipped and
+        trimmed, so it costs one read, never a failed publication or a stalled refresh."""
+        raw: dict[bytes, bytes] = await redis.hgetall(self._overlay_key)  # type: ignore[assignment]  # bytes: no decode_responses
+        entries, foreign = self.overlay_entries(raw)
+        if foreign:
+            args = [part for field_value in foreign[:MAX_TRIMMED] for part in field_value]
+            await redis.eval(_TRIM, 1, self._overlay_key, *args)
+        return entries
+
     @staticmethod
-    def overlay_entries(raw: Iterable[bytes]) -> list[OverlayEntry]:
-        entries = []
-        for value in raw:
+    def overlay_entries(raw: Mapping[bytes, bytes]) -> tuple[list[OverlayEntry], list[tuple[bytes, bytes]]]:
+        """The entries this version can use, oldest first, and the (field, value) pairs it cannot."""
+        entries, foreign = [], []
+        for name, value in raw.items():
             try:
-                entries.append(OverlayEntry.decode(value))
+                entry = OverlayEntry.decode(value)
             except (orjson.JSONDecodeError, ValueError, TypeError):
-                continue  # not ours; the next build trims it
-        return sorted(entries, key=lambda entry: entry.at_ms)
+                foreign.append((name, value))
+                continue
+            if entry.field.encode() != name:
+                foreign.append((name, value))  # an entry filed under another subject's field is not one we wrote
+                continue
+            entries.append(entry)
+        return sorted(entries, key=lambda entry: entry.at_ms), foreign
 
     async def put(self, entry: OverlayEntry) -> None:
         """Record a webhook's effect so the next reader (and the next build's publication) sees it."""

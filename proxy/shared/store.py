@@ -153,10 +153,19 @@ class SharedStore:
         """Call `listener` when Redis answers again after a failure (anything announced meanwhile was lost)."""
         self._recovery_listeners.append(listener)
 
-    async def run(self, operation: str, action: Callable[[Redis], Awaitable[T]], *, background: bool = False) -> T:
-        """`action(redis)` within the call or background timeout; raises SharedUnavailable instead of waiting."""
+    async def run(
+        self,
+        operation: str,
+        action: Callable[[Redis], Awaitable[T]],
+        *,
+        background: bool = False,
+        even_if_down: bool = False,
+    ) -> T:
+        """`action(redis)` within the call or background timeout; raises SharedUnavailable instead of waiting.
+        `even_if_down`: try even within `retry_after` of a failure (freeing a lock: the failure may have been
+        one command's, and a lock left held stalls its next taker for the whole lease)."""
         label = operation if operation in OPERATIONS else "other"
-        if self._clock() < self._down_until:
+        if self._clock() < self._down_until and not even_if_down:
             self._count(label, "skipped")
             raise SharedUnavailable(f"redis unavailable ({self._last_error})")
         timeout = self.settings.background_timeout if background else self.settings.op_timeout
