@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,8 +33,12 @@ T = TypeVar("T")
 
 # Operation names that may appear as metric labels: a fixed set keeps the series bounded.
 OPERATIONS = frozenset(
-    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker"}
+    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker", "guesses"}
 )
+# What `rejected` counts (result "rejected"): values read from Redis that failed their signature.
+SIGNED = frozenset({"announcement", "overlay", "index"})
+# A flood of forged values is logged once a minute at most; the metric counts every one.
+REJECTION_LOG_SECONDS = 60.0
 
 
 def raise_if_cancelling() -> None:
@@ -133,6 +138,7 @@ class SharedStore:
         self._restart_listeners: list[Callable[[], None]] = []
         self._recovery_listeners: list[Callable[[], None]] = []
         self._probe: asyncio.Task[None] | None = None
+        self._rejection_logged_at = -math.inf
 
     def __repr__(self) -> str:
         return f"SharedStore({self.settings.describe()!r}, prefix={self.prefix!r})"
@@ -183,6 +189,18 @@ class SharedStore:
         if not self._up:
             self._recovered()
         return result
+
+    def rejected(self, what: str) -> None:
+        """A value read from Redis failed its signature (forged, another cluster's or version's) and was ignored."""
+        self._count(what if what in SIGNED else "other", "rejected")
+        now = self._clock()
+        if now - self._rejection_logged_at >= REJECTION_LOG_SECONDS:
+            self._rejection_logged_at = now
+            logger.warning(
+                "redis: an unsigned or forged %s was ignored (another cluster's or version's, or written by someone "
+                'with access to this Redis); vapi_proxy_redis_operations_total{result="rejected"} counts them',
+                what,
+            )
 
     def _failed(self, error: str) -> None:
         if self._up or self._last_error is None:
