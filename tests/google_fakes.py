@@ -2,6 +2,8 @@
 that validates requests as Google does.
 
 Google's rules the fake enforces (https://developers.google.com/calendar/api/v3/reference/events):
+- every query parameter and body field is one Google's Calendar v3 discovery document names for the method
+  (`tests.google_discovery`), else 400;
 - times are RFC 3339 with an offset (`timeMin`, `timeMax`, and `dateTime` unless `timeZone` names the zone),
   an event's end after its start, else 400;
 - a client-chosen event id is 5-1024 characters of base32hex (a-v, 0-9), else 400; an id used before, also by
@@ -41,6 +43,7 @@ from proxy.calendar.google import GoogleCalendar
 from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.secret import Secret
+from tests.google_discovery import request_problems
 from tests.nango_fakes import BASE_URL, INTEGRATION, SECRET_KEY
 
 
@@ -299,6 +302,10 @@ class FakeGoogle:
         await self._wait(0.5)
         if not request.headers.get("connection-id") or not request.headers.get("provider-config-key"):
             return httpx.Response(400, json=nango_error("missing_connection_id", "Missing Connection-Id header"))
+        body = json.loads(request.content) if request.content else None
+        problems = request_problems(request.method, request.url.path, request.url.params.multi_items(), body)
+        if problems:
+            return bad_request("; ".join(problems))
         failure = self.fail.get(op)
         if isinstance(failure, Exception):
             raise failure

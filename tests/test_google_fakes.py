@@ -89,3 +89,16 @@ async def test_the_fakes_free_busy_counts_busy_as_google_does() -> None:
         "2026-03-03T13:00:00.000Z",
     ]
     assert refused.status_code == 400 and refused.json()["error"]["errors"][0]["reason"] == "timeRangeTooLong"
+
+
+async def test_the_fake_refuses_what_the_discovery_document_does_not_name() -> None:
+    async with respx.mock(assert_all_called=False) as mock, httpx.AsyncClient(headers=HEADERS) as http:
+        FakeGoogle(mock)
+        misspelt = await http.post(EVENTS, json=event(sumary="x"), params={"sendUpdates": "all"})
+        bad_value = await http.post(EVENTS, json=event("abcde00003"), params={"sendUpdates": "everyone"})
+        unknown = await http.get(EVENTS, params={"privateExtendedPropertyy": "a=b"})
+        nested = await http.post(EVENTS, json=event("abcde00004", attendees=[{"mail": "sam@example.com"}]))
+    assert misspelt.status_code == 400 and "Event has no field 'sumary'" in misspelt.text
+    assert bad_value.status_code == 400 and "sendUpdates='everyone'" in bad_value.text
+    assert unknown.status_code == 400 and "no query parameter 'privateExtendedPropertyy'" in unknown.text
+    assert nested.status_code == 400 and "Event.attendees[] has no field 'mail'" in nested.text
