@@ -165,7 +165,7 @@ async def test_serve_answers_probes_while_the_config_loads_then_serves_calls(tmp
     assert loaded[0] | {"ts": "-", "version": "-"} == {
         "ts": "-",
         "level": "info",
-        "logger": "vapi_calendar_proxy.server",
+        "logger": "proxy.server",
         "msg": "config loaded",
         "listen": f"http://127.0.0.1:{port}",
         "config": str(fifo),
