@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from proxy.startup import StartupListener, loaded_summary, probe_response
-from tests.helpers import VAPI_SECRET, config_from
-from tests.test_server import assistant_request, eventually, free_port
+from tests.helpers import VAPI_SECRET, config_from, eventually, free_port
+from tests.test_server import assistant_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = (ROOT / "config.example.yaml").read_text()
