@@ -48,7 +48,7 @@ def test_check_and_resolve_need_no_runtime_secret_but_serve_does(
     assert "warning: " in err and "environment variable VAPI_SERVER_SECRET is not set (serve needs it)" in err
     assert main(["resolve", "--config", EXAMPLE, "--to", "(415) 555-0101"]) == 0
     assert json.loads(capsys.readouterr().out)["user"] == "usr_lee"
-    assert main(["serve", "--config", EXAMPLE]) == 1
+    assert main(["serve", "--config", EXAMPLE, "--port", "0"]) == 1
     assert "error: " in (err := capsys.readouterr().err) and "environment variable VAPI_SERVER_SECRET is not set" in err
 
 
