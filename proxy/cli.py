@@ -27,7 +27,10 @@ def _load(path: str, *, one_shot: bool = False) -> Config | None:
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
-        print(f"{path}: {len(exc.issues)} error(s); not loaded", file=sys.stderr)
+        for warning in exc.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        shown = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
+        print(f"{path}: {len(exc.issues)} error(s){shown}; not loaded", file=sys.stderr)
         return None
 
 

@@ -52,6 +52,19 @@ def test_check_and_resolve_need_no_runtime_secret_but_serve_does(
     assert "error: " in (err := capsys.readouterr().err) and "environment variable VAPI_SERVER_SECRET is not set" in err
 
 
+def test_check_prints_its_warnings_with_its_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VAPI_SERVER_SECRET")
+    broken = tmp_path / "routing.yaml"
+    broken.write_text((ROOT / "config.example.yaml").read_text().replace("    user: usr_lee\n", "    user: usr_nobody\n"))
+    assert main(["check", "--config", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "routes[1].user: names no user: 'usr_nobody'" in err
+    assert "warning: " in err and "environment variable VAPI_SERVER_SECRET is not set (serve needs it)" in err
+    assert "1 error(s), 1 warning(s); not loaded" in err
+
+
 def test_check_on_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", "/nonexistent/routing.yaml"]) == 1
     assert "cannot read" in capsys.readouterr().err

@@ -229,7 +229,10 @@ class _Builder:
             report.error(conflict.document or document, conflict.path, conflict.message)
         report.issues.extend(self.models.issues)
         if report.issues:
-            raise ConfigError(sorted(report.issues, key=lambda issue: (issue.file != document.file, issue.line or 0)))
+            def order(issue: ConfigIssue) -> tuple[bool, int]:
+                return issue.file != document.file, issue.line or 0
+
+            raise ConfigError(sorted(report.issues, key=order), sorted(report.warnings, key=order))
         return Config(
             file=document.file,
             version=config_version(self.text, *self.included_texts),

@@ -40,10 +40,12 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """A config that must not be served. Carries every issue found, not only the first."""
+    """A config that must not be served. Carries every issue found, not only the first, and the warnings
+    found with them (an unset secret variable's warning may be the reason for an error elsewhere)."""
 
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    def __init__(self, issues: list[ConfigIssue], warnings: list[ConfigIssue] | None = None) -> None:
         self.issues = issues
+        self.warnings = warnings or []
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
