@@ -34,12 +34,16 @@ def _load(path: str, *, one_shot: bool = False) -> Config | None:
         return None
 
 
+def _warn(config: Config) -> None:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, one_shot=True)
     if config is None:
         return 1
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn(config)
     modes = sorted({route.calendar.mode for route in config.routes})
     print(
         f"{config.file}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
@@ -49,7 +53,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
-        print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+        if config.nango.secret_key is None:
+            # What `serve` does with this file in this environment: no Nango client, so no tag is ever read.
+            print(f"tag routing: off: nango.secret_key is empty, so no line is routed by connection tags ({keys})")
+        else:
+            print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
     if config.redis.url is not None:
         print(f"shared state: Redis at {redis_url_location(str(config.redis.url))}")
     if args.nango:
@@ -94,6 +102,12 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         resolution = await service.resolve(config, message)
         await directory.aclose()
     route = resolution.match.route if resolution.match is not None else None
+    warnings = []
+    if route is not None and route.calendar.mode == "proxy" and config.nango.secret_key is None:
+        warnings.append(
+            "calendar mode proxy without nango.secret_key: the tools reach Google Calendar through Nango, so every "
+            "tool call of this call would answer that the calendar is not connected"
+        )
     return {
         "rule": resolution.rule,
         "route_source": resolution.route_source or _yaml_source(config, resolution.match),
@@ -104,6 +118,7 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         "outcome": resolution.outcome,
         "reason": resolution.reason,
         "response": resolution.answer,
+        "warnings": warnings,
     }
 
 
@@ -126,6 +141,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if args.to is None and args.phone_number_id is None and args.caller is None:
         print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
         return 2
+    _warn(config)
     import asyncio
 
     import orjson
