@@ -197,8 +197,11 @@ def tool_server(
     `<server.public_url><server.path>` (so setting only `credentialId` is enough); None when there is neither."""
     path: Path = ("calendar", "tool_server", "url")
     default = server.public_url + server.path if server.public_url is not None else None
-    if not written:
+    if written is None:
         return {"url": default} if default is not None else None
+    credential = written.get("credentialId")
+    if credential is not None and not (isinstance(credential, str) and credential):
+        report.error(document, ("calendar", "tool_server", "credentialId"), "must be the id of a Vapi credential")
     url = written.get("url")
     if url is None:
         if default is None:
