@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import yaml
 
-from proxy.config.environment import Expansion, expand
+from proxy.config.environment import Expansion, expand, first_reference
 
 Path = tuple[str | int, ...]
 
@@ -150,6 +150,9 @@ def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> str:
                 "invalid YAML: this line is indented with a tab character; YAML allows only spaces for "
                 "indentation (replace the tab with spaces, and set your editor to insert spaces)"
             )
+        # `tokens: [${TOKEN}]`: inside [ ] or { } a `{` starts a mapping, so the reference must be quoted.
+        if "got '{'" in str(exc.problem) and (name := first_reference(line)) is not None:
+            return f'invalid YAML: {exc.problem}: inside [ ] or {{ }} a {{ starts a mapping; quote it: "${{{name}}}"'
     return f"invalid YAML: {exc.problem}"
 
 
