@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from proxy.nango.client import Connection, NangoClient
     from proxy.nango.index import ConnectionIndex
 
-__all__ = ["add_commands", "check_nango", "run_with_client", "yaml_location"]
+__all__ = ["add_commands", "add_tenant_option", "check_nango", "run_with_client", "yaml_location"]
 
-Loader = Callable[[str], Config | None]
+Loader = Callable[[str, str | None], Config | None]  # (file, tenant of an agency file) -> the config
 
 
 async def run_with_client(config: Config, work: Callable[[NangoClient], Awaitable[int]]) -> int:
@@ -90,7 +90,8 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
             state, detail = "error", f"{found[0].connection_id} needs reconnecting"
             missing += 1
         else:
-            state, detail = "missing", f"run: vapi-calendar-proxy connect-link --user {user.id}"
+            tenant = f" --tenant {config.tenant}" if config.tenant is not None else ""
+            state, detail = "missing", f"run: vapi-calendar-proxy connect-link{tenant} --user {user.id}"
             missing += 1
         print(f"{user.id}\t{user.name}\t{state}\t{detail}")
     print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
@@ -147,7 +148,10 @@ def yaml_location(config: Config, path: Path, file: str = "") -> str:
     """file:line (key path) of a key of `file`, one of the config's files (by default its main file)."""
     file = file or config.file
     try:
-        line = parse_document(read_config_text(file), file, os.environ).line_of(path)
+        document = parse_document(read_config_text(file), file, os.environ)
+        if config.tenant is not None and isinstance(document.data, dict) and "tenants" in document.data:
+            path = ("tenants", config.tenant, *path)  # a tenant inline in the agency file
+        line = document.line_of(path)
     except ConfigError:
         line = None
     return f"{file}:{line or '?'} ({format_path(path)})"
@@ -206,7 +210,7 @@ def _command(
     def handler(args: argparse.Namespace) -> int:
         import asyncio
 
-        config = load(args.config)
+        config = load(args.config, args.tenant)
         if config is None:
             return 1
         return asyncio.run(run_with_client(config, lambda client: run(config, args, client)))
@@ -223,6 +227,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         "With --number the session carries the routing tags: the user needs no YAML entry.",
     )
     link.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    add_tenant_option(link)
     link.add_argument("--user", required=True, metavar="ID", help="user id (from the config, or new with --number)")
     _line_options(link)
     link.add_argument("--name", help="display name (tag end_user_display_name)")
@@ -236,6 +241,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         "with tag routing, also lines claimed by more than one connection.",
     )
     listing.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    add_tenant_option(listing)
     listing.set_defaults(handler=_command(load, connections))
 
     move = commands.add_parser(
@@ -245,6 +251,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         "line off every other connection claiming it.",
     )
     move.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    add_tenant_option(move)
     move.add_argument("--connection", required=True, metavar="ID", help="Nango connection id")
     _line_options(move)
     move.set_defaults(handler=_command(load, assign))
@@ -256,7 +263,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         "then the conflicts.",
     )
     owners.add_argument("--config", required=True, metavar="FILE", help="routing YAML file")
+    add_tenant_option(owners)
     owners.set_defaults(handler=_command(load, numbers))
+
+
+def add_tenant_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", metavar="ID", help="with an agency file: the tenant (its config, its Nango)")
 
 
 def _line_options(parser: argparse.ArgumentParser) -> None:

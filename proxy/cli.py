@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from proxy import __version__
-from proxy.admin import add_commands
-from proxy.config import Config, ConfigError, load_config
+from proxy.admin import add_commands, add_tenant_option
+from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.config.sections import redis_url_location
 from proxy.numbers import normalize_number
 
@@ -19,19 +20,13 @@ if TYPE_CHECKING:
     from proxy.config.snapshot import Match
 
 
-def _load(path: str, *, one_shot: bool = False) -> Config | None:
-    """`one_shot`: for commands that load once and never authenticate anything (check, resolve): an unset
-    secret variable is a warning, not an error, and the faster reading may be used (see `load_config`)."""
-    try:
-        return load_config(path, secrets_optional=one_shot, fast=one_shot)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        for warning in exc.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        shown = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
-        print(f"{path}: {len(exc.issues)} error(s){shown}; not loaded", file=sys.stderr)
-        return None
+def _print_errors(path: str, exc: ConfigError) -> None:
+    for issue in exc.issues:
+        print(f"error: {issue}", file=sys.stderr)
+    for warning in exc.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    shown = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
+    print(f"{path}: {len(exc.issues)} error(s){shown}; not loaded", file=sys.stderr)
 
 
 def _warn(config: Config) -> None:
@@ -39,25 +34,49 @@ def _warn(config: Config) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def _load_any(path: str, *, one_shot: bool = False) -> Config | Agency | None:
+    """`one_shot`: for commands that load once and never authenticate anything (check, resolve): an unset
+    secret variable is a warning, not an error, and the faster reading may be used (see `load_config`)."""
+    try:
+        return load_deployment(path, secrets_optional=one_shot, fast=one_shot)
+    except ConfigError as exc:
+        _print_errors(path, exc)
+        return None
+
+
+def _load(path: str, tenant: str | None = None, *, one_shot: bool = False) -> Config | None:
+    """One business's config: the file's, or with an agency file the `tenant`'s."""
+    loaded = _load_any(path, one_shot=one_shot)
+    if isinstance(loaded, Agency):
+        if tenant is None:
+            print(
+                f"error: {path} is an agency file: give --tenant (one of {', '.join(loaded.sources)})", file=sys.stderr
+            )
+            return None
+        if tenant in loaded.errors:
+            _print_errors(path, loaded.errors[tenant])
+            return None
+        if tenant not in loaded.tenants:
+            print(f"error: no tenant {tenant!r} in {path} (tenants: {', '.join(loaded.sources)})", file=sys.stderr)
+            return None
+        return loaded.tenants[tenant]
+    if loaded is not None and tenant is not None:
+        print(f"error: --tenant {tenant}: {path} has no tenants (it is one business's config)", file=sys.stderr)
+        return None
+    return loaded
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config, one_shot=True)
-    if config is None:
+    loaded = _load_any(args.config, one_shot=True)
+    if loaded is None:
         return 1
+    if isinstance(loaded, Agency):
+        return _check_agency(loaded, args)
+    config = loaded
     _warn(config)
-    modes = sorted({route.calendar.mode for route in config.routes})
-    print(
-        f"{config.file}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
-        f"calendar modes: {', '.join(modes) or '-'})"
-    )
+    _check_summary(config)
     if not config.auth.configured:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
-    if (tags := config.nango.tag_routing) is not None:
-        keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
-        if config.nango.secret_key is None:
-            # What `serve` does with this file in this environment: no Nango client, so no tag is ever read.
-            print(f"tag routing: off: nango.secret_key is empty, so no line is routed by connection tags ({keys})")
-        else:
-            print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
     if config.redis.url is not None:
         print(f"shared state: Redis at {redis_url_location(str(config.redis.url))}")
     if args.nango:
@@ -66,6 +85,51 @@ def cmd_check(args: argparse.Namespace) -> int:
         from proxy.admin import check_nango, run_with_client
 
         return asyncio.run(run_with_client(config, lambda client: check_nango(config, client)))
+    return 0
+
+
+def _check_summary(config: Config) -> None:
+    modes = sorted({route.calendar.mode for route in config.routes})
+    name = f"tenant {config.tenant} ({config.file})" if config.tenant is not None else config.file
+    print(
+        f"{name}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
+        f"calendar modes: {', '.join(modes) or '-'})"
+    )
+    if (tags := config.nango.tag_routing) is not None:
+        keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
+        if config.nango.secret_key is None:
+            # What `serve` does with this file in this environment: no Nango client, so no tag is ever read.
+            print(f"tag routing: off: nango.secret_key is empty, so no line is routed by connection tags ({keys})")
+        else:
+            print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+
+
+def _check_agency(agency: Agency, args: argparse.Namespace) -> int:
+    """Every tenant checked; every error of every tenant listed, each with its file and line."""
+    for tenant, config in agency.tenants.items():
+        _warn(config)
+        _check_summary(config)
+        if not config.auth.configured:
+            print(f"error: tenant {tenant}: no Vapi authentication configured (auth)", file=sys.stderr)
+    for issue in agency.issues:
+        print(f"error: {issue}", file=sys.stderr)
+    unauthenticated = [tenant for tenant, config in agency.tenants.items() if not config.auth.configured]
+    if agency.redis.url is not None:
+        print(f"shared state: Redis at {redis_url_location(str(agency.redis.url))}, a key prefix per tenant")
+    failed = len(agency.errors) + len(unauthenticated)
+    print(f"{agency.file}: {len(agency.sources) - failed}/{len(agency.sources)} tenants ok")
+    if failed:
+        return 1
+    if args.nango:
+        import asyncio
+
+        from proxy.admin import check_nango, run_with_client
+
+        worst = 0
+        for config in agency.tenants.values():
+            print(f"tenant {config.tenant}:")
+            worst = max(worst, asyncio.run(run_with_client(config, functools.partial(check_nango, config))))
+        return worst
     return 0
 
 
@@ -135,7 +199,7 @@ def _yaml_source(config: Config, match: Match | None) -> str | None:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    config = _load(args.config, one_shot=True)
+    config = _load(args.config, args.tenant, one_shot=True)
     if config is None:
         return 1
     if args.to is None and args.phone_number_id is None and args.caller is None:
@@ -308,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--from", dest="caller", metavar="NUMBER", help="caller's number")
     resolve.add_argument("--phone-number-id", metavar="ID", help="Vapi phoneNumberId of the called line")
     resolve.add_argument("--response-only", action="store_true", help="print only the JSON Vapi would receive")
+    add_tenant_option(resolve)
     resolve.set_defaults(handler=cmd_resolve)
 
     add_commands(commands, _load)

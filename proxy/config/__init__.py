@@ -21,11 +21,13 @@ from proxy.config.snapshot import (
     Route,
     User,
 )
+from proxy.config.tenants import Agency, load_deployment
 from proxy.config.yamlsource import ConfigError, ConfigIssue
 
 __all__ = [
     "DEFAULT_CALENDAR_INSTRUCTIONS",
     "DEFAULT_TAKE_MESSAGE_INSTRUCTIONS",
+    "Agency",
     "AuthSettings",
     "CalendarPlan",
     "Config",
@@ -41,6 +43,7 @@ __all__ = [
     "User",
     "config_version",
     "load_config",
+    "load_deployment",
     "parse_config",
     "read_config_text",
 ]

@@ -33,16 +33,19 @@ from proxy.config.fastyaml import read as read_with_rapidyaml
 from proxy.config.files import config_version, current_version, expand_includes, read_config_text
 from proxy.config.models import AuthSettings, ConfigFile, IncludedFile, NangoSettings, RouteModel, UserModel
 from proxy.config.restart import keep_running_redis, keep_running_values
-from proxy.config.snapshot import (
-    CalendarPlan,
-    Config,
-    Fallbacks,
-    Route,
-)
+from proxy.config.snapshot import AgencyFile, CalendarPlan, Config, Fallbacks, Route, TenantScope
 from proxy.config.validate import INVALID, Validator, decode_hook, did_you_mean
 from proxy.config.yamlsource import ConfigError, ConfigIssue, Document, parse_document
 
-__all__ = ["config_version", "current_version", "expand_includes", "load_config", "parse_config", "read_config_text"]
+__all__ = [
+    "ConfigBuilder",
+    "config_version",
+    "current_version",
+    "expand_includes",
+    "load_config",
+    "parse_config",
+    "read_config_text",
+]
 
 # Where a `${VAR}` holds a secret that only `serve` needs: `check` and `resolve` warn when it is unset.
 SECRET_PATHS = (
@@ -54,6 +57,8 @@ SECRET_PATHS = (
     ("redis", "url"),
 )
 MAX_INCLUDED_FILES = 1000
+# Sections an agency file sets once for every tenant (proxy.config.tenants): a tenant's own file may not.
+DEPLOYMENT_SECTIONS = ("server", "redis")
 
 
 def load_config(
@@ -88,22 +93,27 @@ def parse_config(
     secrets_optional: bool = False,
     running: Config | None = None,
     fast: bool = False,
+    tenant: TenantScope | None = None,
 ) -> Config:
     """`secrets_optional`: an unset secret variable is a warning (check, resolve), not an error (serve).
     `running`: the config being served; restart-only settings keep its values (see `proxy.config.restart`).
-    `fast`: see `load_config`."""
+    `fast`: see `load_config`. `tenant`: the file is this tenant's of an agency file."""
     with _collector_paused():
         try:
             if fast and (document := read_with_rapidyaml(text, file, environ)) is not None:
                 try:
-                    return _Builder(document, text, environ, secrets_optional, fast=True).build(running)
+                    return ConfigBuilder(document, text, environ, secrets_optional, fast=True, tenant=tenant).build(
+                        running
+                    )
+                except AgencyFile:
+                    raise
                 except ConfigError:
                     pass  # every issue is reported from the walker's reading, with its line
             models = EntryModels(running)
             document = parse_document(text, file, environ, entry_sink=models)
             if not models.seen(document):  # read by the node walker: any earlier attempt's issues are void
                 models = EntryModels(running)
-            return _Builder(document, text, environ, secrets_optional, models).build(running)
+            return ConfigBuilder(document, text, environ, secrets_optional, models, tenant=tenant).build(running)
         except ConfigError:
             raise
         except RecursionError:
@@ -137,7 +147,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class _Builder:
+class ConfigBuilder:
     def __init__(
         self,
         document: Document,
@@ -147,7 +157,9 @@ class _Builder:
         models: EntryModels | None = None,
         *,
         fast: bool = False,
+        tenant: TenantScope | None = None,
     ) -> None:
+        self.tenant = tenant
         self.models = models or EntryModels()
         self.fast = fast
         self.main = document
@@ -166,10 +178,22 @@ class _Builder:
         data = document.data if document.data is not None else {}
         if not isinstance(data, dict):
             raise ConfigError([document.issue((), "must be a mapping of sections (version, auth, templates, ...)")])
+        if "tenants" in data and self.tenant is None:
+            raise AgencyFile(document)
+        if self.tenant is not None:
+            for key in DEPLOYMENT_SECTIONS:
+                if key in data:
+                    where = self.tenant.agency_file
+                    report.error(
+                        document, (key,), f"is set for every tenant in the agency file ({where}), not per tenant"
+                    )
+                    del data[key]
         users_raw = data.pop("users", None)
         routes_raw = data.pop("routes", None)
         top = self.top(data)
         server, nango, redis = top["server"], top["nango"], top["redis"]
+        if self.tenant is not None:
+            server, redis = self.tenant.server, self.tenant.redis
         tag_routing(nango, report, document)
         restart_needed: tuple[str, ...] = ()
         if running is not None:
@@ -254,6 +278,7 @@ class _Builder:
             restart_needed=restart_needed,
             calendar=builder.calendar_plan((global_layer,)),
             redis=redis,
+            tenant=self.tenant.id if self.tenant is not None else None,
         )
 
     def top(self, data: dict[str, object]) -> dict[str, Any]:

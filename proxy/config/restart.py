@@ -17,7 +17,7 @@ from msgspec.structs import replace
 from proxy.config.models import NangoSettings, RedisSection, ServerSettings
 from proxy.config.snapshot import Config
 
-__all__ = ["LIVE_NANGO", "RESTART_ONLY_SERVER", "keep_running_redis", "keep_running_values"]
+__all__ = ["LIVE_NANGO", "RESTART_ONLY_SERVER", "keep_running_redis", "keep_running_server", "keep_running_values"]
 
 RESTART_ONLY_SERVER = (
     "path",
@@ -48,6 +48,11 @@ def keep_running_values(
     restart_only_nango = tuple(name for name in NangoSettings.__struct_fields__ if name not in LIVE_NANGO)
     nango, waiting_nango = _keep("nango", running.nango, nango, restart_only_nango)
     return server, nango, waiting + waiting_nango
+
+
+def keep_running_server(running: ServerSettings, server: ServerSettings) -> tuple[ServerSettings, tuple[str, ...]]:
+    """An agency file's `server` section: the same rule, before its tenants are built around it."""
+    return _keep("server", running, server, RESTART_ONLY_SERVER)
 
 
 def keep_running_redis(running: Config, redis: RedisSection) -> tuple[RedisSection, tuple[str, ...]]:

@@ -23,11 +23,12 @@ import msgspec
 
 from proxy.config.calendar import CalendarSettings
 from proxy.config.models import AuthSettings, NangoSettings, RedisSection, ServerSettings
-from proxy.config.yamlsource import ConfigIssue, Path
+from proxy.config.yamlsource import ConfigError, ConfigIssue, Document, Path
 
 __all__ = [
     "DEFAULT_CALENDAR_INSTRUCTIONS",
     "DEFAULT_TAKE_MESSAGE_INSTRUCTIONS",
+    "AgencyFile",
     "CalendarPlan",
     "Config",
     "Fallback",
@@ -40,6 +41,7 @@ __all__ = [
     "RouteKeys",
     "RoutingTable",
     "ServerSettings",
+    "TenantScope",
     "User",
 ]
 
@@ -218,10 +220,34 @@ class Config:
     calendar: CalendarPlan = field(default_factory=CalendarPlan)
     # The shared state of several replicas (proxy.shared); the REDIS_* environment fills in unset keys.
     redis: RedisSection = field(default_factory=RedisSection)
+    # The agency tenant this config is (proxy.config.tenants); None for a deployment of one business.
+    tenant: str | None = None
     # Answers assembled and encoded once per snapshot (proxy.vapi.assistant); a cache, not configuration.
     prepared: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
+        tenant = f"tenant={self.tenant!r}, " if self.tenant is not None else ""
         return (
-            f"Config(file={self.file!r}, version={self.version!r}, users={len(self.users)}, routes={len(self.routes)})"
+            f"Config({tenant}file={self.file!r}, version={self.version!r}, users={len(self.users)}, "
+            f"routes={len(self.routes)})"
         )
+
+
+class AgencyFile(ConfigError):
+    """The file holds `tenants`: it is an agency file, loaded by `proxy.config.tenants.load_deployment`.
+    A caller that wants one config gets it as an error it can report."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        super().__init__([document.issue(("tenants",), "holds tenants: an agency file, not one tenant's config")])
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """What a tenant's config takes from its agency file: its id and the deployment's server and redis
+    sections (the server's paths already the tenant's own)."""
+
+    id: str
+    server: ServerSettings
+    redis: RedisSection
+    agency_file: str
