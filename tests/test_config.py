@@ -195,11 +195,24 @@ def test_caller_rule_scoped_to_a_line_and_a_second_default() -> None:
     assert errors_of(text) == ["routing.yaml:17: routes[2].default: a second default route (routes[1] is one)"]
 
 
-def test_kubernetes_configmap_carries_the_example_config() -> None:
+def test_the_kubernetes_routing_file_has_the_examples_settings_and_none_of_its_demo_users() -> None:
     import yaml
 
-    manifest = yaml.safe_load((ROOT / "deploy/kubernetes/configmap.yaml").read_text())
-    assert manifest["data"]["config.yaml"] == (ROOT / "config.example.yaml").read_text()
+    env = {**ENV, "NANGO_SECRET_KEY": "nango-key-1"}
+    example = load_config(ROOT / "config.example.yaml", environ=env)
+    deployed = load_config(ROOT / "deploy/kubernetes/config.yaml", environ=env)
+    assert (deployed.users, deployed.routes) == ({}, ())
+    assert deployed.templates == example.templates and deployed.fallbacks == example.fallbacks
+    assert deployed.nango.tag_routing == example.nango.tag_routing and deployed.auth == example.auth
+    with pytest.raises(ConfigError, match="NANGO_SECRET_KEY is not set"):  # production: the key is required
+        load_config(ROOT / "deploy/kubernetes/config.yaml", environ=ENV)
+    # kubectl apply -k makes the mounted ConfigMap from this very file, under a name that never changes.
+    kustomization = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config.yaml"] and generator["options"]["disableNameSuffixHash"] is True
+    deployment = yaml.safe_load((ROOT / "deploy/kubernetes/deployment.yaml").read_text())
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == generator["name"]
 
 
 MIXED = """\
