@@ -35,7 +35,7 @@ def bullet(text: str, label: str) -> str:
 
 async def test_what_a_booking_puts_in_the_calendar_is_what_the_page_says() -> None:
     stored = section("What a booking puts in the calendar")
-    booking = {"start": "2026-03-03T13:00:00-05:00", "name": "Sam Caller", "notes": "Knee pain"}
+    booking = {"start": "2026-03-03T13:00:00-05:00", "name": "Sam Caller", "notes": "Knee pain", "summary": "Knee"}
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         await answer(message(("book_appointment", booking)))
@@ -45,14 +45,18 @@ async def test_what_a_booking_puts_in_the_calendar_is_what_the_page_says() -> No
         sent_updates = [request.url.params["sendUpdates"] for request, _ in google.insert.calls]
     quiet, invited = sorted(google.live(), key=lambda event: str(event["start"]["dateTime"]))
     # Title and description.
-    assert "Appointment with" in bullet(stored, "Title") and quiet["summary"] == "Appointment with Sam Caller"
-    for label in re.findall(r"`(\w+):`", bullet(stored, "Description")):
-        assert f"{label}: " in invited["description"], label
+    assert '("Appointment with Sam Lee: Consultation")' in bullet(stored, "Title")
+    assert quiet["summary"] == "Appointment with Sam Caller: Knee"
+    description = bullet(stored, "Description")
+    (first_line,) = re.findall(r'the line "([^"]+)"', " ".join(description.split()))
+    assert invited["description"].splitlines()[0] == first_line
+    labels = re.findall(r"`(\w+):`", description)
+    assert [line.split(":")[0] for line in invited["description"].splitlines()[1:]] == labels
     assert f"Phone: {CALLER}" in quiet["description"]  # no number given: the one they call from
-    assert quiet["description"].endswith("Booked by the voice assistant.")
-    # The hidden marks, exactly.
+    # The hidden marks, exactly: `vapiGuest` only on the booking that sent an invitation.
     marks = re.findall(r"`(vapi\w+)`", bullet(stored, "Hidden marks"))
-    assert sorted(quiet["extendedProperties"]["private"]) == sorted(marks)
+    assert sorted(invited["extendedProperties"]["private"]) == sorted(marks)
+    assert sorted(quiet["extendedProperties"]["private"]) == sorted(set(marks) - {"vapiGuest"})
     assert quiet["extendedProperties"]["private"]["vapiCallId"] == CALL_ID
     # Nobody invited without an email; with one, the caller alone, and Google tells them.
     assert "attendees" not in quiet and sent_updates == ["none", "all"]
@@ -95,6 +99,9 @@ def test_the_settings_the_page_names_exist_with_the_defaults_it_gives() -> None:
         f"how far ahead ({defaults.horizon_days} days)",
         f"earliest booking from now ({defaults.min_notice_minutes} min)",
         f"days searched past an empty range ({defaults.search_ahead_days})",
+        f"bookings per call ({defaults.max_bookings_per_call})",
+        f"per calling number in any 24 hours ({defaults.max_bookings_per_caller_per_day})",
+        f"invitations per address per call ({defaults.max_invitations_per_address})",
     ):
         assert value in table, value
     assert "TOOL_CALLS_TIMEOUT_SECONDS" not in PAGE  # a constant, not something to set
