@@ -89,14 +89,15 @@ def create_app(
     async def read_unauthenticated(request: Request, config: Config) -> bytes:
         """A body that must be read before it can be authenticated: at most
         `server.max_unauthenticated_body_reads` at once, so unauthenticated peers hold at most that many
-        times `max_body_bytes` of memory, however many of them there are."""
-        if runtime.unauthenticated_reads >= config.server.max_unauthenticated_body_reads:
+        times `max_body_bytes` of memory, however many of them there are, and an eighth of them for one
+        client address, so that unfinished bodies from a few cannot starve signed requests from others."""
+        client = _client(request)
+        if not runtime.unauthenticated_reads.enter(client, config.server.max_unauthenticated_body_reads):
             raise BadRequest("too many unauthenticated requests in progress; retry shortly", 503)
-        runtime.unauthenticated_reads += 1
         try:
             return await read_body(request, config.server.max_body_bytes)
         finally:
-            runtime.unauthenticated_reads -= 1
+            runtime.unauthenticated_reads.leave(client)
 
     async def vapi(request: Request) -> Response:
         config = runtime.config
