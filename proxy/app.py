@@ -205,6 +205,7 @@ def create_app(
         if redis_settings.enabled:
             runtime.cluster = Cluster(redis_settings, runtime.directory, client, nango, runtime.metrics)
             runtime.service.locks = runtime.cluster.user_locks  # bookings: one user at a time, cluster-wide
+            runtime.service.guesses = runtime.cluster.guesses  # three wrong references per call, cluster-wide
             runtime.background.extend(runtime.cluster.start())  # the cluster's index replaces the refresher
         elif client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))
