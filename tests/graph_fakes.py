@@ -129,6 +129,12 @@ def _check_shape(text: str) -> None:
         raise Invalid(f"Invalid event payload: {body!r} reads back as {again!r}")
 
 
+def warm_models() -> None:
+    """Build kiota's model tables once (seconds of pydantic work on first use), so no test's first request
+    to the fake stalls the event loop past a tool call's deadline."""
+    check_event_body({"subject": "warm", "start": {"dateTime": "2026-03-03T14:00:00", "timeZone": "UTC"}})
+
+
 def _unknown_fields(model: object) -> list[str]:
     """Fields a model did not declare (kiota keeps them in `additional_data`), at any depth."""
     found = [k for k in getattr(model, "additional_data", None) or {} if k != "@odata.type"]
@@ -386,3 +392,6 @@ class FakeGraph:
             return httpx.Response(204)
 
         return await self._serve("delete", request, work)
+
+
+warm_models()

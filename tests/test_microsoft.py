@@ -228,3 +228,18 @@ async def test_user_zone_without_a_windows_name_is_written_in_utc() -> None:
     start = graph.bodies[0]["start"]
     assert start == {"dateTime": "2026-03-03T19:00:00", "timeZone": "UTC"}
     assert made.event.span() == (event.start, event.end)
+
+
+async def test_booking_bounds_hold_on_outlook() -> None:
+    """The per-call bound (3 bookings) is counted from the calendar's marks, so it holds on Graph too."""
+    async with respx.mock(assert_all_called=False) as mock:
+        graph = FakeGraph(mock)
+        results = []
+        for hour in (9, 10, 11, 13):
+            slot = {"start": f"2026-03-03T{hour:02d}:00:00-05:00", "name": "Sam Caller", "email": "sam@example.com"}
+            [result] = await outlook_answer(message(("book_appointment", slot)))
+            results.append(result)
+    booked = [("result" in r and r["result"].startswith("Booked")) for r in results]
+    # Two invitations to one address per call: the third booking with that email is refused, and the fourth.
+    assert booked == [True, True, False, False] and len(graph.events) == 2
+    assert "Anything more has to go through the office directly." in results[2]["result"]

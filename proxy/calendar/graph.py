@@ -42,7 +42,7 @@ GRAPH_ROOT = "https://graph.microsoft.com/v1.0/"
 # The proxy's own property set: every mark is a single-value String property named in it.
 PROPERTY_SET = "{7e395d99-673b-4e1d-aa4a-de49aac2f084}"
 KEY_MARK = "vapiBookingKey"  # the booking's idempotency key (also its transactionId), for reading it back
-MARK_NAMES = ("vapiCallId", "vapiBookingRef", "vapiCallerNumber", KEY_MARK)
+MARK_NAMES = ("vapiCallId", "vapiBookingRef", "vapiCallerNumber", "vapiGuest", KEY_MARK)
 FREE_SHOW_AS = frozenset({"free", "workingElsewhere"})
 # Graph's error codes are camelCase or PascalCase; Nango's own are snake_case ("unknown_provider_config").
 _NANGO_CODE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)+|forbidden|unauthorized")
