@@ -89,14 +89,15 @@ def create_app(
     async def read_unauthenticated(request: Request, config: Config) -> bytes:
         """A body that must be read before it can be authenticated: at most
         `server.max_unauthenticated_body_reads` at once, so unauthenticated peers hold at most that many
-        times `max_body_bytes` of memory, however many of them there are."""
-        if runtime.unauthenticated_reads >= config.server.max_unauthenticated_body_reads:
+        times `max_body_bytes` of memory, however many of them there are, and an eighth of them for one
+        client address, so that unfinished bodies from a few cannot starve signed requests from others."""
+        client = _client(request)
+        if not runtime.unauthenticated_reads.enter(client, config.server.max_unauthenticated_body_reads):
             raise BadRequest("too many unauthenticated requests in progress; retry shortly", 503)
-        runtime.unauthenticated_reads += 1
         try:
             return await read_body(request, config.server.max_body_bytes)
         finally:
-            runtime.unauthenticated_reads -= 1
+            runtime.unauthenticated_reads.leave(client)
 
     async def vapi(request: Request) -> Response:
         config = runtime.config
@@ -204,6 +205,7 @@ def create_app(
         if redis_settings.enabled:
             runtime.cluster = Cluster(redis_settings, runtime.directory, client, nango, runtime.metrics)
             runtime.service.locks = runtime.cluster.user_locks  # bookings: one user at a time, cluster-wide
+            runtime.service.guesses = runtime.cluster.guesses  # three wrong references per call, cluster-wide
             runtime.background.extend(runtime.cluster.start())  # the cluster's index replaces the refresher
         elif client is not None and nango.index_refresh_interval > 0:
             runtime.background.append(asyncio.create_task(runtime.directory.run_index_refresher()))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from proxy.config import Config, ConfigError
+from proxy.http.peers import PeerBound
 from proxy.metrics import Metrics
 from proxy.nango.directory import ConnectionDirectory
 from proxy.reload import ConfigWatcher
@@ -29,7 +30,7 @@ class Runtime:
     service: CallService | None = None
     draining: bool = False
     config_error: ConfigError | None = None  # why the file on disk is not the one served
-    unauthenticated_reads: int = 0
+    unauthenticated_reads: PeerBound = field(default_factory=PeerBound)
     watcher: ConfigWatcher | None = None
     cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
