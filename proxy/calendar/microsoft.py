@@ -80,6 +80,7 @@ class MicrosoftCalendar:
             classify=graph.classify,
             metrics=metrics,
             gate=gate,
+            label="graph",
         )
         self._timeout = timeout
         self._zone = timezone
