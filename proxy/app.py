@@ -24,6 +24,7 @@ from proxy.config import Config, ConfigError
 from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.fastpath import FastPathApp
 from proxy.http.lane import FAST_LANE
+from proxy.http.uvicorn_hooks import lane_status
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango.client import NangoClient, RequestGate
@@ -182,6 +183,8 @@ def create_app(
             "config_error": config_error_summary(runtime.config_error),
             "nango": runtime.directory.status() if runtime.directory is not None else None,
             "shared": runtime.cluster.status() if runtime.cluster is not None else None,
+            # Whether uvicorn's protocol may answer warm calls itself (proxy.http.uvicorn_hooks).
+            "lane": lane_status() if fast_path else "off",
         }
         return json_response(body, 200 if ready else 503)
 
