@@ -8,7 +8,9 @@ and hands everything else to the general path unchanged. tests/test_fastpath.py 
 request cases through both and compares the answers, status and headers byte for byte.
 
 Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the
-whole body: proxy/http/lane.py); as an ASGI callable it serves any other ASGI server the same way.
+whole body: proxy/http/lane.py); a call it turned down there arrives marked (`LANE_DECLINED` in its
+scope) and goes to the general path at once, not decided twice. As an ASGI callable it serves any other
+ASGI server the same way.
 
 What it skips, and why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
@@ -40,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -49,7 +52,8 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, Route
-from proxy.logs import CallLog, get_logger
+from proxy.http.lane import LANE_DECLINED
+from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 from proxy.vapi.assistant import calendar_answer_format, clock_fragments
@@ -79,7 +83,7 @@ PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
 FLUSH_SECONDS = 1.0
 
-logger = get_logger("fastpath")
+logger = logging.getLogger(__name__)
 
 
 class _Prepared:
@@ -187,7 +191,11 @@ class FastPath:
         self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.takes(scope["method"], scope["path"], scope["headers"]):
+        if (
+            scope["type"] != "http"
+            or LANE_DECLINED in scope  # the lane asked this FastPath already: its answer was no
+            or not self.takes(scope["method"], scope["path"], scope["headers"])
+        ):
             await self.general(scope, receive, send)
             return
         started = self._clock()
