@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -52,7 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, Route
 from proxy.http.lane import LANE_DECLINED
-from proxy.logs import CallLog, get_logger
+from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 from proxy.vapi.assistant import calendar_answer_format, clock_fragments
@@ -82,7 +83,7 @@ PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
 FLUSH_SECONDS = 1.0
 
-logger = get_logger("fastpath")
+logger = logging.getLogger(__name__)
 
 
 class _Prepared:
@@ -279,6 +280,10 @@ class FastPath:
             return None  # tag routing: the line's Nango tags may route it before the YAML default
         connection_id = route.user.connection_id
         event = "fixed"
+        # A fixed id is the default integration's: a Microsoft one is served in proxy mode by the general path.
+        nango = snapshot.config.nango
+        if connection_id is not None and nango.integrations and nango.kind_of(nango.integration_id) != "google":
+            return None
         if connection_id is None:
             warm = service.directory.warm(route.user.nango_user_id)
             if warm is None:
@@ -304,6 +309,7 @@ class FastPath:
                 "rule": rule_text,
                 "user": prepared.user_id,
                 "connection": _SOURCES[event],
+                "provider": "google",  # the directory's `warm` holds back every other calendar API
                 "outcome": "assistant",
                 "reason": "ok",
                 "latency_ms": round(elapsed * 1000, 2),
