@@ -60,11 +60,17 @@ async def connect_link(config: Config, args: argparse.Namespace, client: NangoCl
     if user is None and not lines:
         print(f"error: no user {args.user!r} in {config.file}; give --number to onboard by tags", file=sys.stderr)
         return 1
+    integration = args.integration or config.nango.integration_id
+    if integration not in config.nango.integration_ids():
+        known = ", ".join(config.nango.integration_ids())
+        print(f"error: {integration!r} is not one of the config's Nango integrations ({known})", file=sys.stderr)
+        return 1
     user_tag = user.nango_user_id if user is not None else args.user
     name = args.name or (user.name if user is not None else None)
     email = args.email or (user.email if user is not None else None)
-    session = await create_connect_session(client, user_tag, email, name, lines)
+    session = await create_connect_session(client, user_tag, email, name, lines, integration)
     print(session.connect_link)
+    print(f"integration {integration} ({config.nango.kind_of(integration)})", file=sys.stderr)
     print(f"expires at {session.expires_at}; send this link to {name or args.user}", file=sys.stderr)
     return 0
 
@@ -74,18 +80,22 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
     from proxy.nango.index import ConnectionIndex
 
     by_user: dict[str, list[Connection]] = {}
+    index = ConnectionIndex()
     async for page in client.list_connections_pages():
         for found_connection in page:
+            index.add(found_connection)
             if found_connection.user_id is not None:
                 by_user.setdefault(found_connection.user_id, []).append(found_connection)
     missing = 0
     for user in config.users.values():
         found = by_user.get(user.nango_user_id, [])
         usable = pick_connection(found)
+        kind = "-"
         if user.connection_id is not None:
             state, detail = "fixed", user.connection_id
         elif usable is not None:
             state, detail = "connected", usable.connection_id
+            kind = config.nango.kind_of(usable.integration, usable.provider)
         elif found:
             state, detail = "error", f"{found[0].connection_id} needs reconnecting"
             missing += 1
@@ -93,15 +103,38 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
             tenant = f" --tenant {config.tenant}" if config.tenant is not None else ""
             state, detail = "missing", f"run: vapi-calendar-proxy connect-link{tenant} --user {user.id}"
             missing += 1
-        print(f"{user.id}\t{user.name}\t{state}\t{detail}")
-    print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
+        print(f"{user.id}\t{user.name}\t{state}\t{detail}\t{kind}")
+    total = len(config.users)
     if config.nango.tag_routing is not None:
-        index = ConnectionIndex()
-        for conns in by_user.values():
-            for conn in conns:
-                index.add(conn)
+        tagged = _tag_routed_users(config, index)
+        for user_id, (conn, lines) in sorted(tagged.items()):
+            name = conn.route.name if conn.route is not None and conn.route.name else user_id
+            state, detail = "connected", conn.connection_id
+            if not conn.healthy:
+                state, detail = "error", f"{conn.connection_id} needs reconnecting"
+                missing += 1
+            kind = config.nango.kind_of(conn.integration, conn.provider)
+            print(f"{user_id}\t{name}\t{state}\t{detail} (tags: {', '.join(lines)})\t{kind}")
+        total += len(tagged)
+        print(f"{total - missing}/{total} users can book ({len(tagged)} routed by connection tags)", file=sys.stderr)
         _print_conflicts(index)
+    else:
+        print(f"{total - missing}/{total} users can book", file=sys.stderr)
     return 0
+
+
+def _tag_routed_users(config: Config, index: ConnectionIndex) -> dict[str, tuple[Connection, list[str]]]:
+    """Users that only connection tags route (a YAML user is listed as such): user -> (the connection that
+    routes their lines, those lines)."""
+    yaml_users = {user.nango_user_id for user in config.users.values()}
+    tagged: dict[str, tuple[Connection, list[str]]] = {}
+    for kind in ("to", "phone_number_id"):
+        for value in sorted(index.lines(kind)):
+            conn = index.line(kind, value)
+            if conn is None or conn.user_id in yaml_users:
+                continue
+            tagged.setdefault(conn.user_id or conn.connection_id, (conn, []))[1].append(value)
+    return tagged
 
 
 def _print_conflicts(index: ConnectionIndex) -> int:
@@ -138,10 +171,15 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
         shadow = yaml_lines.get((kind, value))
         if shadow is not None:
             state = f"shadowed by YAML {shadow}"
-        print(f"{kind}\t{value}\t{conn.connection_id}\t{conn.user_id or '-'}\t{state}")
+        provider = config.nango.kind_of(conn.integration, conn.provider)
+        print(f"{kind}\t{value}\t{conn.connection_id}\t{conn.user_id or '-'}\t{state}\t{provider}")
     conflicts = _print_conflicts(index)
-    print(f"{len(lines)} lines routed by tags, {conflicts} conflict(s)", file=sys.stderr)
+    print(f"{_counted(len(lines), 'line')} routed by tags, {conflicts} conflict(s)", file=sys.stderr)
     return 0
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def yaml_location(config: Config, path: Path, file: str = "") -> str:
@@ -184,7 +222,10 @@ async def check_nango(config: Config, client: NangoClient) -> int:
             else:
                 routed += 1
     conflicts = _print_conflicts(index)
-    print(f"tags: {routed} lines routed by Nango connection tags, {shadowed} shadowed by YAML, {conflicts} conflict(s)")
+    print(
+        f"tags: {_counted(routed, 'line')} routed by Nango connection tags, {shadowed} shadowed by YAML, "
+        f"{conflicts} conflict(s)"
+    )
     return 1 if conflicts else 0
 
 
@@ -232,6 +273,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
     _line_options(link)
     link.add_argument("--name", help="display name (tag end_user_display_name)")
     link.add_argument("--email", help="email (tag end_user_email)")
+    link.add_argument(
+        "--integration",
+        metavar="ID",
+        help="the Nango integration to connect through (one of nango.integrations; default: the first)",
+    )
     link.set_defaults(handler=_command(load, connect_link))
 
     listing = commands.add_parser(

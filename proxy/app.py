@@ -162,7 +162,7 @@ def create_app(
             request.headers,
             directory=runtime.directory,
             keys=keys,
-            integration_id=nango.integration_id,
+            integration_id=nango.integration_ids(),
             user_tag=nango.user_tag,
             metrics=runtime.metrics,
         )
