@@ -129,13 +129,12 @@ class ServerSettings(Model, frozen=True, kw_only=True):
 
 
 def _check_secrets(name: str, secrets: object) -> None:
-    # A plain str would print itself in a repr; an empty one would match an empty header.
-    if not isinstance(secrets, tuple | list):
+    if not isinstance(secrets, tuple | list):  # a plain str would print itself in a repr
         raise TypeError(f"{name} must be a tuple of Secret")
     for index, secret in enumerate(secrets):
         if not isinstance(secret, Secret):
             raise TypeError(f"{name}[{index}] must be a Secret, not {type(secret).__name__}")
-        if not secret:
+        if not secret:  # an empty one would match an empty header
             raise ValueError(f"{name}[{index}] is empty")
         try:
             str(secret).encode("utf-8")
