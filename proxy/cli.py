@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 def _print_errors(path: str, exc: ConfigError) -> None:
     for issue in exc.issues:
         print(f"error: {issue}", file=sys.stderr)
-    print(f"{path}: {len(exc.issues)} error(s); not loaded", file=sys.stderr)
+    for warning in exc.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    shown = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
+    print(f"{path}: {len(exc.issues)} error(s){shown}; not loaded", file=sys.stderr)
+
+
+def _warn(config: Config) -> None:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _load_any(path: str, *, one_shot: bool = False) -> Config | Agency | None:
@@ -65,8 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if isinstance(loaded, Agency):
         return _check_agency(loaded, args)
     config = loaded
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn(config)
     _check_summary(config)
     if not config.auth.configured:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
@@ -90,14 +97,17 @@ def _check_summary(config: Config) -> None:
     )
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
-        print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+        if config.nango.secret_key is None:
+            # What `serve` does with this file in this environment: no Nango client, so no tag is ever read.
+            print(f"tag routing: off: nango.secret_key is empty, so no line is routed by connection tags ({keys})")
+        else:
+            print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
 
 
 def _check_agency(agency: Agency, args: argparse.Namespace) -> int:
     """Every tenant checked; every error of every tenant listed, each with its file and line."""
     for tenant, config in agency.tenants.items():
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        _warn(config)
         _check_summary(config)
         if not config.auth.configured:
             print(f"error: tenant {tenant}: no Vapi authentication configured (auth)", file=sys.stderr)
@@ -156,6 +166,12 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         resolution = await service.resolve(config, message)
         await directory.aclose()
     route = resolution.match.route if resolution.match is not None else None
+    warnings = []
+    if route is not None and route.calendar.mode == "proxy" and config.nango.secret_key is None:
+        warnings.append(
+            "calendar mode proxy without nango.secret_key: the tools reach Google Calendar through Nango, so every "
+            "tool call of this call would answer that the calendar is not connected"
+        )
     return {
         "rule": resolution.rule,
         "route_source": resolution.route_source or _yaml_source(config, resolution.match),
@@ -166,6 +182,7 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         "outcome": resolution.outcome,
         "reason": resolution.reason,
         "response": resolution.answer,
+        "warnings": warnings,
     }
 
 
@@ -188,6 +205,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if args.to is None and args.phone_number_id is None and args.caller is None:
         print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
         return 2
+    _warn(config)
     import asyncio
 
     import orjson
