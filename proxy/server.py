@@ -19,11 +19,12 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from proxy.agency import create_agency_app
 from proxy.app import create_app
-from proxy.config import Config, load_config
+from proxy.config import Agency, Config, load_config
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
-from proxy.runtime import Runtime
+from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
@@ -41,7 +42,7 @@ class DrainingServer(uvicorn.Server):
     closes the listener and waits for in-flight requests, and the process exits 0. A second signal
     exits at once."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, shutdown_delay: float) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime | Tenants, shutdown_delay: float) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.shutdown_delay = shutdown_delay
@@ -72,12 +73,12 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def drain_timeout(config: Config) -> int:
+def drain_timeout(config: Config | Agency) -> int:
     """uvicorn's graceful-shutdown budget (whole seconds): 0 cancels in-flight requests at once."""
     return math.ceil(config.server.drain_seconds)
 
 
-def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
+def uvicorn_config(config: Config | Agency, app: object, **kwargs: Any) -> LimitedConfig:
     """uvicorn's settings from the `server:` section: connection limits, keep-alive, forwarded headers."""
     server = config.server
     cap = connection_cap(server.max_connections)
@@ -109,7 +110,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
 
 
 def serve(
-    config: Config,
+    config: Config | Agency,
     *,
     host: str,
     port: int,
@@ -135,9 +136,12 @@ def serve(
         with shared_metrics_directory():
             Multiprocess(multi, sockets=[multi.bind_socket()]).run()
         return 0
-    app = create_app(config, insecure=insecure, config_path=config.file)
+    if isinstance(config, Agency):
+        app = create_agency_app(config, insecure=insecure, config_path=config.file)
+    else:
+        app = create_app(config, insecure=insecure, config_path=config.file)
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
     server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
@@ -180,7 +184,7 @@ def drain_on_signals(app: Starlette) -> None:
     """DrainingServer's drain for a server we do not construct (uvicorn's workers run its plain Server):
     while the app runs, a handler in front of uvicorn's own turns /readyz 503 on the first SIGTERM/SIGINT
     and passes the signal on to uvicorn `shutdown_delay_seconds` later; a second one passes at once."""
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
