@@ -46,18 +46,17 @@ class TwoNangos:
         self.lookups: list[tuple[str, str]] = []  # connection lookups by user: (environment, user id)
         self.requests: list[tuple[str, str]] = []  # every request: (environment, path)
         self.missing: set[str] = set()  # environments where the user has no connection
+        self.current: dict[str, str] = {}  # environment -> the user's connection id, if not <environment>-conn-<user>
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         environment = KEYS[request.headers["authorization"]]
         self.requests.append((environment, request.url.path))
-        if request.url.path.startswith("/connections/"):  # a webhook's connection, confirmed
-            connection_id = request.url.path.removeprefix("/connections/")
-            return httpx.Response(200, json=connection_json(connection_id, "u1"))
         user = request.url.params.get("tags[end_user_id]", "")
         self.lookups.append((environment, user))
         if environment in self.missing:
             return httpx.Response(200, json={"connections": []})
-        return httpx.Response(200, json={"connections": [connection_json(f"{environment}-conn-{user}", user)]})
+        connection_id = self.current.get(environment, f"{environment}-conn-{user}")
+        return httpx.Response(200, json={"connections": [connection_json(connection_id, user)]})
 
 
 def call(number: str = SHARED_NUMBER) -> bytes:
@@ -269,6 +268,7 @@ async def test_each_tenants_shared_state_is_under_its_own_redis_prefix(
             return len(channels) == 2 and all(count == 2 for _, count in server.pubsub_numsub(*channels))
 
         await eventually(subscribed)  # both replicas of each tenant, each tenant on its own channel
+        nango.current["acme"] = "acme-new"  # u1 connected again in acme's Nango
         body = encode(auth_webhook(connection_id="acme-new", user_id="u1"))
         signed = {"X-Nango-Hmac-Sha256": sign(body, "acme-webhook-key")}
         assert (await one.post("/nango/webhook/acme", content=body, headers=signed)).status_code == 200
@@ -278,7 +278,7 @@ async def test_each_tenants_shared_state_is_under_its_own_redis_prefix(
         acme = await two.post("/vapi/acme", content=call(), headers={"X-Vapi-Secret": ACME_SECRET})
         bobs = await two.post("/vapi/bobs", content=call(), headers={"X-Vapi-Secret": BOBS_SECRET})
         assert (connection_of(acme), connection_of(bobs)) == ("acme-new", "bobs-conn-u1")
-        assert nango.lookups == [("bobs", "u1")]
+        assert nango.lookups == [("acme", "u1"), ("bobs", "u1")]  # the webhook's confirmation, then bobs' own
         keys = {key.decode() for key in server.keys("*")}
         channels = {channel.decode() for channel in server.pubsub_channels("*")}
     for name in keys | channels:
