@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# vapi-calendar-proxy: build with `docker build -t vapi-calendar-proxy .` (see docs/deployment.md).
+# vapi-calendar-proxy: build with `docker build -t vapi-calendar-proxy .` (see docs/image.md).
 # scripts/build-image builds and smoke-tests it with podman where the base's registry is unreachable.
 # Every stage shares one base so the venv's interpreter path (/usr/local/bin/python3.11) exists at runtime.
 # Python 3.11 on Debian 12: the Python CI tests with, on the Debian release that ships it.

@@ -1,4 +1,4 @@
-"""The memory Redis needs for the shared index (issue 15, docs/deployment.md "Sizing"), one command:
+"""The memory Redis needs for the shared index (docs/scaling.md, "Sizing"), one command:
 
     python bench/redis_memory.py                   # 100,000 users
     python bench/redis_memory.py --users 250000 --tagged 1.0

@@ -31,6 +31,7 @@ import respx
 
 from proxy.calendar.google import GoogleCalendar
 from proxy.metrics import Metrics
+from proxy.nango.client import RequestGate
 from proxy.secret import Secret
 from tests.nango_fakes import BASE_URL, INTEGRATION, SECRET_KEY
 
@@ -119,7 +120,9 @@ INVALID_CREDENTIALS = {
 REFRESH_FAILED = nango_error("server_error", "Failed to get connection credentials: 'invalid_grant'")
 
 
-def make_calendar(http: httpx.AsyncClient, metrics: Metrics | None = None, timeout: float = 5.0) -> GoogleCalendar:
+def make_calendar(
+    http: httpx.AsyncClient, metrics: Metrics | None = None, timeout: float = 5.0, gate: RequestGate | None = None
+) -> GoogleCalendar:
     return GoogleCalendar(
         http,
         nango_base_url=BASE_URL + "/",
@@ -127,6 +130,7 @@ def make_calendar(http: httpx.AsyncClient, metrics: Metrics | None = None, timeo
         integration_id=INTEGRATION,
         timeout=timeout,
         metrics=metrics,
+        gate=gate,
     )
 
 

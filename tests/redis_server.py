@@ -97,7 +97,7 @@ class RedisServer:
         else:
             argv += ["--port", str(self.port)]
         if self.user:
-            # What docs/deployment.md advises: the proxy's keys and channels only, no admin commands.
+            # What docs/scaling.md advises: the proxy's keys and channels only, no admin commands.
             rules = ["on", f">{self.password}", "~vapi-proxy:*", "&vapi-proxy:*", "+@all", "-@dangerous", "+info"]
             argv += ["--user", self.user, *rules, "--user", "default", "off"]
         elif self.password:

@@ -19,6 +19,7 @@ import pytest
 import respx
 
 from proxy.calendar.claim import booking_id, first_created
+from proxy.calendar.google import to_event
 from proxy.config.calendar import CalendarSettings
 from proxy.metrics import Metrics
 from tests.contract import assert_tool_calls_response
@@ -151,9 +152,10 @@ async def test_two_calls_racing_on_one_replica_are_serialised_before_the_insert(
 
 async def test_the_winner_rule_is_earliest_created_then_smallest_id() -> None:
     events = [
-        {"id": "bbbbb", "created": "2026-03-02T16:00:00.002Z"},
-        {"id": "ccccc", "created": "2026-03-02T16:00:00.001Z"},
-        {"id": "aaaaa", "created": "2026-03-02T16:00:00.001Z"},
+        to_event({"id": "bbbbb", "created": "2026-03-02T16:00:00.002Z"}),
+        to_event({"id": "ccccc", "created": "2026-03-02T16:00:00.001Z"}),
+        to_event({"id": "aaaaa", "created": "2026-03-02T16:00:00.001Z"}),
+        to_event({"id": "00000"}),  # no creation time: never the winner
     ]
     assert first_created(events) == events[2]
     assert first_created(reversed(events)) == events[2]

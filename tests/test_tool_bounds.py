@@ -140,8 +140,7 @@ async def test_calendar_requests_wait_for_the_shared_request_cap() -> None:
     gate = RequestGate(total_timeout=5.0, limit=2)
     async with respx.mock(assert_all_called=False) as mock, httpx.AsyncClient() as http:
         google = FakeGoogle(mock, latency=0.02)
-        calendar = make_calendar(http)
-        calendar._gate = gate
+        calendar = make_calendar(http, gate=gate)
         answer = await answer_tool_calls(message(*[("find_open_slots", {})] * 10), ctx(), calendar, Metrics(), now=NOW)
     assert all("result" in r for r in answer["results"])  # type: ignore[union-attr]
     assert google.freebusy.call_count == 10 and google.most_in_flight == 2

@@ -1,6 +1,7 @@
 """The calendar tools behind proxy mode: availability, open slots, and booking, cancelling and moving appointments.
 
-A `CalendarTools` answers one tool call: it reads the call's arguments, asks Google Calendar, and returns an
+A `CalendarTools` answers one tool call: it reads the call's arguments, asks the calendar (any provider behind
+`proxy.calendar.provider`), and returns an
 `Outcome` whose text is short and speakable yet carries the exact ISO times the model needs for a follow-up
 call, with the same facts as structured data. `proxy.vapi.tools` turns outcomes into Vapi tool results.
 """
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxy.calendar.claim import Claim, booked_by_call, booking_id, claim_slot, contested, event_span, private_of
+from proxy.calendar.claim import Claim, booked_by_call, booking_id, claim_slot, contested
 from proxy.calendar.context import CalendarContext
-from proxy.calendar.google import GoogleCalendar
+from proxy.calendar.provider import CalendarProvider, Event, Guest, NewEvent
 from proxy.calendar.references import WrongGuesses, new_reference, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
 from proxy.calendar.speech import (
@@ -68,7 +69,7 @@ class CalendarTools:
     def __init__(
         self,
         ctx: CalendarContext,
-        calendar: GoogleCalendar,
+        calendar: CalendarProvider,
         connection: str,
         now: datetime,
         args: dict[str, Any],
@@ -140,28 +141,26 @@ class CalendarTools:
                 self.cal, self.conn, self.s.calendar_id, self.ctx.call_id, start, end
             ):
                 lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
-                private = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
+                marks = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
                 if self.ctx.caller_number:
-                    private["vapiCallerNumber"] = self.ctx.caller_number
-                event: dict[str, Any] = {
-                    "summary": self._text("summary", 200) or f"Appointment with {name}",
-                    "description": "\n".join(line for line in lines if line) + "\nBooked by the voice assistant.",
-                    "start": self._google_time(start),
-                    "end": self._google_time(end),
-                    "extendedProperties": {"private": private},
-                }
-                if email:
-                    event["attendees"] = [{"email": email, "displayName": name}]
+                    marks["vapiCallerNumber"] = self.ctx.caller_number
+                event = NewEvent(
+                    summary=self._text("summary", 200) or f"Appointment with {name}",
+                    description="\n".join(line for line in lines if line) + "\nBooked by the voice assistant.",
+                    start=start,
+                    end=end,
+                    timezone=self.tz,
+                    marks=marks,
+                    guest=Guest(email, name or email) if email else None,
+                )
                 claim = await claim_slot(
                     self.cal,
                     self.conn,
                     self.s.calendar_id,
                     event,
                     call_id=self.ctx.call_id,
-                    start=start,
-                    end=end,
                     buffer=self.buffer,
-                    send_updates="all" if email else "none",
+                    notify=bool(email),
                     time_left=self.time_left,
                 )
                 return await self._claimed(claim, start, end)
@@ -179,7 +178,7 @@ class CalendarTools:
         if claim.state == "lost":
             return await self._refuse(f"book {self._say(start)}", "someone else just booked it", start, end - start)
         assert claim.event is not None
-        reference = private_of(claim.event).get("vapiBookingRef")
+        reference = claim.event.marks.get("vapiBookingRef")
         data: dict[str, Any] = {"booked": True, "alreadyExisted": claim.state == "existed", **self._span(start, end)}
         text = f"Booked with {self.ctx.user_name} {when}."
         if isinstance(reference, str) and reference:
@@ -194,10 +193,9 @@ class CalendarTools:
         found = await self._find_booking(None)
         if isinstance(found, Outcome):
             return found
-        start, _ = event_span(found)
-        if found.get("status") != "cancelled":
-            updates = "all" if found.get("attendees") else "none"
-            await self.cal.delete_event(self.conn, self.s.calendar_id, str(found["id"]), send_updates=updates)
+        start, _ = found.span()
+        if not found.cancelled:
+            await self.cal.cancel(self.conn, self.s.calendar_id, found.id, notify=found.guests)
         data = {"cancelled": True, "start": self._iso(start)}
         return Outcome(f"The appointment on {self._say(start)} is cancelled.", "ok", data=data)
 
@@ -206,9 +204,9 @@ class CalendarTools:
         found = await self._find_booking(new_start)
         if isinstance(found, Outcome):
             return found
-        if found.get("status") == "cancelled":
+        if found.cancelled:
             return Outcome("That appointment was cancelled, so it can't be moved.", "not_found")
-        old_start, old_end = event_span(found)
+        old_start, old_end = found.span()
         new_end = self._maybe_time("new_end") or new_start + (old_end - old_start)
         self._check_length(new_start, new_end)
         problem = self._problem(new_start, new_end)
@@ -216,25 +214,27 @@ class CalendarTools:
             # freeBusy counts the appointment itself, which may overlap its own new time.
             busy = subtract(await self._busy(new_start - self.buffer, new_end + self.buffer), [(old_start, old_end)])
             if is_free(busy, new_start, new_end, buffer=self.buffer):
-                changes = {"start": self._google_time(new_start), "end": self._google_time(new_end)}
-                updates = "all" if found.get("attendees") else "none"
-                event_id = str(found["id"])
-                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, changes, send_updates=updates)
+                event_id, notify = found.id, found.guests
+                await self._move(event_id, new_start, new_end, notify=notify)
                 low, high = new_start - self.buffer, new_end + self.buffer
                 if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
                     data = {"rescheduled": True, **self._span(new_start, new_end)}
                     text = f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}."
                     return Outcome(text, "ok", data=data)
                 # A booking landed there meanwhile (another replica): it keeps the time, this one moves back.
-                back = {"start": self._google_time(old_start), "end": self._google_time(old_end)}
-                await self.cal.patch_event(self.conn, self.s.calendar_id, event_id, back, send_updates=updates)
+                await self._move(event_id, old_start, old_end, notify=notify)
                 problem = "someone else just booked it"
             else:
                 problem = "that time is already taken"
         action = f"move the appointment to {self._say(new_start)}"
         return await self._refuse(action, problem, new_start, new_end - new_start)
 
-    async def _find_booking(self, also_at: datetime | None) -> dict[str, Any] | Outcome:
+    async def _move(self, event_id: str, start: datetime, end: datetime, *, notify: bool) -> None:
+        await self.cal.move(
+            self.conn, self.s.calendar_id, event_id, start=start, end=end, timezone=self.tz, notify=notify
+        )
+
+    async def _find_booking(self, also_at: datetime | None) -> Event | Outcome:
         """The appointment to change: one booked on this call, or one booked from this number whose booking
         reference the caller gave. Times of other bookings are never said before the reference matched."""
         when = self._maybe_time("appointment_start")
@@ -251,17 +251,17 @@ class CalendarTools:
             wanted = {"vapiCallId": call_id}
         horizon = self.now + timedelta(days=366)
         # With deleted ones: a retried cancel finds its appointment cancelled, not a wrong reference.
-        events = await self.cal.list_events(
-            self.conn, self.s.calendar_id, start=self.now, end=horizon, private=wanted, show_deleted=True
+        events = await self.cal.events(
+            self.conn, self.s.calendar_id, start=self.now, end=horizon, marks=wanted, include_cancelled=True
         )
-        mine = [e for e in events if reference is not None or e.get("status") != "cancelled"]
+        mine = [e for e in events if reference is not None or not e.cancelled]
         if reference is not None and not mine:
             self.guesses.record(call_id)
             exhausted = self.guesses.exhausted(call_id)
             return Outcome(_NO_MORE_TRIES if exhausted else _WRONG_REFERENCE, "forbidden", ok=False)
-        matches = [e for e in mine if when is None or event_span(e)[0] == when]
+        matches = [e for e in mine if when is None or e.span()[0] == when]
         if not matches and also_at is not None:  # a retried reschedule: the appointment already moved
-            matches = [e for e in mine if event_span(e)[0] == also_at]
+            matches = [e for e in mine if e.span()[0] == also_at]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -269,8 +269,8 @@ class CalendarTools:
                 return Outcome(_NEED_REFERENCE, "reference_needed", ok=False)
             at = f" at {self._say(when)}" if when else ""
             return Outcome(f"I couldn't find an upcoming appointment{at} booked on this call.", "not_found")
-        spoken = join_words([self._say(event_span(e)[0]) for e in matches], "and")
-        data = {"appointments": [self._span(*event_span(e)) for e in matches]}
+        spoken = join_words([self._say(e.span()[0]) for e in matches], "and")
+        data = {"appointments": [self._span(*e.span()) for e in matches]}
         return Outcome(
             f"There are {len(matches)} appointments booked on this call: {spoken}. Which one?", "ambiguous", data=data
         )
@@ -365,9 +365,6 @@ class CalendarTools:
     def _check_length(self, start: datetime, end: datetime) -> None:
         if not timedelta(0) < end - start <= timedelta(hours=8):
             raise ArgError("an appointment must end after it starts and last at most 8 hours")
-
-    def _google_time(self, moment: datetime) -> dict[str, str]:
-        return {"dateTime": self._iso(moment), "timeZone": self.tz.key}
 
     def _say(self, moment: datetime) -> str:
         return speak_datetime(moment, self.tz)

@@ -2,7 +2,12 @@
 
 Every call is `{METHOD} {nango}/proxy/calendar/v3/...` with `Connection-Id`, `Provider-Config-Key` and
 the Nango secret key. Failures, Nango's own or Google's passed through, become one `CalendarError`
-whose `kind` says what the caller can do about it.
+whose `kind` says what the caller can do about it. `GoogleCalendar` implements the provider interface
+(`proxy.calendar.provider`) over Google's own calls, which it also offers with Google's JSON.
+
+Google specifics the interface hides: the idempotency key is the event id (Google accepts a client-chosen
+base32hex id and answers 409 for one used before), marks are private extended properties (found with
+`privateExtendedProperty`), a deleted event stays readable with status "cancelled".
 """
 
 from __future__ import annotations
@@ -11,21 +16,23 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import httpx
 
+from proxy.calendar.nangoproxy import NangoProxy, classify_nango
+from proxy.calendar.provider import CalendarError, Created, ErrorKind, Event, NewEvent
 from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.secret import Secret
 
-__all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify"]
+__all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify", "to_event"]
 
 logger = logging.getLogger(__name__)
 
-ErrorKind = Literal["auth", "not_found", "conflict", "unavailable", "timeout", "invalid"]
-Event = dict[str, Any]
+Json = dict[str, Any]
 
 # events.list: Google's default page size, and how many events one listing reads at most (documented in
 # docs/booking.md): a caller's own upcoming appointments, or the events around one slot.
@@ -33,30 +40,20 @@ LIST_PAGE_SIZE = 250
 MAX_LISTED_EVENTS = 1000
 # Google answers 403 both for "no access" and for quota; only the quota reasons go away by waiting.
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"})
-# Nango codes meaning the user's connection is gone or its token refresh failed: the user must reconnect.
-_NANGO_RECONNECT_CODES = frozenset({"invalid_credentials", "connection_refresh_backoff", "failed_to_get_connection"})
-
-
-class CalendarError(Exception):
-    """A calendar call failed. `detail` is safe to log: it never holds the secret key or a token."""
-
-    def __init__(self, kind: ErrorKind, detail: str, *, status: int | None = None) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind: ErrorKind = kind
-        self.detail = detail
-        self.status = status
 
 
 @dataclass(frozen=True)
 class Inserted:
     """The event as stored; `created` is False when a retry found the event already there."""
 
-    event: Event
+    event: Json
     created: bool
 
 
 class GoogleCalendar:
     """The five-and-a-bit Google Calendar calls the tools need, per Nango connection."""
+
+    product = "Google Calendar"
 
     def __init__(
         self,
@@ -69,17 +66,21 @@ class GoogleCalendar:
         metrics: Metrics | None = None,
         gate: RequestGate | None = None,
     ) -> None:
-        self._http = http
-        self._base = nango_base_url.rstrip("/") + "/proxy/calendar/v3"
+        self._nango = NangoProxy(
+            http,
+            nango_base_url=nango_base_url,
+            prefix="/calendar/v3",
+            secret_key=secret_key,
+            integration_id=integration_id,
+            timeout=timeout,
+            classify=classify,
+            metrics=metrics,
+            gate=gate,
+        )
         self._secret = secret_key
-        self._integration = integration_id
-        self._timeout = httpx.Timeout(timeout)
-        self._metrics = metrics
-        # Without a shared gate (tests, tools) the calendar gets its own, bounded the same way.
-        self._gate = gate if gate is not None else RequestGate(total_timeout=max(timeout * 2, 1.0))
 
     def __repr__(self) -> str:
-        return f"GoogleCalendar(base={self._base!r}, integration_id={self._integration!r})"
+        return f"GoogleCalendar(base={self._nango.base!r}, integration_id={self._nango.integration!r})"
 
     async def free_busy(
         self, connection_id: str, calendar_id: str, *, start: datetime, end: datetime
@@ -141,7 +142,7 @@ class GoogleCalendar:
 
     async def get_event(
         self, connection_id: str, calendar_id: str, event_id: str, *, budget: float | None = None
-    ) -> Event:
+    ) -> Json:
         """One event (also a cancelled one: Google keeps them with status 'cancelled')."""
         return await self._call("get", "GET", _event_path(calendar_id, event_id), connection_id, budget=budget)
 
@@ -157,7 +158,7 @@ class GoogleCalendar:
         max_events: int = MAX_LISTED_EVENTS,
         budget: float | None = None,
         show_deleted: bool = False,
-    ) -> list[Event]:
+    ) -> list[Json]:
         """Single events overlapping [start, end) whose private extended properties match all of `private`,
         in start order, paging with `pageToken` up to `max_events` (the rest is left out and logged)."""
         params: list[tuple[str, str]] = [
@@ -170,7 +171,7 @@ class GoogleCalendar:
             *([("showDeleted", "true")] if show_deleted else []),
         ]
         path = f"/calendars/{_seg(calendar_id)}/events"
-        events: list[Event] = []
+        events: list[Json] = []
         token: str | None = None
         while True:
             page = params + ([("pageToken", token)] if token else [])
@@ -210,12 +211,79 @@ class GoogleCalendar:
         changes: Mapping[str, Any],
         *,
         send_updates: str = "none",
-    ) -> Event:
+    ) -> Json:
         """Change some fields of an event; the answer is the whole updated event."""
         path = _event_path(calendar_id, event_id)
         return await self._call(
             "patch", "PATCH", path, connection_id, json=dict(changes), params=[("sendUpdates", send_updates)]
         )
+
+    # --- the provider interface (proxy.calendar.provider) ------------------------------------------------
+
+    async def events(
+        self,
+        connection_id: str,
+        calendar_id: str,
+        *,
+        start: datetime,
+        end: datetime,
+        marks: Mapping[str, str] | None = None,
+        include_cancelled: bool = False,
+        budget: float | None = None,
+    ) -> list[Event]:
+        found = await self.list_events(
+            connection_id,
+            calendar_id,
+            start=start,
+            end=end,
+            private=marks,
+            budget=budget,
+            show_deleted=include_cancelled,
+        )
+        return [to_event(item) for item in found]
+
+    async def create(
+        self, connection_id: str, calendar_id: str, event: NewEvent, *, key: str, notify: bool, budget: float | None
+    ) -> Created:
+        body: Json = {
+            "summary": event.summary,
+            "description": event.description,
+            "start": _google_time(event.start, event.timezone),
+            "end": _google_time(event.end, event.timezone),
+            "extendedProperties": {"private": dict(event.marks)},
+        }
+        if event.guest is not None:
+            body["attendees"] = [{"email": event.guest.email, "displayName": event.guest.name}]
+        inserted = await self.insert_event(
+            connection_id, calendar_id, body, event_id=key, send_updates=_updates(notify), budget=budget
+        )
+        return Created(to_event(inserted.event), inserted.created)
+
+    async def read(self, connection_id: str, calendar_id: str, key: str, *, budget: float | None) -> Event | None:
+        try:
+            return to_event(await self.get_event(connection_id, calendar_id, key, budget=budget))
+        except CalendarError as exc:
+            if exc.kind == "not_found":
+                return None
+            raise
+
+    async def move(
+        self,
+        connection_id: str,
+        calendar_id: str,
+        event_id: str,
+        *,
+        start: datetime,
+        end: datetime,
+        timezone: ZoneInfo,
+        notify: bool,
+    ) -> Event:
+        changes = {"start": _google_time(start, timezone), "end": _google_time(end, timezone)}
+        patched = await self.patch_event(connection_id, calendar_id, event_id, changes, send_updates=_updates(notify))
+        return to_event(patched)
+
+    async def cancel(self, connection_id: str, calendar_id: str, event_id: str, *, notify: bool) -> bool:
+        return await self.delete_event(connection_id, calendar_id, event_id, send_updates=_updates(notify))
 
     async def _call(
         self,
@@ -227,46 +295,37 @@ class GoogleCalendar:
         json: Mapping[str, Any] | None = None,
         params: Sequence[tuple[str, str]] = (),
         budget: float | None = None,
-    ) -> Event:
-        headers = {
-            "Authorization": f"Bearer {self._secret}",
-            "Connection-Id": connection_id,
-            "Provider-Config-Key": self._integration,
-        }
-        try:
-            async with self._gate.turn(budget):
-                response = await self._http.request(
-                    method, self._base + path, headers=headers, json=json, params=tuple(params), timeout=self._timeout
-                )
-        except (httpx.TimeoutException, TimeoutError):
-            self._count(operation, "timeout")
-            raise CalendarError("timeout", f"{operation}: no answer from Nango in time") from None
-        except httpx.TransportError as exc:
-            self._count(operation, "connection_error")
-            raise CalendarError("unavailable", f"{operation}: cannot reach Nango ({type(exc).__name__})") from None
-        body = _json(response)
-        if response.is_success:
-            self._count(operation, "ok")
-            return body if isinstance(body, dict) else {}
-        error = classify(response.status_code, body)
-        self._count(operation, error.kind)
-        detail = error.detail.replace(str(self._secret), "**********") if self._secret else error.detail
-        logger.debug("calendar %s failed: %s %s", operation, error.kind, detail)
-        raise CalendarError(error.kind, f"{operation}: {detail}", status=error.status)
+    ) -> Json:
+        return await self._nango.call(operation, method, path, connection_id, json=json, params=params, budget=budget)
 
-    def _count(self, operation: str, result: str) -> None:
-        if self._metrics is not None:
-            self._metrics.nango_requests.labels(operation=f"calendar_{operation}", result=result).inc()
+
+def to_event(item: Mapping[str, Any]) -> Event:
+    """A Google event as the booking rules see it (`proxy.calendar.provider.Event`)."""
+    props = item.get("extendedProperties")
+    private = props.get("private") if isinstance(props, dict) else None
+    marks = {str(k): str(v) for k, v in private.items()} if isinstance(private, dict) else {}
+    start, end = _event_time(item.get("start")), _event_time(item.get("end"))
+    return Event(
+        id=str(item.get("id", "")),
+        start=start if end is not None else None,
+        end=end if start is not None else None,
+        cancelled=item.get("status") == "cancelled",
+        busy=item.get("transparency") != "transparent",
+        created=_stamp(item.get("created")),
+        marks=marks,
+        guests=bool(item.get("attendees")),
+    )
 
 
 def classify(status: int, body: object) -> CalendarError:
     """Map an error answer to a CalendarError. Nango's own errors carry a string `error.code`, Google's
     (passed through verbatim by the proxy) an integer one."""
+    nango = classify_nango(status, body, GoogleCalendar.product)
+    if nango is not None:
+        return nango
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
-    code, message = error.get("code"), str(error.get("message") or "")[:200]
-    if isinstance(code, str):
-        return _classify_nango(status, code, message)
+    message = str(error.get("message") or "")[:200]
     reasons = {str(e.get("reason")) for e in error.get("errors") or [] if isinstance(e, dict)}
     detail = f"Google answered {status}" + (f" ({', '.join(sorted(reasons))})" if reasons else "") + f": {message}"
     if (status == 403 and reasons & _RATE_LIMIT_REASONS) or status == 429 or status >= 500:
@@ -282,30 +341,6 @@ def classify(status: int, body: object) -> CalendarError:
     return CalendarError("unavailable", detail, status=status)
 
 
-def _classify_nango(status: int, code: str, message: str) -> CalendarError:
-    detail = f"Nango answered {status} {code}: {message}"
-    # Nango reports a missing connection (400) and a failed token refresh (424) as `server_error` 4xx.
-    if code in _NANGO_RECONNECT_CODES or status == 424 or (code == "server_error" and status < 500):
-        return CalendarError("auth", detail + "; the user must reconnect their Google Calendar", status=status)
-    if status in (401, 403):
-        # Nango refusing our own secret key: reconnecting would not help, the operator must fix the key.
-        return CalendarError("unavailable", detail + "; check the Nango secret key and its scopes", status=status)
-    if code == "unknown_provider_config":
-        return CalendarError("invalid", detail + "; check the Nango integration id", status=status)
-    if status in (400, 422):
-        return CalendarError("invalid", detail, status=status)
-    return CalendarError("unavailable", detail, status=status)
-
-
-def _json(response: httpx.Response) -> object:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _seg(value: str) -> str:
     return quote(value, safe="")
 
@@ -318,6 +353,33 @@ def _rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("calendar times must be timezone-aware")
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _google_time(moment: datetime, zone: ZoneInfo) -> dict[str, str]:
+    """Sent in the user's local offset with the zone's name: what Google shows and keeps across DST."""
+    return {"dateTime": moment.astimezone(zone).isoformat(timespec="seconds"), "timeZone": zone.key}
+
+
+def _updates(notify: bool) -> str:
+    return "all" if notify else "none"
+
+
+def _event_time(value: object) -> datetime | None:
+    """A timed event's start or end in UTC; None for an all-day one (`date` only) or a malformed one."""
+    text = value.get("dateTime") if isinstance(value, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _stamp(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text)).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def _parse_instant(text: object) -> datetime:

@@ -92,7 +92,7 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     reload_poll_seconds: Annotated[
         float, doc("how often the config file is checked for changes; 0: only on SIGHUP", ge=0.0, le=3600.0)
     ] = 1.0
-    # Connection limits (proxy/http/connections.py), read once at start-up; docs/deployment.md says why these numbers.
+    # Connection limits (proxy/http/connections.py), read once at start-up; docs/kubernetes.md says why these numbers.
     max_header_bytes: Annotated[int, doc("request line plus headers above this get 431", ge=1024, le=1_048_576)] = (
         16_384
     )
@@ -295,7 +295,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class RedisSection(Model, frozen=True, kw_only=True):
-    """Optional: state several replicas share through Redis or Valkey (docs/deployment.md). Read at start
+    """Optional: state several replicas share through Redis or Valkey (docs/scaling.md). Read at start
     only: a change waits for a restart. `url` and `key_prefix` left unset come from the REDIS_URL and
     REDIS_KEY_PREFIX environment variables; no url either way: nothing is shared."""
 

@@ -7,7 +7,7 @@ connection id is served (stale-if-error).
 
 Seams: the index store (`proxy.nango.index`) and its rebuilds (`proxy.nango.refresh`), webhook effects (`confirm`,
 `apply_user_connections`, `forget_connection`, `suspend`) and lookups (`lookup`, `current`). Freshness bounds:
-docs/deployment.md.
+docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ import anyio
 from proxy.calendar.booking import ArgError, CalendarTools, Outcome
 from proxy.calendar.claim import booking_id
 from proxy.calendar.context import CalendarContext
-from proxy.calendar.google import CalendarError, GoogleCalendar
 from proxy.calendar.locks import LocalUserLocks, LockTimeout, UserLocks
+from proxy.calendar.provider import CalendarError, CalendarProvider
 from proxy.calendar.references import WrongGuesses
 from proxy.metrics import Metrics
 
@@ -172,7 +172,7 @@ class _Call:
 async def answer_tool_calls(
     message: Mapping[str, object],
     ctx: CalendarContext,
-    calendar: GoogleCalendar,
+    calendar: CalendarProvider,
     metrics: Metrics,
     *,
     now: datetime,
@@ -287,7 +287,7 @@ def _result(call: _Call, outcome: Outcome) -> dict[str, object]:
 async def _answer(
     call: _Call,
     ctx: CalendarContext,
-    calendar: GoogleCalendar,
+    calendar: CalendarProvider,
     now: datetime,
     writes: UserLocks,
     deadline: float,
@@ -299,7 +299,7 @@ async def _answer(
     if ctx.connection_id is None:
         text = (
             f"The calendar isn't connected yet, so I can't check or book times. "
-            f"{ctx.user_name or 'The calendar owner'} needs to connect their Google Calendar first."
+            f"{ctx.user_name or 'The calendar owner'} needs to connect their {calendar.product} first."
         )
         return Outcome(text, "not_connected", ok=False)
     try:
@@ -331,7 +331,7 @@ async def _answer(
         return Outcome(f"I couldn't use that request: {exc}.", "invalid_arguments", ok=False)
     except CalendarError as exc:
         logger.warning("tool %s for user %s failed: %s", call.name, ctx.user_id, exc)
-        return _failure(exc, ctx)
+        return _failure(exc, ctx, calendar.product)
     except LockTimeout:
         return Outcome(TOO_SLOW, "timeout", ok=False)
     except Exception:
@@ -339,11 +339,11 @@ async def _answer(
         return Outcome(UNREACHABLE, "error", ok=False)
 
 
-def _failure(exc: CalendarError, ctx: CalendarContext) -> Outcome:
+def _failure(exc: CalendarError, ctx: CalendarContext, product: str) -> Outcome:
     texts = {
         "auth": (
             f"I can't open {ctx.user_name}'s calendar right now because its connection needs to be renewed. "
-            f"{ctx.user_name} has to reconnect their Google Calendar; please try again later."
+            f"{ctx.user_name} has to reconnect their {product}; please try again later."
         ),
         "not_found": "I couldn't find that in the calendar.",
         "conflict": "The calendar changed while I was doing that. Please try again.",
