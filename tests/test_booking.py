@@ -72,7 +72,10 @@ async def test_a_booking_is_never_reported_when_no_event_holds_the_slot() -> Non
                     call_id=CALL_ID,
                 )
             )
-        [result] = await answer(message(("book_appointment", {"start": "2026-03-03T13:00:00-05:00", "name": "Sam"})))
+        roomy = ctx(settings=CalendarSettings(mode="proxy", max_bookings_per_call=10))  # past the per-call bound
+        [result] = await answer(
+            message(("book_appointment", {"start": "2026-03-03T13:00:00-05:00", "name": "Sam"})), roomy
+        )
     assert "Booked" not in json.dumps(result)
     assert result["error"] == "The calendar changed while I was doing that. Please try again."
     assert not any(starts_at(e).startswith("2026-03-03T13:00") for e in google.live())
@@ -307,8 +310,15 @@ async def test_a_booking_whose_slot_cannot_be_re_read_is_unconfirmed_and_a_retry
     msg = message(("book_appointment", {"start": "2026-03-03T14:30:00-05:00", "name": "Sam"}))
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
-        google.fail["list"] = httpx.Response(503, json={"error": {"code": 503, "message": "Backend Error"}})
+        insert = google.insert.side_effect
+
+        async def insert_then_fail_lists(request: httpx.Request, calendar_id: str) -> httpx.Response:
+            google.fail["list"] = httpx.Response(503, json={"error": {"code": 503, "message": "Backend Error"}})
+            return await insert(request, calendar_id)
+
+        google.insert.side_effect = insert_then_fail_lists  # the re-read of the slot fails, nothing before it
         [first] = await answer(msg, metrics=metrics)
+        google.insert.side_effect = insert
         del google.fail["list"]
         [retry] = await answer(msg, metrics=metrics)
     assert first["error"].startswith("I'm not sure the booking on Tuesday, March 3 from 2:30 PM to 3 PM went through")

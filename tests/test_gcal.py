@@ -114,7 +114,7 @@ async def test_insert_409_on_a_deleted_event_restores_it() -> None:
         patch = mock.patch(f"{EVENTS}/evt0001").respond(200, json=google_event("evt0001"))
         inserted = await make_calendar(http).insert_event(CONN, "primary", {"summary": "x"}, event_id="evt0001")
     assert inserted.created
-    assert json.loads(patch.calls.last.request.content) == {"summary": "x", "status": "confirmed"}
+    assert json.loads(patch.calls.last.request.content) == {"summary": "x", "status": "confirmed", "attendees": []}
 
 
 @pytest.mark.anyio

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -9,7 +9,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from proxy.calendar.slots import is_free, open_slots, parse_time, within_working_hours
-from proxy.calendar.speech import join_words, speak_choices, speak_datetime, speak_range, speak_ranges, speak_time
+from proxy.calendar.speech import Voice, join_words
 from proxy.config.calendar import CalendarSettings, WorkingHours
 
 NY = ZoneInfo("America/New_York")
@@ -286,33 +286,71 @@ def test_parse_time_rejects_what_is_not_iso(bad: object) -> None:
         parse_time(bad, NY)
 
 
+VOICE = Voice(NY, date(2026, 3, 2))
+
+
 def test_speakable_times() -> None:
-    assert speak_datetime(utc(2026, 3, 10, 18, 30), NY) == "Tuesday, March 10 at 2:30 PM"
-    assert speak_time(at(NY, 2026, 3, 10, 14), NY) == "2 PM"
-    assert speak_time(at(NY, 2026, 3, 10, 0, 5), NY) == "12:05 AM"
-    assert speak_time(at(NY, 2026, 3, 10, 12), NY) == "12 PM"
-    assert speak_range(at(NY, 2026, 3, 10, 14), at(NY, 2026, 3, 10, 15, 30), NY) == (
+    assert VOICE.when(utc(2026, 3, 10, 18, 30)) == "Tuesday, March 10 at 2:30 PM"
+    assert VOICE.time(at(NY, 2026, 3, 10, 14)) == "2 PM"
+    assert VOICE.time(at(NY, 2026, 3, 10, 0, 5)) == "12:05 AM"
+    assert VOICE.time(at(NY, 2026, 3, 10, 12)) == "12 PM"
+    assert VOICE.span(at(NY, 2026, 3, 10, 14), at(NY, 2026, 3, 10, 15, 30)) == (
         "on Tuesday, March 10 from 2 PM to 3:30 PM"
     )
-    assert speak_range(at(NY, 2026, 3, 10, 23), at(NY, 2026, 3, 11, 1), NY) == (
+    assert VOICE.span(at(NY, 2026, 3, 10, 23), at(NY, 2026, 3, 11, 1)) == (
         "from Tuesday, March 10 at 11 PM to Wednesday, March 11 at 1 AM"
     )
 
 
 def test_speakable_lists_name_each_day_once() -> None:
     starts = [at(NY, 2026, 3, 2, 16), at(NY, 2026, 3, 3, 9), at(NY, 2026, 3, 3, 9, 30)]
-    assert speak_choices(starts, NY) == "Monday, March 2 at 4 PM or Tuesday, March 3 at 9 AM or 9:30 AM"
-    assert speak_choices(starts[1:], NY) == "Tuesday, March 3 at 9 AM or 9:30 AM"
+    assert VOICE.choices(starts) == "Monday, March 2 at 4 PM or Tuesday, March 3 at 9 AM or 9:30 AM"
+    assert VOICE.choices(starts[1:]) == "Tuesday, March 3 at 9 AM or 9:30 AM"
     ranges = [
         (at(NY, 2026, 3, 2, 10), at(NY, 2026, 3, 2, 11)),
         (at(NY, 2026, 3, 2, 14), at(NY, 2026, 3, 2, 15)),
         (at(NY, 2026, 3, 2, 23), at(NY, 2026, 3, 3, 1)),
     ]
-    assert speak_ranges(ranges, NY) == (
+    assert VOICE.ranges(ranges) == (
         "on Monday, March 2 from 10 AM to 11 AM, from 2 PM to 3 PM, "
         "and from Monday, March 2 at 11 PM to Tuesday, March 3 at 1 AM"
     )
     assert join_words(["a"], "or") == "a" and join_words(["a", "b", "c"], "and") == "a, b, and c"
+
+
+def test_the_hour_the_clocks_go_back_is_said_with_its_zone() -> None:
+    """Issue 20 finding 2: on the fall-back night the same wall time happens twice."""
+    voice = Voice(NY, date(2026, 10, 30))
+    first, second = utc(2026, 11, 1, 5), utc(2026, 11, 1, 6)  # 1 AM EDT, then 1 AM EST
+    starts = [first, first + HALF_HOUR, second, second + HALF_HOUR, second + HOUR]
+    assert voice.choices(starts) == ("Sunday, November 1 at 1 AM EDT, 1:30 AM EDT, 1 AM EST, 1:30 AM EST, or 2 AM")
+    assert voice.span(first + HALF_HOUR, second) == "on Sunday, November 1 from 1:30 AM EDT to 1 AM EST"
+    assert voice.time(utc(2026, 11, 1, 4, 30)) == "12:30 AM"  # once only: said plainly
+    london = Voice(LONDON, date(2026, 10, 20))
+    assert london.time(utc(2026, 10, 25, 0, 30)) == "1:30 AM BST"
+    assert london.time(utc(2026, 10, 25, 1, 30)) == "1:30 AM GMT"
+    # A zone without letters for its offsets says which 1 AM in words.
+    sao_paulo = Voice(ZoneInfo("America/Sao_Paulo"), date(2018, 2, 10))
+    assert sao_paulo.time(utc(2018, 2, 18, 1, 30)) == "11:30 PM before the clocks go back"
+    assert sao_paulo.time(utc(2018, 2, 18, 2, 30)) == "11:30 PM after the clocks go back"
+
+
+def test_a_date_outside_the_coming_months_is_said_with_its_year() -> None:
+    """Issue 20 finding 3."""
+    assert VOICE.when(at(NY, 2026, 8, 31, 10)) == "Monday, August 31 at 10 AM"  # within six months
+    assert VOICE.when(at(NY, 2026, 9, 10, 10)) == "Thursday, September 10, 2026 at 10 AM"
+    assert VOICE.when(at(NY, 2027, 3, 2, 10)) == "Tuesday, March 2, 2027 at 10 AM"
+    assert VOICE.when(at(NY, 2025, 3, 2, 10)) == "Sunday, March 2, 2025 at 10 AM"
+    new_year = Voice(NY, date(2026, 12, 28))
+    assert new_year.day(at(NY, 2027, 1, 4)) == "Monday, January 4"  # next year, but the coming weeks
+    # A year-long range says both years, so it cannot sound like one day.
+    assert VOICE.period(at(NY, 2026, 3, 2), at(NY, 2027, 3, 2)) == (
+        "between Monday, March 2, 2026 and Monday, March 1, 2027"
+    )
+    assert VOICE.span(at(NY, 2027, 3, 2, 10), at(NY, 2027, 3, 2, 11)) == (
+        "on Tuesday, March 2, 2027 from 10 AM to 11 AM"
+    )
+    assert VOICE.choices([at(NY, 2027, 3, 2, 10)]) == "Tuesday, March 2, 2027 at 10 AM"
 
 
 # --- properties ------------------------------------------------------------------------------

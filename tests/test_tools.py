@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import replace
@@ -262,7 +263,12 @@ async def test_book_appointment_creates_one_event_marked_with_the_caller() -> No
     assert body["id"] == event_id
     assert body["start"] == {"dateTime": "2026-03-03T14:30:00-05:00", "timeZone": "America/New_York"}
     assert body["extendedProperties"] == {
-        "private": {"vapiCallId": CALL_ID, "vapiCallerNumber": CALLER, "vapiBookingRef": reference}
+        "private": {
+            "vapiCallId": CALL_ID,
+            "vapiCallerNumber": CALLER,
+            "vapiBookingRef": reference,
+            "vapiGuest": hashlib.sha256(b"sam@example.com").hexdigest()[:20],  # counts invitations per address
+        }
     }
     assert body["attendees"] == [{"email": "sam@example.com", "displayName": "Sam Caller"}]
     assert "Knee" in body["description"] and CALLER in body["description"]

@@ -15,20 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from proxy.calendar.claim import Claim, booked_by_call, booking_id, claim_slot, contested
+from proxy.calendar.abuse import RECENT, CallerText, booking_refusal, new_booking, recent_filter
+from proxy.calendar.claim import Claim, booking_id, claim_slot, contested, holds_slot
 from proxy.calendar.context import CalendarContext
-from proxy.calendar.provider import CalendarProvider, Event, Guest, NewEvent
-from proxy.calendar.references import WrongGuesses, new_reference, normalise, speak_reference
+from proxy.calendar.parallel import both
+from proxy.calendar.provider import CalendarProvider, Event
+from proxy.calendar.references import WrongGuesses, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
-from proxy.calendar.speech import (
-    join_words,
-    speak_choices,
-    speak_datetime,
-    speak_minutes,
-    speak_period,
-    speak_range,
-    speak_ranges,
-)
+from proxy.calendar.speech import Voice, join_words, speak_minutes
 
 __all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]
 
@@ -87,6 +81,7 @@ class CalendarTools:
         self.limit = self.now + timedelta(days=self.s.horizon_days)
         self.buffer = timedelta(minutes=self.s.buffer_minutes)
         self.assumed = False
+        self.voice = Voice.at(self.tz, self.now)
 
     async def check_availability(self) -> Outcome:
         start, end = self._time("start"), self._time("end")
@@ -96,9 +91,9 @@ class CalendarTools:
         clipped = [(max(a, start), min(b, end)) for a, b in merge(busy) if a < end and b > start]
         data = {"timezone": self.tz.key, "busy": [self._span(a, b) for a, b in clipped]}
         if not clipped:
-            return Outcome(f"{self.ctx.user_name} is free {speak_range(start, end, self.tz)}.", "ok", data=data)
+            return Outcome(f"{self.ctx.user_name} is free {self.voice.span(start, end)}.", "ok", data=data)
         more = f", and {len(clipped) - 4} more times" if len(clipped) > 4 else ""
-        spoken = speak_ranges(clipped[:4], self.tz)
+        spoken = self.voice.ranges(clipped[:4])
         text = f"{self.ctx.user_name} is busy {spoken}{more}. The rest of that time is free."
         return Outcome(text, "ok", data=data)
 
@@ -113,54 +108,56 @@ class CalendarTools:
         minutes = int(length.total_seconds() // 60)
         data: dict[str, Any] = {"timezone": self.tz.key, "durationMinutes": minutes, "slots": self._spans(found)}
         if found:
-            text = f"The next open times are {speak_choices([a for a, _ in found], self.tz)}. "
+            text = f"The next open times are {self.voice.choices([a for a, _ in found])}. "
             return Outcome(text + self._exact(found, minutes), "ok", data=data)
-        nothing = f"There are no open {minutes}-minute times {speak_period(start, stop, self.tz)}"
+        nothing = f"There are no open {minutes}-minute times {self.voice.period(start, stop)}"
         # Nothing in the asked-for range (a weekend, a full day): offer the next days that have openings.
         ahead = min(self.limit, stop + timedelta(days=self.s.search_ahead_days))
         later = await self._search(stop, ahead, length) if stop < ahead else []
         if not later:
             return Outcome(f"{nothing}, and none in the days after that I can book.", "none", data=data)
         data |= {"slots": self._spans(later), "requestedRangeEmpty": True}
-        text = f"{nothing}. The next open times are {speak_choices([a for a, _ in later], self.tz)}. "
+        text = f"{nothing}. The next open times are {self.voice.choices([a for a, _ in later])}. "
         return Outcome(text + self._exact(later, minutes), "ok", data=data)
 
     async def book_appointment(self) -> Outcome:
         start = self._time("start")
         end = self._maybe_time("end") or start + timedelta(minutes=self.s.slot_minutes)
-        name, email = self._text("name", 100, required=True), self._text("email", 254)
-        phone, notes = self._text("phone", 40) or self.ctx.caller_number, self._text("notes", 1000)
-        if email and not _EMAIL.match(email):
+        text = CallerText(self.args, self.ctx.caller_number)
+        if not text.name:
+            raise ArgError("name is missing")
+        if text.email and not _EMAIL.match(text.email):
             raise ArgError("that email address doesn't look complete")
         self._check_length(start, end)
         problem = self._problem(start, end)
         if problem is None:
-            busy = await self._busy(start - self.buffer, end + self.buffer)
+            call_id, number = self.ctx.call_id, self.ctx.caller_number
+            busy, recent = await both(
+                lambda: self._busy(start - self.buffer, end + self.buffer),
+                lambda: self.cal.events(
+                    self.conn,
+                    self.s.calendar_id,
+                    start=self.now - RECENT,
+                    end=self.limit + timedelta(days=1),
+                    marks=recent_filter(call_id, number),
+                    include_cancelled=True,
+                ),
+            )
             # Busy may be this call's own earlier booking of the slot (a retry): claiming finds it again.
-            if is_free(busy, start, end, buffer=self.buffer) or await booked_by_call(
-                self.cal, self.conn, self.s.calendar_id, self.ctx.call_id, start, end
-            ):
-                lines = [notes, f"Name: {name}", f"Phone: {phone}" if phone else "", f"Email: {email}" if email else ""]
-                marks = {"vapiCallId": self.ctx.call_id, "vapiBookingRef": new_reference()}
-                if self.ctx.caller_number:
-                    marks["vapiCallerNumber"] = self.ctx.caller_number
-                event = NewEvent(
-                    summary=self._text("summary", 200) or f"Appointment with {name}",
-                    description="\n".join(line for line in lines if line) + "\nBooked by the voice assistant.",
-                    start=start,
-                    end=end,
-                    timezone=self.tz,
-                    marks=marks,
-                    guest=Guest(email, name or email) if email else None,
+            if is_free(busy, start, end, buffer=self.buffer) or any(holds_slot(e, call_id, start, end) for e in recent):
+                limit = booking_refusal(
+                    recent, self.s, call_id=call_id, number=number, email=text.email, start=start, end=end, now=self.now
                 )
+                if limit is not None:
+                    return Outcome(f"{limit} Anything more has to go through the office directly.", "limited")
                 claim = await claim_slot(
                     self.cal,
                     self.conn,
                     self.s.calendar_id,
-                    event,
-                    call_id=self.ctx.call_id,
+                    new_booking(text, start, end, self.tz, call_id=call_id, number=number),
+                    call_id=call_id,
                     buffer=self.buffer,
-                    notify=bool(email),
+                    notify=bool(text.email),
                     time_left=self.time_left,
                 )
                 return await self._claimed(claim, start, end)
@@ -168,7 +165,7 @@ class CalendarTools:
         return await self._refuse(f"book {self._say(start)}", problem, start, end - start)
 
     async def _claimed(self, claim: Claim, start: datetime, end: datetime) -> Outcome:
-        when = speak_range(start, end, self.tz)
+        when = self.voice.span(start, end)
         if claim.state == "unconfirmed":
             text = (
                 f"I'm not sure the booking {when} went through: the calendar is answering too slowly. "
@@ -219,7 +216,7 @@ class CalendarTools:
                 low, high = new_start - self.buffer, new_end + self.buffer
                 if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
                     data = {"rescheduled": True, **self._span(new_start, new_end)}
-                    text = f"Done: the appointment is now {speak_range(new_start, new_end, self.tz)}."
+                    text = f"Done: the appointment is now {self.voice.span(new_start, new_end)}."
                     return Outcome(text, "ok", data=data)
                 # A booking landed there meanwhile (another replica): it keeps the time, this one moves back.
                 await self._move(event_id, old_start, old_end, notify=notify)
@@ -285,7 +282,7 @@ class CalendarTools:
         data = {"done": False, "reason": problem, "alternatives": self._spans(found)}
         if not found:
             return Outcome(f"{intro} I couldn't find another open time soon.", "refused", data=data)
-        offers = speak_choices([a for a, _ in found], self.tz)
+        offers = self.voice.choices([a for a, _ in found])
         return Outcome(
             f"{intro} The closest open times are {offers}. {self._exact(found, minutes)}", "refused", data=data
         )
@@ -355,19 +352,12 @@ class CalendarTools:
             raise ArgError(f"{key} must be a whole number of minutes from 5 to 480")
         return raw
 
-    def _text(self, key: str, limit: int, *, required: bool = False) -> str | None:
-        raw = self.args.get(key)
-        value = str(raw).strip()[:limit] if isinstance(raw, str | int | float) else ""
-        if required and not value:
-            raise ArgError(f"{key} is missing")
-        return value or None
-
     def _check_length(self, start: datetime, end: datetime) -> None:
         if not timedelta(0) < end - start <= timedelta(hours=8):
             raise ArgError("an appointment must end after it starts and last at most 8 hours")
 
     def _say(self, moment: datetime) -> str:
-        return speak_datetime(moment, self.tz)
+        return self.voice.when(moment)
 
     def _iso(self, moment: datetime) -> str:
         """Times go out in the user's local offset: what the model should send back, and easier to check."""

@@ -29,7 +29,6 @@ from proxy.calendar.provider import CalendarError, CalendarProvider, Event, NewE
 
 __all__ = [
     "Claim",
-    "booked_by_call",
     "booking_id",
     "claim_slot",
     "contested",
@@ -135,14 +134,6 @@ async def claim_slot(
         logger.warning("booking %s made but its slot could not be re-read: %s", mine.id, exc)
         return Claim("unconfirmed", mine)
     return Claim("existed" if existed else "booked", mine)
-
-
-async def booked_by_call(
-    calendar: CalendarProvider, connection_id: str, calendar_id: str, call_id: str, start: datetime, end: datetime
-) -> bool:
-    """Whether this call already holds exactly [start, end) (a retried booking finds its slot busy)."""
-    events = await calendar.events(connection_id, calendar_id, start=start, end=end, marks={"vapiCallId": call_id})
-    return any(holds_slot(e, call_id, start, end) for e in events)
 
 
 async def contested(

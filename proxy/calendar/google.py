@@ -136,7 +136,10 @@ class GoogleCalendar:
         existing = await self.get_event(connection_id, calendar_id, event_id)
         if existing.get("status") != "cancelled":
             return Inserted(existing, created=False)
+        # A patch keeps what it does not name: an attendee of the cancelled booking would be kept (and notified)
+        # unless the new booking's list, empty or not, replaces it.
         changes = {key: value for key, value in body.items() if key != "id"} | {"status": "confirmed"}
+        changes.setdefault("attendees", [])
         restored = await self.patch_event(connection_id, calendar_id, event_id, changes, send_updates=send_updates)
         return Inserted(restored, created=True)
 

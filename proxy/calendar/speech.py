@@ -1,38 +1,122 @@
-"""How times are said to a caller: short, unambiguous English for a voice, in the user's local time (pure)."""
+"""How times are said to a caller: short, unambiguous English for a voice, in the user's local time (pure).
+
+Two things make a spoken time ambiguous, and `Voice` says more exactly then:
+- the hour the clocks go back happens twice: "1:30 AM EDT" and "1:30 AM EST" (the zone's abbreviation;
+  where the zone has none, "before" or "after the clocks go back");
+- a date outside the coming months: "Tuesday, March 2, 2027". Within them ("Monday, March 2") the year
+  goes without saying; in a range, when one end needs its year both ends say it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from proxy.calendar.slots import Interval
 
+__all__ = ["Voice", "join_words", "speak_minutes"]
 
-def speak_time(moment: datetime, tz: ZoneInfo) -> str:
-    """'2:30 PM', or '2 PM' on the hour."""
-    local = moment.astimezone(tz)
-    hour = local.hour % 12 or 12
-    minutes = f":{local.minute:02d}" if local.minute else ""
-    return f"{hour}{minutes} {'AM' if local.hour < 12 else 'PM'}"
+# Dates from this long ago to this far ahead are said without their year.
+_YEARLESS_BEFORE = timedelta(days=31)
+_YEARLESS_AFTER = timedelta(days=183)
 
 
-def speak_day(moment: datetime, tz: ZoneInfo) -> str:
-    """'Tuesday, March 10'."""
-    local = moment.astimezone(tz)
-    return f"{local:%A}, {local:%B} {local.day}"
+@dataclass(frozen=True)
+class Voice:
+    """Speaks instants in `tz`, for a listener whose today is `today` (a local date in `tz`)."""
 
+    tz: ZoneInfo
+    today: date
 
-def speak_datetime(moment: datetime, tz: ZoneInfo) -> str:
-    """'Tuesday, March 10 at 2:30 PM' in the user's local time."""
-    return f"{speak_day(moment, tz)} at {speak_time(moment, tz)}"
+    @classmethod
+    def at(cls, tz: ZoneInfo, now: datetime) -> Voice:
+        return cls(tz, now.astimezone(tz).date())
 
+    def time(self, moment: datetime) -> str:
+        """'2:30 PM', or '2 PM' on the hour; in the repeated hour of a fall-back night '1:30 AM EDT'."""
+        local = moment.astimezone(self.tz)
+        hour = local.hour % 12 or 12
+        minutes = f":{local.minute:02d}" if local.minute else ""
+        spoken = f"{hour}{minutes} {'AM' if local.hour < 12 else 'PM'}"
+        if local.replace(fold=1 - local.fold).utcoffset() == local.utcoffset():
+            return spoken
+        name = local.tzname() or ""
+        if name.isascii() and name.isalpha():
+            return f"{spoken} {name}"
+        return f"{spoken} {'after' if local.fold else 'before'} the clocks go back"
 
-def speak_range(start: datetime, end: datetime, tz: ZoneInfo) -> str:
-    """'on Tuesday, March 10 from 2 PM to 3:30 PM'; across midnight 'from Tuesday, ... at 11 PM to Wednesday, ...'."""
-    if start.astimezone(tz).date() == end.astimezone(tz).date():
-        return f"on {speak_day(start, tz)} from {speak_time(start, tz)} to {speak_time(end, tz)}"
-    return f"from {speak_datetime(start, tz)} to {speak_datetime(end, tz)}"
+    def day(self, moment: datetime, *, year: bool | None = None) -> str:
+        """'Tuesday, March 10', with ', 2027' when the date is not in the coming months (or `year` says so)."""
+        return self._date(moment.astimezone(self.tz).date(), year)
+
+    def when(self, moment: datetime) -> str:
+        """'Tuesday, March 10 at 2:30 PM' in the user's local time."""
+        return f"{self.day(moment)} at {self.time(moment)}"
+
+    def span(self, start: datetime, end: datetime) -> str:
+        """'on Tuesday, March 10 from 2 PM to 3:30 PM'; across midnight 'from Tuesday, ... at 11 PM to ...'."""
+        year = self._years(start, end)
+        if start.astimezone(self.tz).date() == end.astimezone(self.tz).date():
+            return f"on {self.day(start, year=year)} from {self.time(start)} to {self.time(end)}"
+        return (
+            f"from {self.day(start, year=year)} at {self.time(start)} to {self.day(end, year=year)} at {self.time(end)}"
+        )
+
+    def period(self, start: datetime, end: datetime) -> str:
+        """A searched range as said aloud: whole local days by name ('on Saturday, March 7 or Sunday, March 8',
+        'between Monday, March 2 and Friday, March 6'), else 'on Saturday, March 7 between 9 AM and 5 PM'."""
+        low, high = start.astimezone(self.tz), end.astimezone(self.tz)
+        year = self._years(start, end)
+        midnight = time(0)
+        if low.time() == midnight and high.time() == midnight and high > low:
+            first, last = low.date(), high.date() - timedelta(days=1)
+            if (last - first).days <= 1:
+                return "on " + " or ".join(self._date(day, year) for day in sorted({first, last}))
+            return f"between {self._date(first, year)} and {self._date(last, year)}"
+        if low.date() == high.date():
+            return f"on {self.day(start, year=year)} between {self.time(start)} and {self.time(end)}"
+        return (
+            f"between {self.day(start, year=year)} at {self.time(start)} "
+            f"and {self.day(end, year=year)} at {self.time(end)}"
+        )
+
+    def choices(self, starts: Sequence[datetime]) -> str:
+        """'Monday, March 2 at 9 AM, 9:30 AM, or 10 AM', naming each day once."""
+        groups: list[list[datetime]] = []
+        for moment in starts:
+            if groups and groups[-1][0].astimezone(self.tz).date() == moment.astimezone(self.tz).date():
+                groups[-1].append(moment)
+            else:
+                groups.append([moment])
+        spoken = [f"{self.day(g[0])} at {join_words([self.time(m) for m in g], 'or')}" for g in groups]
+        return join_words(spoken, "or")
+
+    def ranges(self, ranges: Sequence[Interval]) -> str:
+        """'on Monday, March 2 from 10 AM to 11 AM and from 2 PM to 3 PM', naming each day once."""
+        parts: list[str] = []
+        previous_day = None
+        for start, end in ranges:
+            day = start.astimezone(self.tz).date()
+            same_day = day == end.astimezone(self.tz).date()
+            if same_day and day == previous_day:
+                parts.append(f"from {self.time(start)} to {self.time(end)}")
+            else:
+                parts.append(self.span(start, end))
+            previous_day = day if same_day else None
+        return join_words(parts, "and")
+
+    def _date(self, day: date, year: bool | None) -> str:
+        text = f"{day:%A}, {day:%B} {day.day}"
+        return f"{text}, {day.year}" if (self._far(day) if year is None else year) else text
+
+    def _far(self, day: date) -> bool:
+        return not self.today - _YEARLESS_BEFORE <= day <= self.today + _YEARLESS_AFTER
+
+    def _years(self, start: datetime, end: datetime) -> bool:
+        """Whether a range says its years: when either end is outside the coming months."""
+        return self._far(start.astimezone(self.tz).date()) or self._far(end.astimezone(self.tz).date())
 
 
 def speak_minutes(minutes: int) -> str:
@@ -41,49 +125,6 @@ def speak_minutes(minutes: int) -> str:
     if rest or not hours:
         return f"{minutes} minutes'"
     return f"{hours} hour's" if hours == 1 else f"{hours} hours'"
-
-
-def speak_period(start: datetime, end: datetime, tz: ZoneInfo) -> str:
-    """A searched range as said aloud: whole local days by name ('on Saturday, March 7 or Sunday, March 8',
-    'between Monday, March 2 and Friday, March 6'), else 'on Saturday, March 7 between 9 AM and 5 PM'."""
-    low, high = start.astimezone(tz), end.astimezone(tz)
-    midnight = time(0)
-    if low.time() == midnight and high.time() == midnight and high > low:
-        days = [low.date() + timedelta(days=i) for i in range((high.date() - low.date()).days)]
-        names = [f"{day:%A}, {day:%B} {day.day}" for day in days]
-        if len(names) <= 2:
-            return "on " + " or ".join(names)
-        return f"between {names[0]} and {names[-1]}"
-    if low.date() == high.date():
-        return f"on {speak_day(start, tz)} between {speak_time(start, tz)} and {speak_time(end, tz)}"
-    return f"between {speak_datetime(start, tz)} and {speak_datetime(end, tz)}"
-
-
-def speak_choices(starts: Sequence[datetime], tz: ZoneInfo) -> str:
-    """'Monday, March 2 at 9 AM, 9:30 AM, or 10 AM', naming each day once."""
-    groups: list[list[datetime]] = []
-    for moment in starts:
-        if groups and groups[-1][0].astimezone(tz).date() == moment.astimezone(tz).date():
-            groups[-1].append(moment)
-        else:
-            groups.append([moment])
-    spoken = [f"{speak_day(g[0], tz)} at {join_words([speak_time(m, tz) for m in g], 'or')}" for g in groups]
-    return join_words(spoken, "or")
-
-
-def speak_ranges(ranges: Sequence[Interval], tz: ZoneInfo) -> str:
-    """'on Monday, March 2 from 10 AM to 11 AM and from 2 PM to 3 PM', naming each day once."""
-    parts: list[str] = []
-    previous_day = None
-    for start, end in ranges:
-        day = start.astimezone(tz).date()
-        same_day = day == end.astimezone(tz).date()
-        if same_day and day == previous_day:
-            parts.append(f"from {speak_time(start, tz)} to {speak_time(end, tz)}")
-        else:
-            parts.append(speak_range(start, end, tz))
-        previous_day = day if same_day else None
-    return join_words(parts, "and")
 
 
 def join_words(items: Sequence[str], word: str) -> str:

@@ -69,6 +69,10 @@ class CalendarSettings:
     horizon_days: int = 14
     min_notice_minutes: int = 60
     search_ahead_days: int = 7  # find_open_slots: how far past an empty range to look for the next openings
+    # What one caller may make the owner's calendar do (proxy.calendar.abuse).
+    max_bookings_per_call: int = 3
+    max_bookings_per_caller_per_day: int = 6
+    max_invitations_per_address: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in ("native", "proxy"):
@@ -82,6 +86,9 @@ class CalendarSettings:
             "horizon_days": (self.horizon_days, 1, 366),
             "min_notice_minutes": (self.min_notice_minutes, 0, 60 * 24 * 7),
             "search_ahead_days": (self.search_ahead_days, 0, 60),
+            "max_bookings_per_call": (self.max_bookings_per_call, 1, 20),
+            "max_bookings_per_caller_per_day": (self.max_bookings_per_caller_per_day, 1, 200),
+            "max_invitations_per_address": (self.max_invitations_per_address, 1, 20),
         }
         for name, (value, low, high) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

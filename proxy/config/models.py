@@ -102,6 +102,16 @@ class CalendarLayer(Model, frozen=True, kw_only=True):
         Annotated[int, Meta(ge=0, le=60)] | None,
         doc("proxy mode: when a searched range has no openings, how many days after it to offer the next ones"),
     ] = None
+    max_bookings_per_call: Annotated[
+        Annotated[int, Meta(ge=1, le=20)] | None, doc("proxy mode: bookings one call may make, cancelled ones included")
+    ] = None
+    max_bookings_per_caller_per_day: Annotated[
+        Annotated[int, Meta(ge=1, le=200)] | None,
+        doc("proxy mode: bookings one calling number may make in any 24 hours, cancelled ones included"),
+    ] = None
+    max_invitations_per_address: Annotated[
+        Annotated[int, Meta(ge=1, le=20)] | None, doc("proxy mode: bookings one call may invite one email address to")
+    ] = None
 
 
 class GlobalCalendar(CalendarLayer, frozen=True, kw_only=True):
