@@ -21,7 +21,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from proxy.agency import create_agency_app
 from proxy.app import create_app
-from proxy.config import Agency, Config, load_config
+from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
 from proxy.runtime import Runtime, Tenants
@@ -167,7 +167,14 @@ def app_from_environment() -> Starlette:
     """The app of one worker process (`serve --workers N`, or uvicorn run directly, as bench/run.py does)."""
     configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"), os.environ.get(LOG_LEVEL_ENV, "INFO"))  # type: ignore[arg-type]
     path = os.environ[CONFIG_ENV]
-    app = create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
+    insecure = bool(os.environ.get(INSECURE_ENV))
+    loaded = load_deployment(path)
+    if isinstance(loaded, Agency):
+        if loaded.errors:  # as `serve`: an agency starts with every tenant valid
+            raise ConfigError(loaded.issues)
+        app = create_agency_app(loaded, insecure=insecure, config_path=path)
+    else:
+        app = create_app(loaded, insecure=insecure, config_path=path)
     drain_on_signals(app)
     freeze_startup_objects()
     return app

@@ -14,6 +14,7 @@ import pytest
 
 from proxy.agency import create_agency_app
 from proxy.config import Agency, load_deployment
+from proxy.http import fastpath
 from proxy.http.fastpath import FastPath
 from proxy.logs import LOGGER_NAME, CallIdFilter, JsonFormatter
 from proxy.runtime import Tenants, tenant_redis
@@ -285,3 +286,22 @@ async def test_each_tenants_shared_state_is_under_its_own_redis_prefix(
         assert name.startswith(("vapi-proxy:tenant:acme:", "vapi-proxy:tenant:bobs:")), name
     assert tenant_redis(settings, "acme").prefix == "vapi-proxy:tenant:acme:"
     assert tenant_redis(settings, None) is settings
+
+
+async def test_prepared_answers_are_bounded_across_all_tenants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with agency_client(write_agency(tmp_path), TwoNangos()) as (client, _):
+        fast_path = client._transport.app.fast_path  # type: ignore[attr-defined]
+        assert isinstance(fast_path, FastPath)
+        for path, secret in (("/vapi/acme", ACME_SECRET), ("/vapi/bobs", BOBS_SECRET)):
+            await client.post(path, content=call(), headers={"X-Vapi-Secret": secret})  # warm: connection known
+            assert fast_path.answer(call(), path=path) is not None  # the route's answer prepared
+        sizes = [len(served.snapshot.prepared) for served in fast_path.served.values() if served.snapshot]
+        assert sizes == [1, 1] and fast_path.budget.used > 0
+        one_answer = fast_path.budget.used // 2
+        # Room for one answer in the whole process: preparing the other tenant's drops the first's.
+        monkeypatch.setattr(fastpath, "PREPARED_BYTES_LIMIT", one_answer + one_answer // 2)
+        fast_path._drop_prepared()
+        for path in ("/vapi/acme", "/vapi/bobs", "/vapi/acme"):
+            assert fast_path.answer(call(), path=path) is not None
+            kept = sum(len(served.snapshot.prepared) for served in fast_path.served.values() if served.snapshot)
+            assert kept == 1 and fast_path.budget.used <= fastpath.PREPARED_BYTES_LIMIT

@@ -96,13 +96,25 @@ class _Prepared:
         self.rules: dict[str, str] = {}
 
 
+class _Budget:
+    """The bytes of prepared answers kept by every snapshot the fast path serves (in agency mode, every
+    tenant's): one bound for the process, however many tenants. Past it, every snapshot drops its answers."""
+
+    __slots__ = ("drop", "used")
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.drop: Callable[[], None] = lambda: None
+
+
 class _Snapshot:
     """What the fast path derives from one config snapshot."""
 
-    __slots__ = ("config", "max_body", "prepared", "prepared_bytes", "secrets")
+    __slots__ = ("budget", "config", "max_body", "prepared", "prepared_bytes", "secrets")
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, budget: _Budget) -> None:
         self.config = config
+        self.budget = budget
         self.max_body = config.server.max_body_bytes
         # Empty without shared secrets (bearer, HMAC or insecure only): the general path takes every call.
         self.secrets = tuple(str(secret).encode() for secret in config.auth.shared_secrets)
@@ -116,12 +128,17 @@ class _Snapshot:
         prepared = self.prepared.get(id(route))
         if prepared is None:
             prepared = _Prepared(self.config, route)
-            if self.prepared_bytes + len(prepared.format) > PREPARED_BYTES_LIMIT:
-                self.prepared.clear()
-                self.prepared_bytes = 0
+            if self.budget.used + len(prepared.format) > PREPARED_BYTES_LIMIT:
+                self.budget.drop()
             self.prepared[id(route)] = prepared
             self.prepared_bytes += len(prepared.format)
+            self.budget.used += len(prepared.format)
         return prepared
+
+    def drop(self) -> None:
+        self.budget.used -= self.prepared_bytes
+        self.prepared.clear()
+        self.prepared_bytes = 0
 
 
 class _Counts:
@@ -179,11 +196,12 @@ class _Served:
     """What the fast path keeps for one path's runtime (one agency tenant): the current snapshot's
     derivations, the counts not yet handed to its metrics, and its call log."""
 
-    __slots__ = ("call_log", "counts", "runtime", "snapshot")
+    __slots__ = ("budget", "call_log", "counts", "runtime", "snapshot")
 
-    def __init__(self, runtime: Runtime, call_log: CallLog) -> None:
+    def __init__(self, runtime: Runtime, call_log: CallLog, budget: _Budget) -> None:
         self.runtime = runtime
         self.call_log = call_log
+        self.budget = budget
         self.counts = _Counts(runtime.metrics)
         self.snapshot: _Snapshot | None = None
 
@@ -191,7 +209,9 @@ class _Served:
         config = self.runtime.config
         snapshot = self.snapshot
         if snapshot is None or snapshot.config is not config:
-            snapshot = self.snapshot = _Snapshot(config)
+            if snapshot is not None:
+                snapshot.drop()  # a reloaded config: the old snapshot's answers leave the budget
+            snapshot = self.snapshot = _Snapshot(config, self.budget)
         return snapshot
 
 
@@ -203,6 +223,8 @@ class FastPath:
         self.general = general
         self.path = path
         self.served: dict[str, _Served] = {}
+        self.budget = _Budget()
+        self.budget.drop = self._drop_prepared
         if runtime is not None:
             self.serve(path, runtime, call_log)
         self._clock: Callable[[], float] = time.perf_counter
@@ -210,12 +232,20 @@ class FastPath:
         self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
 
     def serve(self, path: str, runtime: Runtime, call_log: CallLog) -> None:
-        self.served[path] = _Served(runtime, call_log)
+        self.served[path] = _Served(runtime, call_log, self.budget)
 
     def stop_serving(self, path: str) -> None:
         served = self.served.pop(path, None)
         if served is not None:
             served.counts.flush()
+            if served.snapshot is not None:
+                served.snapshot.drop()
+
+    def _drop_prepared(self) -> None:
+        for served in self.served.values():
+            if served.snapshot is not None:
+                served.snapshot.drop()
+        self.budget.used = 0  # what dropped snapshots still counted, too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.takes(scope["method"], scope["path"], scope["headers"]):
