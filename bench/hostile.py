@@ -18,8 +18,15 @@ connection ids, so no Nango is needed), then for each case measures what a real 
   a fake Google answering freeBusy in `--google-ms`); reported: the time to answer, the results by kind,
   and `/livez` every 10 ms meanwhile (its worst latency bounds the longest event-loop stall).
 - bodies: `--bodies` unauthenticated requests each declare a 1 MB body and send all but its last byte, with
-  a wrong X-Vapi-Secret and with an HMAC signature header (which needs the body); reported: answers by
-  status and the server's RSS growth.
+  a wrong X-Vapi-Secret and with an HMAC signature header (which needs the body), from one address
+  (127.0.0.2); reported: answers by status, the server's RSS growth, and a genuine HMAC-signed call from
+  another address (127.0.0.1) while the signed bodies are held.
+- pipeline: one authenticated peer (127.0.0.2) pipelines warm calls, `--pipeline-depth` per write, and never
+  reads an answer, reconnecting when it is cut off, for `--pipeline-seconds` s; reported: the server's RSS
+  growth, what the peer got to send, and a warm call from 127.0.0.1 on a fresh connection every 50 ms meanwhile.
+- answered: `--connections` connections from eight addresses (127.0.0.2-9) each POST to an unknown path
+  declaring a 10-byte body they never send, and read the 404; then 3 warm calls from 127.0.0.1: their
+  statuses and latencies (the answered connections are owed nothing, so they make room).
 
 With --stock the server is the same app under uvicorn's own httptools protocol with its defaults (no
 header limit, no head/body timeouts, no connection cap): the figures the limits are compared against.
@@ -29,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import json
 import multiprocessing
 import os
@@ -209,6 +218,11 @@ def request(address: tuple[str, int], raw: bytes, timeout: float = 10.0) -> tupl
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(raw)
         return read_response(sock)
+
+
+def connect_from(source: str, address: tuple[str, int], timeout: float) -> socket.socket:
+    """A connection from `source`, another loopback address (Linux routes all of 127.0.0.0/8 to lo)."""
+    return socket.create_connection(address, timeout=timeout, source_address=(source, 0))
 
 
 def authenticated_call() -> bytes:
@@ -416,7 +430,7 @@ def unfinished_bodies(target: Server, count: int, auth_header: str, size: int = 
             statuses[status] += 1
 
     with RssSampler(target) as rss:
-        socks = [socket.create_connection(target.address, timeout=15) for _ in range(count)]
+        socks = [connect_from("127.0.0.2", target.address, timeout=15) for _ in range(count)]
         for work in (send_all_but_one, answer):
             threads = [threading.Thread(target=work, args=(sock,), daemon=True) for sock in socks]
             for thread in threads:
@@ -428,15 +442,108 @@ def unfinished_bodies(target: Server, count: int, auth_header: str, size: int = 
     return {"requests": count, "answers": dict(statuses), "rss_growth_mb": rss.growth_mb}
 
 
+def signed_call() -> bytes:
+    """A genuine HMAC-signed assistant-request (the config's default HMAC plan: hex sha256 of "{timestamp}.{body}")."""
+    timestamp = str(int(time.time()))
+    signature = hmac.new(HMAC_KEY.encode(), timestamp.encode() + b"." + CALL, hashlib.sha256).hexdigest()
+    head = f"POST /vapi HTTP/1.1\r\nHost: bench\r\nX-Signature: {signature}\r\nX-Timestamp: {timestamp}\r\n"
+    return head.encode() + f"Content-Length: {len(CALL)}\r\n\r\n".encode() + CALL
+
+
 def case_bodies(target: Server, count: int) -> dict[str, object]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 200), hard))
+    genuine: dict[str, object] = {}
+
+    def genuine_call_meanwhile() -> None:
+        time.sleep(1.0)  # the signed bodies are held by then (their senders wait for the answers)
+        started = time.perf_counter()
+        try:
+            status, _ = request(target.address, signed_call())
+        except OSError as exc:
+            genuine.update(status=type(exc).__name__)
+        else:
+            genuine.update(status=status, latency_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    caller = threading.Thread(target=genuine_call_meanwhile, daemon=True)
+    wrong_secret = unfinished_bodies(target, count, "X-Vapi-Secret: wrong")
+    caller.start()
+    # A signature header: only the body can prove it wrong, so the body must be read.
+    hmac_signed = unfinished_bodies(target, count, "X-Signature: 00\r\nX-Timestamp: 1")
+    caller.join(30)
+    return {"wrong_secret": wrong_secret, "hmac_signed": hmac_signed, "genuine_hmac_call_meanwhile": genuine}
+
+
+def case_pipeline(target: Server, duration: float, depth: int) -> dict[str, object]:
+    stop = threading.Event()
+    # sent_mb: what the kernel took (socket buffers included); blocked_s: time the sends were taken by no one.
+    attack = {"connections": 0, "sent_mb": 0.0, "blocked_s": 0.0, "cut_off": 0}
+    calls = authenticated_call() * depth
+
+    def attacker() -> None:
+        while not stop.is_set():
+            try:
+                with connect_from("127.0.0.2", target.address, timeout=0.5) as sock:
+                    attack["connections"] += 1
+                    while not stop.is_set():
+                        try:
+                            sock.sendall(calls)
+                            attack["sent_mb"] += len(calls) / 1048576
+                        except TimeoutError:
+                            attack["blocked_s"] += 0.5  # the server reads none of it: nothing is taken
+            except OSError:
+                attack["cut_off"] += 1
+
+    def call() -> None:
+        status, body = request(target.address, authenticated_call())
+        assert status == 200 and b"You reached Dr. Jane Doe." in body, status
+
+    result: dict[str, tuple[list[float], Counter[str]]] = {}
+    with RssSampler(target) as rss:
+        threads = [
+            threading.Thread(target=attacker, daemon=True),
+            threading.Thread(target=lambda: result.update(call=probe(0.05, stop, call)), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(duration)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    latencies, errors = result["call"]
     return {
-        "wrong_secret": unfinished_bodies(target, count, "X-Vapi-Secret: wrong"),
-        # A signature header: only the body can prove it wrong, so the body must be read.
-        "hmac_signed": unfinished_bodies(target, count, "X-Signature: 00\r\nX-Timestamp: 1"),
+        "seconds": duration,
+        "attacker": {key: round(value, 1) for key, value in attack.items()},
+        "rss_growth_mb": rss.growth_mb,
+        "warm_call_meanwhile": percentiles(latencies),
+        "call_errors": dict(errors),
     }
+
+
+def case_answered(target: Server, connections: int) -> dict[str, object]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < connections + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections + 200), hard))
+    socks = []
+    answers: Counter[str] = Counter()
+    for index in range(connections):
+        sock = connect_from(f"127.0.0.{2 + index % 8}", target.address, timeout=10)
+        sock.sendall(b"POST /nope HTTP/1.1\r\nHost: bench\r\nContent-Length: 10\r\n\r\n")
+        answers[sock.recv(64).split(b"\r\n", 1)[0].decode() or "(closed)"] += 1
+        socks.append(sock)
+    calls: list[dict[str, object]] = []
+    for _ in range(3):
+        started = time.perf_counter()
+        try:
+            status, _ = request(target.address, authenticated_call())
+        except OSError as exc:
+            calls.append({"status": type(exc).__name__})
+        else:
+            calls.append({"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+    for sock in socks:
+        sock.close()
+    return {"connections": connections, "answers": dict(answers), "warm_calls": calls}
 
 
 def tool_calls_message(count: int) -> bytes:
@@ -517,9 +624,11 @@ def case_tools(target: Server, count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stock", action="store_true", help="uvicorn's stock protocol instead of `serve`")
-    parser.add_argument("--cases", default="header,idle,bodies,tools")
+    parser.add_argument("--cases", default="header,idle,bodies,tools,pipeline,answered")
     parser.add_argument("--header-mb", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of header attack")
+    parser.add_argument("--pipeline-seconds", type=float, default=10.0, help="seconds of the pipelining peer")
+    parser.add_argument("--pipeline-depth", type=int, default=8, help="warm calls per write of the pipelining peer")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--wait", type=float, default=20.0, help="how long to wait for the server to close them")
     parser.add_argument("--bodies", type=int, default=300)
@@ -545,6 +654,10 @@ def main() -> None:
                     results["bodies"] = case_bodies(target, args.bodies)
                 elif case == "tools":
                     results["tools"] = case_tools(target, args.tool_calls)
+                elif case == "pipeline":
+                    results["pipeline"] = case_pipeline(target, args.pipeline_seconds, args.pipeline_depth)
+                elif case == "answered":
+                    results["answered"] = case_answered(target, args.connections)
                 else:
                     raise SystemExit(f"unknown case {case!r}")
                 print(json.dumps({case: results[case]}, indent=2), flush=True)

@@ -35,7 +35,8 @@ from proxy.nango.client import Connection  # noqa: E402
 from proxy.nango.tags import TagRoute  # noqa: E402
 from proxy.secret import Secret  # noqa: E402
 from proxy.shared import IndexStore, LeasedLock, RedisSettings, SharedStore  # noqa: E402
-from proxy.shared.index import OverlayEntry, decode_chunk  # noqa: E402
+from proxy.shared.index import OverlayEntry  # noqa: E402
+from proxy.shared.signing import Signer  # noqa: E402
 
 
 def connections(users: int, tagged: float) -> list[Connection]:
@@ -65,7 +66,7 @@ async def measure(server: Redis, args: argparse.Namespace) -> dict[str, object]:
         before = used_memory(server.port)
         lease = await LeasedLock(store).try_acquire("index", 120.0, background=True)
         assert lease is not None
-        indexes = IndexStore(store, ttl=3600.0)
+        indexes = IndexStore(store, signer=Signer(Secret("bench-nango-secret")), ttl=3600.0)
         started = time.perf_counter()
         await indexes.store(lease, conns, started_at=time.time())
         store_seconds = time.perf_counter() - started
@@ -75,7 +76,7 @@ async def measure(server: Redis, args: argparse.Namespace) -> dict[str, object]:
         started = time.perf_counter()
         loaded = await indexes.load(meta)
         assert loaded is not None
-        count = sum(len(decode_chunk(chunk)) for chunk in loaded[0])
+        count = sum(len(indexes.chunk(meta, n, chunk)) for n, chunk in enumerate(loaded[0]))
         load_seconds = time.perf_counter() - started
         assert count == args.users
         now_ms = int(time.time() * 1000)

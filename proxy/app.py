@@ -67,14 +67,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_unauthenticated(request: Request, config: Config, holder: Runtime | Tenants) -> bytes:
     """A body that must be read before it can be authenticated: at most
     `server.max_unauthenticated_body_reads` at once (in agency mode, across all tenants), so
-    unauthenticated peers hold at most that many times `max_body_bytes` of memory, however many of them."""
-    if holder.unauthenticated_reads >= config.server.max_unauthenticated_body_reads:
+    unauthenticated peers hold at most that many times `max_body_bytes` of memory, however many of them
+    there are, and an eighth of them for one client address, so that unfinished bodies from a few cannot
+    starve signed requests from others."""
+    client = _client(request)
+    if not holder.unauthenticated_reads.enter(client, config.server.max_unauthenticated_body_reads):
         raise BadRequest("too many unauthenticated requests in progress; retry shortly", 503)
-    holder.unauthenticated_reads += 1
     try:
         return await read_body(request, config.server.max_body_bytes)
     finally:
-        holder.unauthenticated_reads -= 1
+        holder.unauthenticated_reads.leave(client)
 
 
 async def answer_vapi(runtime: Runtime, request: Request, holder: Runtime | Tenants) -> Response:

@@ -167,7 +167,8 @@ class Metrics:
         )
         self.redis_operations = Counter(
             "vapi_proxy_redis_operations",
-            "Redis operations of the shared state, by operation and result (ok, timeout, error, skipped).",
+            "Redis operations of the shared state, by operation and result (ok, timeout, error, skipped; "
+            "rejected: an announcement, overlay entry or index read from Redis that failed its signature).",
             ["operation", "result"],
             registry=r,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from proxy.config import Agency, Config, ConfigError
+from proxy.http.peers import PeerBound
 from proxy.logs import CallLog, get_logger, tenant_context
 from proxy.metrics import Metrics
 from proxy.nango.client import NangoClient, RequestGate
@@ -41,7 +42,7 @@ class Runtime:
     service: CallService | None = None
     draining: bool = False
     config_error: ConfigError | None = None  # why the file on disk is not the one served
-    unauthenticated_reads: int = 0
+    unauthenticated_reads: PeerBound = field(default_factory=PeerBound)
     watcher: ConfigWatcher | None = None
     cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -59,6 +60,7 @@ class Runtime:
             if redis.enabled:
                 self.cluster = Cluster(redis, self.directory, client, nango, self.metrics)
                 self.service.locks = self.cluster.user_locks  # bookings: one user at a time, cluster-wide
+                self.service.guesses = self.cluster.guesses  # three wrong references per call, cluster-wide
                 self.background.extend(self.cluster.start())  # the cluster's index replaces the refresher
             elif client is not None and nango.index_refresh_interval > 0:
                 self.background.append(asyncio.create_task(self.directory.run_index_refresher()))
@@ -109,7 +111,7 @@ class Tenants:
     errors: dict[str, ConfigError] = field(default_factory=dict)  # tenants never loaded
     config_error: ConfigError | None = None  # the agency file itself is invalid
     draining: bool = False
-    unauthenticated_reads: int = 0
+    unauthenticated_reads: PeerBound = field(default_factory=PeerBound)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     watcher: ConfigWatcher | None = None
     http: httpx.AsyncClient | None = None

@@ -93,6 +93,8 @@ def uvicorn_config(config: Config | Agency, app: object, **kwargs: Any) -> Limit
         body_timeout=server.body_timeout_seconds,
         send_timeout=server.send_timeout_seconds,
         max_connections=cap,
+        max_connections_per_address=server.max_connections_per_address,
+        trusted_peers=tuple(server.forwarded_allow_ips),
     )
     return LimitedConfig(
         app,

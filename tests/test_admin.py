@@ -153,9 +153,9 @@ def test_numbers_lists_owners_shadowed_lines_and_conflicts(
     assert out.splitlines() == [
         "phone_number_id\t4d2e8f1a-3b7c-4e9d-a1f0-5c6b7d8e9f01\tconn-d\tusr_d\tok",
         f"to\t+14155550100\tconn-c\tusr_c\tshadowed by YAML routes[0] ({config})",
-        "to\t+14155550177\tconn-b\tusr_b\tok",
+        "to\t+14155550177\tconn-a\tusr_a\tok",  # the first claimant keeps a line
     ]
-    assert "conflict: to +14155550177 is claimed by conn-b (routes it) and conn-a" in err
+    assert "conflict: to +14155550177 is claimed by conn-a (routes it) and conn-b" in err
     assert "3 lines routed by tags, 1 conflict(s)" in err
     assert main(["connections", "--config", config]) == 0
     assert "conflict: to +14155550177" in capsys.readouterr().err
@@ -181,4 +181,4 @@ def test_check_nango_shows_where_each_route_comes_from(
     assert "tags: 1 lines routed by Nango connection tags, 1 shadowed by YAML, 0 conflict(s)" in out
     fake.add("conn-b", {"end_user_id": "usr_b", "vapi_number": "+14155550177"})
     assert main(["check", "--config", config, "--nango"]) == 1  # a conflict fails the check
-    assert "conflict: to +14155550177 is claimed by conn-b (routes it) and conn-a" in capsys.readouterr().err
+    assert "conflict: to +14155550177 is claimed by conn-a (routes it) and conn-b" in capsys.readouterr().err

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 import time
 import typing
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 
@@ -17,6 +20,7 @@ from proxy.secret import Secret
 from proxy.vapi.auth import HmacPlan, hmac_signature
 from proxy.vapi.messages import VAPI_MESSAGE_TYPES
 from tests.helpers import VAPI_SECRET, config_from, proxy_client, serving, vapi_sample
+from tests.test_server import running_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +58,11 @@ def body() -> bytes:
 class Exchange:
     """One request sent straight to the ASGI app, with a body that arrives only when `finish` is set."""
 
-    def __init__(self, path: str, headers: dict[str, str], content: bytes, *, hold: bool) -> None:
+    def __init__(
+        self, path: str, headers: dict[str, str], content: bytes, *, hold: bool, client: str = "203.0.113.9"
+    ) -> None:
         self.path = path
+        self.client = client
         self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
         self.content = content
         self.finish = asyncio.Event()
@@ -92,7 +99,7 @@ class Exchange:
             "query_string": b"",
             "root_path": "",
             "headers": [(b"content-length", str(len(self.content)).encode()), *self.headers],
-            "client": ("203.0.113.9", 50000),
+            "client": (self.client, 50000),
             "server": ("proxy.test", 80),
         }
         await app(scope, self.receive, self.send)  # type: ignore[arg-type]
@@ -138,11 +145,12 @@ async def test_unauthenticated_body_reads_are_bounded_and_the_excess_gets_503_un
     signed = {"X-Signature": "00" * 32, "X-Timestamp": str(int(time.time()))}
 
     async def check(app: Starlette) -> None:
-        holders = [Exchange("/vapi", signed, body(), hold=True) for _ in range(READS)]
+        # From as many addresses: one address holds at most an eighth of the reads (at least one).
+        holders = [Exchange("/vapi", signed, body(), hold=True, client=f"203.0.113.{n}") for n in range(READS)]
         hooks = [Exchange("/nango/webhook", {"X-Nango-Signature": "x"}, b'{"type": "auth"}', hold=True)]
         tasks = await started(app, holders)
         assert all(exchange.reads == 2 and exchange.status is None for exchange in holders)
-        for excess in [Exchange("/vapi", signed, body(), hold=True), *hooks]:
+        for excess in [Exchange("/vapi", signed, body(), hold=True, client="203.0.113.77"), *hooks]:
             await asyncio.wait_for(excess.run(app), 1)
             assert excess.status == 503
             assert excess.reads == 0
@@ -196,3 +204,33 @@ async def test_made_up_message_types_count_as_other_and_add_no_series() -> None:
         'vapi_proxy_server_messages_total{type="other"} 300.0',
         'vapi_proxy_server_messages_total{type="status-update"} 1.0',
     ]
+
+
+async def test_unfinished_signed_bodies_from_one_address_do_not_starve_signed_calls_from_another(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    reads = f"max_unauthenticated_body_reads: {READS}\n"
+    path.write_text(textwrap.dedent(config_text(True)).replace(reads, reads + "  body_timeout_seconds: 30\n"))
+    content = body()
+    async with running_proxy(path, tmp_path) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(READS):  # from a second loopback address: signed heads whose bodies never finish
+            reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.2", 0))
+            head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Signature: {'00' * 32}\r\nX-Timestamp: 1\r\n"
+            writer.write(f"{head}Content-Length: {len(content)}\r\n\r\n".encode() + content[:100])
+            stalled.append((reader, writer))
+        timestamp = str(int(time.time()))
+        plan = HmacPlan(secrets=(Secret(HMAC_KEY),))
+        signature = hmac_signature(plan, Secret(HMAC_KEY), body=content, timestamp=timestamp)
+        async with httpx.AsyncClient(base_url=proxy.url) as client:  # from 127.0.0.1
+            response = await client.post(
+                "/vapi", content=content, headers={"X-Signature": signature, "X-Timestamp": timestamp}
+            )
+        assert response.status_code == 200, response.text
+        # One address holds at most an eighth of the reads (at least one): the others were refused unread.
+        refused = await asyncio.gather(*(asyncio.wait_for(reader.read(), 5) for reader, _ in stalled[1:]))
+        assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in refused), refused
+        for _, writer in stalled:
+            writer.close()

@@ -14,6 +14,7 @@ from proxy.secret import Secret
 from proxy.shared import IndexStore, RedisSettings, SharedStore
 from proxy.shared.catchup import CLOCK_MARGIN_SECONDS, CatchUp
 from proxy.shared.index import OverlayEntry
+from proxy.shared.signing import Signer
 from tests.nango_fakes import auth_webhook
 from tests.redis_server import RedisServer
 from tests.test_replicas import FakeNango, call, credential, eventually, replicas, user, webhook
@@ -89,7 +90,7 @@ async def test_a_replay_applies_what_was_missed_and_skips_what_a_live_announceme
 ) -> None:
     store = SharedStore(RedisSettings(url=Secret(redis_server.url)), Metrics())
     try:
-        indexes = IndexStore(store, ttl=60)
+        indexes = IndexStore(store, signer=Signer(Secret("nango-secret-key-value")), ttl=60)
         now = time.time()
         conn = Connection("conn-1", "u1", "2026-10-01T00:00:00Z", True)
         await indexes.put(OverlayEntry(int(now * 1000) - 60_000, "user", "u0", (conn,)))  # heard long ago

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.http.coalescing import CoalescingTransport
+from proxy.http.coalescing import HOLD_BYTES, CoalescingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -90,3 +90,19 @@ async def test_nothing_is_written_once_the_connection_is_lost() -> None:
     transport.write(b"more")
     await next_turn()
     assert raw.writes == []
+
+
+async def test_more_than_the_hold_limit_in_one_turn_is_written_at_once() -> None:
+    # So that the transport's flow control (pause_writing) sees a peer that reads nothing within the turn.
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    answer = b"a" * 1000
+    for _ in range(HOLD_BYTES // len(answer)):
+        transport.write(answer)
+    assert raw.writes == []
+    transport.write(answer)
+    assert [len(data) for data in raw.writes] == [HOLD_BYTES // len(answer) * 1000 + 1000]
+    assert transport.get_write_buffer_size() == 0
+    transport.write(b"b")
+    await next_turn()
+    assert raw.writes[1:] == [b"b"]

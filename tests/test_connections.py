@@ -238,7 +238,9 @@ async def test_a_thousand_idle_and_half_sent_connections_are_closed_and_calls_go
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    async with proxy_with(tmp_path, max_connections=1100, header_timeout_seconds=2) as proxy:
+    async with proxy_with(
+        tmp_path, max_connections=1100, max_connections_per_address=1100, header_timeout_seconds=2
+    ) as proxy:
         opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         for index in range(1000):
             reader, writer = await asyncio.open_connection(*address(proxy))
@@ -366,6 +368,20 @@ async def test_a_client_pipelining_thousands_of_requests_is_cut_off(tmp_path: Pa
         assert await authenticated_call(proxy) < 1.0
 
 
+async def test_a_client_pipelining_thousands_of_warm_calls_is_cut_off_too(tmp_path: Path) -> None:
+    # The lane answers each call as its read completes it: its answers not yet sent count as a pipeline.
+    async with proxy_with(tmp_path) as proxy:
+        reader, writer = await asyncio.open_connection(*address(proxy))
+        writer.write(warm_call_request() * 2000)
+        answers = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with most of the requests unread
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                answers += chunk
+        assert 1 <= answers.count(b"HTTP/1.1 200 OK") <= 2 * connections.MAX_PIPELINED + 1
+        writer.close()
+        assert await authenticated_call(proxy) < 1.0
+
+
 async def test_a_flood_of_malformed_requests_is_counted_and_logged_in_a_few_summary_lines(tmp_path: Path) -> None:
     async with proxy_with(tmp_path) as proxy:
         for _ in range(200):
@@ -472,3 +488,75 @@ async def test_worker_processes_apply_the_same_limits(tmp_path: Path) -> None:
         # Stopped by a signal, not killed: a killed supervisor would leave its workers behind.
         proxy.process.send_signal(signal.SIGINT)
         proxy.process.wait(20)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def warm_call_request() -> bytes:
+    body = call_body()
+    head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Vapi-Secret: {VAPI_SECRET}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def test_connections_whose_answer_is_complete_make_room_while_their_body_is_pending(tmp_path: Path) -> None:
+    # A 404 needs none of the declared body: the connection is owed nothing more, though its body may still come.
+    async with proxy_with(tmp_path, max_connections=20, body_timeout_seconds=30, keepalive_timeout_seconds=30) as proxy:
+        held = []
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection(*address(proxy))
+            writer.write(b"POST /nope HTTP/1.1\r\nHost: proxy\r\nContent-Length: 10\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 404")
+            held.append((reader, writer))
+        for _ in range(3):
+            assert await authenticated_call(proxy) < 1.0
+        # The oldest made room: after its 404, closed without a word.
+        assert (await asyncio.wait_for(held[0][0].read(), 1)).endswith(b"Not Found")
+        for _, writer in held:
+            writer.close()
+
+
+async def test_a_peer_that_pipelines_warm_calls_and_never_reads_is_not_read_either(tmp_path: Path) -> None:
+    async with proxy_with(tmp_path) as proxy:
+        before = rss_mb(proxy.process.pid)
+        sock = socket.create_connection(address(proxy))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        calls = warm_call_request() * 200
+        sent = 0
+        # The peer's sends stop being taken (the server stops reading), or it is cut off.
+        with contextlib.suppress(OSError, TimeoutError):
+            while sent < 128 * 1024 * 1024:
+                await asyncio.wait_for(loop.sock_sendall(sock, calls), 2)
+                sent += len(calls)
+        grown = rss_mb(proxy.process.pid) - before
+        sock.close()
+        # Kernel buffers on loopback take a few MB; the server's own share stays small.
+        assert sent < 24 * 1024 * 1024, sent
+        assert grown < 64, grown
+        assert await authenticated_call(proxy) < 1.0
+
+
+async def test_one_address_cannot_take_every_connection_slot(tmp_path: Path) -> None:
+    async with proxy_with(
+        tmp_path, max_connections=20, max_connections_per_address=10, body_timeout_seconds=30
+    ) as proxy:
+        body = call_body()
+        head = f"POST /vapi HTTP/1.1\r\nHost: proxy\r\nX-Vapi-Secret: {VAPI_SECRET}\r\nContent-Length: {len(body)}\r\n"
+        busy = []
+        for _ in range(10):  # from a second loopback address: authenticated requests whose bodies are still arriving
+            reader, writer = await asyncio.open_connection(*address(proxy), local_addr=("127.0.0.2", 0))
+            writer.write(head.encode() + b"\r\n" + body[:100])
+            busy.append((reader, writer))
+        # Ten more from it (sending nothing yet: a request the server will not read would reset the answer).
+        more = [await asyncio.open_connection(*address(proxy), local_addr=("127.0.0.2", 0)) for _ in range(10)]
+        refused = await asyncio.gather(*(read_until_closed(reader, 5) for reader, _ in more))
+        assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in refused), refused
+        assert refused[0].endswith(b"too many connections from one address")
+        latencies = [await authenticated_call(proxy) for _ in range(3)]  # from 127.0.0.1
+        assert max(latencies) < 1.0
+        assert not any(reader.at_eof() for reader, _ in busy)
+        for _, writer in [*busy, *more]:
+            writer.close()

@@ -22,11 +22,12 @@ def conn(
     return Connection(cid, user, created, healthy, route)
 
 
-def test_a_line_goes_to_the_healthy_then_newest_claim_whatever_the_order() -> None:
+def test_a_line_stays_with_its_first_healthy_claimant_whatever_the_order() -> None:
     claims = [
+        conn("c-broken", "u0", "+14155550100", created="2026-09-30T00:00:00Z", healthy=False),
         conn("c-old", "u1", "+14155550100", created="2026-10-01T00:00:00Z"),
         conn("c-new", "u2", "+14155550100", created="2026-10-02T00:00:00Z"),
-        conn("c-broken", "u3", "+14155550100", created="2026-10-03T00:00:00Z", healthy=False),
+        conn("c-unreadable", "u3", "+14155550100", created="yesterday"),  # not "oldest" by being unreadable
     ]
     for order in itertools.permutations(claims):
         index = ConnectionIndex()
@@ -34,7 +35,25 @@ def test_a_line_goes_to_the_healthy_then_newest_claim_whatever_the_order() -> No
             index.add(claim)
         assert index.line("to", "+14155550100") == claims[1]
         (conflict,) = index.conflicts()
-        assert {c.connection_id for c in conflict.losers} == {"c-old", "c-broken"}
+        assert {c.connection_id for c in conflict.losers} == {"c-broken", "c-new", "c-unreadable"}
+
+
+def test_a_users_reconnection_is_not_a_competing_claim() -> None:
+    claims = [
+        conn("c-u1-first", "u1", "+14155550100", created="2026-10-01T00:00:00Z"),
+        conn("c-u2", "u2", "+14155550100", created="2026-10-02T00:00:00Z"),
+        conn("c-u1-again", "u1", "+14155550100", created="2026-10-03T00:00:00Z"),
+    ]
+    for order in itertools.permutations(claims):
+        index = ConnectionIndex()
+        for claim in order:
+            index.add(claim)
+        # u1 claimed first; of u1's connections, the newest serves (as for its user entry).
+        assert index.line("to", "+14155550100") == claims[2] == index.user("u1")
+        (conflict,) = index.conflicts()
+        assert [c.connection_id for c in conflict.losers] == ["c-u2"]
+    index.remove("c-u1-first", "u1")  # u1's first claim is deleted: u2 claimed before u1's remaining one
+    assert index.line("to", "+14155550100") == claims[1]
 
 
 def test_moving_and_removing_a_claim_promotes_the_next_one() -> None:

@@ -21,7 +21,7 @@ from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.lane import FAST_LANE, LANE_BODY_BYTES
 from proxy.server import drain_on_signals, uvicorn_config
 from tests.helpers import VAPI_SECRET, vapi_sample
-from tests.test_connections import NUMBER, config_yaml
+from tests.test_connections import KEEPALIVE_TIMEOUT, NUMBER, config_yaml
 from tests.test_server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -55,7 +55,8 @@ def chunked(body: bytes) -> bytes:
 
 
 class Counting:
-    """The ASGI app, counting the requests that reach it."""
+    """The ASGI app, counting the requests that reach it; `GET /slow` answers after three keep-alive timeouts,
+    as a tool call waiting on Google might."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,6 +65,11 @@ class Counting:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.http_requests += 1
+            if scope["path"] == "/slow":
+                await asyncio.sleep(3 * KEEPALIVE_TIMEOUT)
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"6")]})
+                await send({"type": "http.response.body", "body": b"booked"})
+                return
         await self.app(scope, receive, send)
 
 
@@ -192,3 +198,14 @@ async def test_the_drain_wrapper_passes_the_apps_lifespan_state_on(tmp_path: Pat
     async with app.router.lifespan_context(app) as state:
         assert state[FAST_LANE] is app.fast_path
         assert state[CONNECTION_REFUSALS] is app.state.runtime.metrics.connections_refused
+
+
+async def test_a_slow_request_after_a_lane_answer_is_not_cut_at_the_keepalive_timeout(tmp_path: Path) -> None:
+    # The lane answers the first call in the same read that brings the second request's head: the second
+    # (an app that takes longer than the keep-alive timeout, as a tool call waiting on Google does) is in flight.
+    slow = b"GET /slow HTTP/1.1\r\nhost: proxy\r\n\r\n"
+    async with serving(tmp_path, lane=True) as (port, app):
+        first, second = await exchange(port, request(call()) + slow, answers=2)
+        assert app.http_requests == 1  # the slow one
+    assert first.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in first
+    assert second.startswith(b"HTTP/1.1 200 OK") and second.endswith(b"booked")

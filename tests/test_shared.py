@@ -15,6 +15,7 @@ from proxy.metrics import Metrics
 from proxy.nango.client import Connection
 from proxy.nango.index import ConnectionIndex
 from proxy.nango.tags import TagRoute
+from proxy.secret import Secret
 from proxy.shared import (
     Announcement,
     Fanout,
@@ -26,11 +27,14 @@ from proxy.shared import (
     SharedUnavailable,
     TokenBucket,
 )
-from proxy.shared.index import CHUNK_SIZE, REPLACED_GRACE_SECONDS, OverlayEntry, apply_overlay, decode_chunk
+from proxy.shared.index import CHUNK_SIZE, REPLACED_GRACE_SECONDS, OverlayEntry, apply_overlay
 from proxy.shared.locks import RedisUserLocks
+from proxy.shared.signing import Signer
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
+
+SIGNER = Signer(Secret("nango-secret-key-value"))
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +135,7 @@ def _index_of(conns: list[Connection], overlay: list[OverlayEntry]) -> Connectio
 
 async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
-        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        lock, indexes = LeasedLock(store), IndexStore(store, signer=SIGNER, ttl=60)
         assert await indexes.meta() is None
         lease = await lock.try_acquire("index", lease=10)
         assert lease is not None
@@ -153,7 +157,7 @@ async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis
         loaded = await indexes.load(meta)
         assert loaded is not None
         chunks, overlay = loaded
-        conns = [conn for chunk in chunks for conn in decode_chunk(chunk)]
+        conns = [conn for n, chunk in enumerate(chunks) for conn in indexes.chunk(meta, n, chunk)]
         assert conns == built  # tag routes included
         index = _index_of(conns, overlay)
         assert index.user("u000001") == replaced
@@ -166,7 +170,7 @@ async def test_the_index_round_trips_in_chunks_with_webhook_effects_on_top(redis
 
 async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
-        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        lock, indexes = LeasedLock(store), IndexStore(store, signer=SIGNER, ttl=60)
         stale = await lock.try_acquire("index", lease=0.05)
         assert stale is not None
         await asyncio.sleep(0.1)
@@ -180,7 +184,7 @@ async def test_a_build_whose_lease_was_lost_is_not_published(redis_server: Redis
 
 async def test_redis_holds_one_index_not_one_per_refresh(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
-        lock, indexes = LeasedLock(store), IndexStore(store, ttl=3600)
+        lock, indexes = LeasedLock(store), IndexStore(store, signer=SIGNER, ttl=3600)
         versions = []
         for _ in range(3):
             lease = await lock.try_acquire("index", lease=10)
@@ -204,7 +208,7 @@ async def test_redis_holds_one_index_not_one_per_refresh(redis_server: RedisServ
 
 async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as store:
-        lock, indexes = LeasedLock(store), IndexStore(store, ttl=60)
+        lock, indexes = LeasedLock(store), IndexStore(store, signer=SIGNER, ttl=60)
         old_ms = int(time.time() * 1000) - 60_000
         older = Connection("conn-older-than-the-build", "u000001", "2026-11-01T00:00:00Z", True)
         await indexes.put(OverlayEntry(old_ms, "user", "u000001", (older,)))
@@ -218,21 +222,49 @@ async def test_a_build_keeps_webhook_effects_that_arrived_while_it_paged(redis_s
         assert meta is not None
         loaded = await indexes.load(meta)
         assert loaded is not None
-        index = _index_of([c for chunk in loaded[0] for c in decode_chunk(chunk)], loaded[1])
+        index = _index_of([c for n, chunk in enumerate(loaded[0]) for c in indexes.chunk(meta, n, chunk)], loaded[1])
         assert index.user("u000001").connection_id == "conn-u000001"  # type: ignore[union-attr]
         assert index.user("u000002") == during
         assert [entry.subject for entry in loaded[1]] == ["u000002"]  # the older entry was trimmed
 
 
-def test_overlay_entries_that_are_not_ours_are_skipped() -> None:
-    good = OverlayEntry(5, "forget", "conn-1")
-    raw = [b"garbage", b'[1, "drop", "x", [], null]', b'[1, "user", "u", [["c", "u", "", true]], null]', good.encode()]
-    assert IndexStore.overlay_entries(raw) == [good]
+async def test_overlay_entries_that_are_not_ours_are_skipped(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        indexes = IndexStore(store, signer=SIGNER, ttl=60)
+        where = store.key("index", "overlay") + "#"
+        good = OverlayEntry(5, "forget", "conn-1")
+
+        def signed(field: str, value: bytes) -> bytes:
+            return SIGNER.seal(where + field, value)
+
+        raw = {
+            b"u:a": signed("u:a", b"garbage"),
+            b"u:b": signed("u:b", b'[1, "drop", "x", [], null]'),
+            b"u:c": signed("u:c", b'[1, "user", "u", [["c", "u", "", true]], null]'),
+            b"u:d": signed("u:d", b'[1.5, "user", "d", [], null]'),
+            b"u:e": signed("u:e", b'[1, "user", "e", "abcde", null]'),
+            b"u:f": signed("c:conn-1", good.encode()),  # signed for another field: moved
+            b"c:conn-2": good.encode(),  # unsigned (another version's)
+            b"c:conn-3": Signer(Secret("another-clusters-key")).seal(where + "c:conn-1", good.encode()),
+            b"c:conn-1": signed("c:conn-1", good.encode()),
+        }
+        entries, foreign = indexes.overlay_entries(raw)
+        assert entries == [good]
+        assert [name for name, _ in foreign] == [
+            b"u:a",
+            b"u:b",
+            b"u:c",
+            b"u:d",
+            b"u:e",
+            b"u:f",
+            b"c:conn-2",
+            b"c:conn-3",
+        ]
 
 
 async def test_announcements_reach_other_replicas_fast_and_survive_a_restart(redis_server: RedisServer) -> None:
     async with store_on(redis_server) as a_store, store_on(redis_server) as b_store:
-        sender, receiver = Fanout(a_store, Metrics()), Fanout(b_store, Metrics())
+        sender, receiver = Fanout(a_store, Metrics(), SIGNER), Fanout(b_store, Metrics(), SIGNER)
         received: list[tuple[Announcement, float]] = []
         subscriptions: list[float] = []
         loop = asyncio.get_running_loop()
@@ -274,16 +306,26 @@ async def test_announcements_reach_other_replicas_fast_and_survive_a_restart(red
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_foreign_or_oversized_announcements_are_ignored() -> None:
-    fanout = Fanout.__new__(Fanout)
-    fanout.replica_id = "me"
-    assert fanout.parse(b"not json") is None
-    assert fanout.parse(b'{"k": "put"}') is None
-    assert fanout.parse(b"x" * 5000) is None
-    assert fanout.parse(b'{"k": "put", "d": {}, "o": "me", "t": 1}') is None
-    assert fanout.parse(b'{"k": "put", "d": {"user": "u"}, "o": "other", "t": 1}') == Announcement(
-        "put", {"user": "u"}, "other", 1.0
-    )
+async def test_foreign_forged_replayed_or_oversized_announcements_are_ignored(redis_server: RedisServer) -> None:
+    async with store_on(redis_server) as store:
+        now = time.time()
+        fanout = Fanout(store, Metrics(), SIGNER, wall_clock=lambda: now, replica_id="me")
+
+        def signed(body: bytes) -> bytes:
+            return SIGNER.seal(fanout.channel, body)
+
+        fresh = f'{{"k": "put", "d": {{"user": "u"}}, "o": "other", "t": {now}}}'.encode()
+        assert fanout.parse(b"not json") is None
+        assert fanout.parse(fresh) is None  # unsigned
+        assert fanout.parse(b"0" * 64 + fresh) is None  # a made-up signature
+        assert fanout.parse(Signer(Secret("another-clusters-key")).seal(fanout.channel, fresh)) is None
+        assert fanout.parse(SIGNER.seal("other-prefix:events", fresh)) is None  # another channel's
+        assert fanout.parse(signed(b'{"k": "put"}')) is None
+        assert fanout.parse(signed(b"x" * 70000)) is None
+        assert fanout.parse(signed(f'{{"k": "put", "d": {{}}, "o": "me", "t": {now}}}'.encode())) is None
+        assert fanout.parse(signed(b'{"k": "put", "d": {"user": "u"}, "o": "other", "t": 1}')) is None  # stale
+        assert fanout.parse(signed(fresh)) == Announcement("put", {"user": "u"}, "other", now)
+        assert fanout.parse(signed(fresh)) is None  # the same message again: a replay
 
 
 async def test_the_budget_follows_nangos_headers_and_retry_after(redis_server: RedisServer) -> None:

@@ -14,6 +14,7 @@ import pytest
 from proxy.app import create_app
 from proxy.config.yamlsource import ConfigError
 from proxy.metrics import Metrics
+from proxy.nango.onboarding import assign_line
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
 from tests.nango_fakes import AUTH_ERROR, BASE_URL, SECRET_KEY, FakeNango, encode, sign
@@ -172,7 +173,7 @@ async def test_phone_number_id_tags_route_calls_without_a_number() -> None:
     assert authorization(routed) == "conn-sip"
 
 
-async def test_conflicting_claims_resolve_healthy_then_newest_and_show(caplog: pytest.LogCaptureFixture) -> None:
+async def test_conflicting_claims_go_to_the_first_healthy_claimant_and_show(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     fake = FakeNango()
     fake.add("conn-first", {"end_user_id": "usr_1", "vapi_number": "+14155550144"})
@@ -182,13 +183,12 @@ async def test_conflicting_claims_resolve_healthy_then_newest_and_show(caplog: p
         routed = await answer(proxy, call("+14155550144"))
         status = (await proxy.get("/readyz")).json()["nango"]
         metrics = (await proxy.get("/metrics")).text
-    assert authorization(routed) == "conn-second"  # healthy beats the newer broken one; newest healthy wins
+    assert authorization(routed) == "conn-first"  # the first healthy claimant keeps it
     assert status["line_conflicts"] == 1
     assert "vapi_proxy_tag_routing_conflicts 1.0" in metrics
-    assert (
-        "to +1415*****44 is claimed by connections conn-second, conn-broken, conn-first; conn-second routes it"
-        in caplog.text
-    )
+    [logged] = [r.getMessage() for r in caplog.records if "tag routing conflict" in r.getMessage()]
+    assert logged.startswith("tag routing conflict: to +1415*****44 is claimed by connections conn-first, ")
+    assert "conn-second" in logged and "conn-broken" in logged and "; conn-first keeps it" in logged
     assert "+14155550144" not in caplog.text  # numbers are masked in logs
 
 
@@ -229,15 +229,32 @@ def test_tag_routing_config_follows_nangos_tag_key_rules(section: str, message: 
     assert "routing.yaml:" in str(caught.value)
 
 
-async def test_a_conflict_made_by_a_webhook_shows_in_the_metric_at_once() -> None:
+@pytest.mark.parametrize("index_refresh", [300, 0])
+async def test_a_new_connection_claiming_a_line_in_use_does_not_take_it_and_is_reported_at_once(
+    index_refresh: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
     fake = FakeNango()
     fake.add("conn-first", {"end_user_id": "usr_1", "vapi_number": "+14155550111"})
-    async with replica(fake) as proxy:
+    async with replica(fake, index_refresh) as proxy:
+        assert authorization(await answer(proxy, call("+14155550111"))) == "conn-first"
         assert "vapi_proxy_tag_routing_conflicts 0.0" in (await proxy.get("/metrics")).text
         second = fake.connect({"end_user_id": "usr_2", "vapi_number": "+14155550111"}, "conn-second")
         assert (await webhook(proxy, second)).json()["result"] == "applied"
         metrics = (await proxy.get("/metrics")).text
+        ready = (await proxy.get("/readyz")).json()["nango"]
         routed = await answer(proxy, call("+14155550111"))
-    assert "vapi_proxy_tag_routing_conflicts 1.0" in metrics
-    assert "vapi_proxy_tag_routed_lines 1.0" in metrics
-    assert authorization(routed) == "conn-second"  # the newest healthy claim
+        conflicts = [r.getMessage() for r in caplog.records if "tag routing conflict" in r.getMessage()]
+        if index_refresh:
+            # An admin moves the line: `assign` takes the number off every other connection.
+            client = proxy.app_runtime.directory.client  # type: ignore[attr-defined]
+            await assign_line(client, "conn-second", "+14155550111", None)
+            await proxy.app_runtime.directory.refresh_index()  # type: ignore[attr-defined]
+            moved = await answer(proxy, call("+14155550111"))
+            assert authorization(moved) == "conn-second"
+    assert authorization(routed) == "conn-first"  # the first healthy claimant keeps it
+    assert conflicts and "connections conn-first, conn-second; conn-first keeps it" in conflicts[0]
+    assert "+14155550111" not in " ".join(conflicts)  # the number is masked
+    if index_refresh:
+        assert "vapi_proxy_tag_routing_conflicts 1.0" in metrics and ready["line_conflicts"] == 1
+        assert "vapi_proxy_tag_routed_lines 1.0" in metrics

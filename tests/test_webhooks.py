@@ -17,6 +17,7 @@ from proxy.metrics import Metrics
 from proxy.nango import directory as directory_module
 from proxy.nango import webhooks
 from proxy.nango.directory import UNCONFIRMED_FAILURE_SECONDS, ConnectionDirectory, Lookup
+from proxy.nango.tags import TagRouting
 from proxy.nango.webhooks import handle_nango_webhook, verify_nango_signature
 from proxy.secret import Secret
 from tests.nango_fakes import (
@@ -257,6 +258,29 @@ async def test_a_forged_creation_cannot_point_a_user_at_another_users_connection
         assert await deliver(forged, directory, metrics) == (200, {"ok": True, "result": "not_found"})
         assert directory.current("usr_victim") is None
         assert await directory.lookup("usr_victim", timeout=1) == Lookup("conn-victim", "nango")
+
+
+@pytest.mark.anyio
+async def test_a_webhook_naming_a_real_connection_with_another_users_id_changes_nothing() -> None:
+    routing = TagRouting(number_tag="vapi_number")
+    async with nango_env(tag_routing=routing) as (fake, directory, metrics, _):
+        fake.add("conn-older", {"end_user_id": "usr_older", "vapi_number": "+14155550100"})
+        fake.add("conn-victim", {"end_user_id": "usr_victim", "vapi_number": "+14155550111"})
+        fake.add("conn-rival", {"end_user_id": "usr_rival", "vapi_number": "+14155550100"})
+        assert await directory.refresh_index()
+        lines = directory.lines
+        assert lines is not None
+        before = (directory.index.line("to", "+14155550100"), directory.index.line("to", "+14155550111"))
+        conflicts = directory.status()["line_conflicts"]
+        for victim in ("conn-victim", "conn-older"):
+            mismatched = auth_webhook("creation", connection_id=victim, user_id="usr_attacker")
+            assert await deliver(mismatched, directory, metrics) == (200, {"ok": True, "result": "not_found"})
+        asked = len(fake.requests)
+        assert await directory.lookup("usr_victim", timeout=1) == Lookup("conn-victim", "index")
+        assert await directory.lookup("usr_older", timeout=1) == Lookup("conn-older", "index")
+        assert (directory.index.line("to", "+14155550100"), directory.index.line("to", "+14155550111")) == before
+        assert directory.status()["line_conflicts"] == conflicts == 1
+        assert len(fake.requests) == asked  # served from the index, as before the webhooks
 
 
 @pytest.mark.anyio

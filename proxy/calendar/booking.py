@@ -240,7 +240,7 @@ class CalendarTools:
         reference = normalise(raw_reference)
         if raw_reference not in (None, "") and reference is None:
             raise ArgError("the booking reference is the six-digit number given at booking")
-        if reference is not None and self.guesses.exhausted(call_id):
+        if reference is not None and await self.guesses.exhausted(call_id):
             return Outcome(_NO_MORE_TRIES, "forbidden", ok=False)
         if reference is not None and number is not None:
             wanted = {"vapiCallerNumber": number, "vapiBookingRef": reference}
@@ -253,8 +253,8 @@ class CalendarTools:
         )
         mine = [e for e in events if reference is not None or not e.cancelled]
         if reference is not None and not mine:
-            self.guesses.record(call_id)
-            exhausted = self.guesses.exhausted(call_id)
+            await self.guesses.record(call_id)
+            exhausted = await self.guesses.exhausted(call_id)
             return Outcome(_NO_MORE_TRIES if exhausted else _WRONG_REFERENCE, "forbidden", ok=False)
         matches = [e for e in mine if when is None or e.span()[0] == when]
         if not matches and also_at is not None:  # a retried reschedule: the appointment already moved

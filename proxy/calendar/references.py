@@ -7,8 +7,8 @@ extended properties. A later call must give the number *and* the reference. With
 booking no reference is needed (Vapi's call id cannot be spoofed by the caller).
 
 Guessing is bounded: after `MAX_WRONG_PER_CALL` wrong references a call gets no more tries, so one guess
-in a million per try, three tries per call. The count is per process (a replica set multiplies it by the
-number of replicas a call's tool calls reach); docs/booking.md says so.
+in a million per try, three tries per call. `WrongGuesses` counts in this process; replicas sharing a Redis
+count across all of them (`proxy.shared.guesses`), so three tries per call whichever replica answers.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ class WrongGuesses:
     def __init__(self, max_calls: int = 10_000, ttl: float = 3600.0) -> None:
         self._counts: TTLCache[str, int] = TTLCache(maxsize=max_calls, ttl=ttl)
 
-    def exhausted(self, call_id: str) -> bool:
+    async def exhausted(self, call_id: str) -> bool:
         return self._counts.get(call_id, 0) >= MAX_WRONG_PER_CALL
 
-    def record(self, call_id: str) -> None:
+    async def record(self, call_id: str) -> None:
+        """One more wrong reference for the call."""
         self._counts[call_id] = self._counts.get(call_id, 0) + 1

@@ -31,6 +31,7 @@ RESTART_ONLY_SERVER = (
     "send_timeout_seconds",
     "keepalive_timeout_seconds",
     "max_connections",
+    "max_connections_per_address",
     "forwarded_allow_ips",
 )
 # The webhook handler reads its keys per request: a rotation must not wait for a restart.

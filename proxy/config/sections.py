@@ -103,6 +103,10 @@ class ServerSettings(Model, frozen=True, kw_only=True):
     ] = 10.0
     keepalive_timeout_seconds: Annotated[float, doc("idle keep-alive connections close after", ge=0.1, le=3600.0)] = 5.0
     max_connections: Annotated[int, doc("concurrent connections; more are refused with 503", ge=1, le=1_000_000)] = 1000
+    max_connections_per_address: Annotated[
+        int,
+        doc("concurrent connections from one address (IPv6: one /64), forwarded_allow_ips exempt", ge=1, le=1_000_000),
+    ] = 250
     max_unauthenticated_body_reads: Annotated[
         int, doc("bodies read before authentication (HMAC, webhooks) at once; more get 503", ge=1, le=100_000)
     ] = 32

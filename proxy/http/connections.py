@@ -12,9 +12,11 @@ descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and 
 - malformed requests get uvicorn's 400, but are logged only in the throttled summary, not one line each;
 - the head must arrive within `header_timeout` of the connection opening (or, on a kept-alive connection,
   of its first byte) and the body within `body_timeout` of the head; else 408 and close;
-- at most `max_connections` connections are open at once; at the cap a new one replaces the oldest
-  connection that is only waiting (idle, half-sent, kept alive), and if every connection is busy it is
-  answered 503 and closed at once, so its descriptor is released before any byte of its request is read;
+- at most `max_connections` connections are open at once, at most `max_connections_per_address` of them
+  from one peer (proxy.http.slots); at the cap a new one replaces the oldest connection that is owed
+  nothing (idle, half-sent, kept alive, or answered while an unneeded body still arrives), and if there is
+  none it is answered 503 and closed at once, so its descriptor is released before any byte is read;
+- no keep-alive timer runs while a request is in flight: it is stopped when a request begins;
 - a peer that stops reading its answers (the transport's write buffer stays full) is cut off after
   `send_timeout`;
 """
@@ -22,9 +24,7 @@ descriptors (idle sockets). `LimitedHttpToolsProtocol` bounds each of those and 
 from __future__ import annotations
 
 import asyncio
-import logging
 import resource
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +34,10 @@ from uvicorn.server import ServerState
 
 from proxy.http.coalescing import CoalescingTransport
 from proxy.http.lane import FastLaneProtocol
+from proxy.http.peers import PeerKeys
+from proxy.http.slots import HEADER_TOO_LARGE, TIMED_OUT, TOO_MANY_CONNECTIONS, TOO_MANY_FROM_PEER, RefusalLog, Slots
 
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
-
-logger = logging.getLogger("vapi_calendar_proxy.connections")
 
 # Descriptors kept free for everything but inbound connections: the shared httpx pool (at most 100
 # connections to Nango and Google), the listener, the event loop's own (epoll, self-pipe), stdio, and
@@ -47,9 +47,6 @@ FD_RESERVE = 128
 CONNECTION_REFUSALS = "vapi_calendar_proxy.connection_refusals"
 # Requests a client may send ahead of the answers (HTTP/1.1 pipelining); Vapi and browsers send none.
 MAX_PIPELINED = 16
-# A refusal is logged at most this often (with the count since the last line), so a flood cannot
-# turn into a log flood.
-LOG_EVERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,39 +56,13 @@ class ConnectionLimits:
     body_timeout: float = 10.0
     max_connections: int = 1000
     send_timeout: float = 10.0
-
-
-def _response(status: int, reason: str, text: str) -> bytes:
-    body = text.encode("ascii")
-    return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode("ascii") + body
-
-
-HEADER_TOO_LARGE = _response(431, "Request Header Fields Too Large", "request line and headers too large")
-TIMED_OUT = _response(408, "Request Timeout", "request not received in time")
-TOO_MANY_CONNECTIONS = _response(503, "Service Unavailable", "too many connections")
+    max_connections_per_address: int = 250
+    # Peers not bounded per address: the load balancers of `server.forwarded_allow_ips` (proxy.http.peers).
+    trusted_peers: tuple[str, ...] = ()
 
 
 class PipelineTooDeep(Exception):
     pass
-
-
-class RefusalLog:
-    """Counts refusals by kind and logs them at most once per LOG_EVERY_SECONDS."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self._logged_at = -LOG_EVERY_SECONDS
-
-    def note(self, kind: str) -> None:
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY_SECONDS:
-            self._logged_at = now
-            logger.warning("connections refused", extra={"fields": dict(self._counts)})
-            self._counts.clear()
 
 
 class LimitedConfig(uvicorn.Config):
@@ -102,8 +73,9 @@ class LimitedConfig(uvicorn.Config):
         super().__init__(app, http=LimitedHttpToolsProtocol, ws="none", **kwargs)
         self.connection_limits = limits
         self.refusals = RefusalLog()
-        # Connections waiting for a request head with no request in progress, oldest first (see connection_made).
-        self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
+        self.slots: Slots[LimitedHttpToolsProtocol] = Slots(
+            PeerKeys(limits.trusted_peers), limits.max_connections_per_address
+        )
 
 
 class LimitedHttpToolsProtocol(FastLaneProtocol):
@@ -119,8 +91,10 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self.limits = limits if isinstance(limits, ConnectionLimits) else ConnectionLimits()
         refusals = getattr(config, "refusals", None)
         self.refusals = refusals if isinstance(refusals, RefusalLog) else RefusalLog()
-        waiting = getattr(config, "waiting", None)
-        self.waiting: dict[LimitedHttpToolsProtocol, None] = waiting if isinstance(waiting, dict) else {}
+        slots = getattr(config, "slots", None)
+        self.slots: Slots[LimitedHttpToolsProtocol] = (
+            slots if isinstance(slots, Slots) else Slots(PeerKeys(), self.limits.max_connections_per_address)
+        )
         self.refused = False
         self.pipeline_too_deep = False
         self.completed = 0
@@ -128,21 +102,31 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self.head_bytes = 0
         self.head_started_at = 0.0
         self.head_done_at = 0.0
+        self.coalescing: CoalescingTransport | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.send_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self.limits.max_connections and not self._evict_oldest_waiting():
+        peer = transport.get_extra_info("peername")
+        key = self.slots.keys.key(peer[0] if isinstance(peer, tuple) else None)
+        if self.slots.peer_full(key):
+            refusal = None if self._evict(self.slots.victim(key, of_peer=True)) else TOO_MANY_FROM_PEER
+        elif len(self.connections) >= self.limits.max_connections:
+            refusal = None if self._evict(self.slots.victim()) else TOO_MANY_CONNECTIONS
+        else:
+            refusal = None
+        if refusal is not None:
             # Refused before anything is parsed or buffered: the descriptor is free again at once.
             self.refused = True
             self.transport = transport
-            transport.write(TOO_MANY_CONNECTIONS)
+            transport.write(refusal)
             transport.close()
-            self._note("too_many_connections")
+            self._note("too_many_connections" if refusal is TOO_MANY_CONNECTIONS else "too_many_from_address")
             return
         # Every write of the connection joins the others of its event-loop turn: one send(2) per answer.
-        super().connection_made(CoalescingTransport(transport, self.loop))
-        self.waiting[self] = None
+        self.coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(self.coalescing)
+        self.slots.take(self, key)
         self.head_started_at = self.loop.time()
         self.deadline = self.loop.call_later(self.limits.header_timeout, self._check_deadlines)
 
@@ -153,7 +137,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         if self.send_deadline is not None:
             self.send_deadline.cancel()
             self.send_deadline = None
-        self.waiting.pop(self, None)
+        self.slots.release(self)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -164,19 +148,17 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
             self.transport.flush()
         super().eof_received()
 
-    def _evict_oldest_waiting(self) -> bool:
-        """At the cap, a new connection replaces the one that has waited longest for a request head with
-        nothing in progress (idle, half-sent or kept alive), as nginx reuses keep-alive connections when it
-        runs out: connections held open by whoever sends nothing never lock real calls out. Only when every
-        connection has a request in progress is the new one refused."""
-        for victim in self.waiting:
-            del self.waiting[victim]
-            self.connections.discard(victim)
-            victim._disarm()
-            victim.transport.abort()  # owed nothing: not even the flush of a buffered answer
-            self._note("evicted")
-            return True
-        return False
+    def _evict(self, victim: LimitedHttpToolsProtocol | None) -> bool:
+        """A new connection replaces `victim`, the one that has been owed nothing longest (as nginx reuses
+        keep-alive connections when it runs out); without one, the new connection is refused."""
+        if victim is None:
+            return False
+        self.slots.release(victim)
+        self.connections.discard(victim)
+        victim._disarm()
+        victim.transport.abort()  # owed nothing: not even the flush of a buffered answer
+        self._note("evicted")
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.refused or self.transport.is_closing():
@@ -221,6 +203,9 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
 
     # Parser callbacks
     def on_message_begin(self) -> None:
+        # A request begins: the keep-alive timer armed by the answer before it (the lane answers inside this
+        # same read) must not cut it while it is in flight.
+        self._unset_keepalive_if_required()
         super().on_message_begin()
         # The first request's head is timed from connection_made, so a peer that never sends is closed too.
         # Only timestamps here: the one timer per connection checks them when it fires (no timer per request).
@@ -234,7 +219,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
             self.pipeline_too_deep = True
             raise PipelineTooDeep
         self.reading_head = False
-        self.waiting.pop(self, None)
+        self.slots.busy(self)
         self.head_done_at = self.loop.time()
         super().on_headers_complete()
 
@@ -250,12 +235,18 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self._mark_waiting()
 
     def _mark_waiting(self) -> None:
-        # Waiting (and so evictable) once the request is read and answered, unless a pipelined one is queued.
+        # Evictable once the request is answered, unless a pipelined one is queued: the rest of a body the
+        # app did not read (a 404 answers at once) is owed nothing, and reading_head may still be False.
         cycle = self.cycle
         idle = cycle is None or cycle.response_complete
-        if self.reading_head and idle and not self.pipeline and not self.transport.is_closing():
-            self.waiting.pop(self, None)  # re-inserted last: the most recently used is evicted last
-            self.waiting[self] = None
+        if idle and not self.pipeline and not self.transport.is_closing():
+            self.slots.evictable_now(self)
+
+    def timeout_keep_alive_handler(self) -> None:
+        # Only between requests: never while one is in flight (its own answer re-arms the timer).
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.pipeline:
+            super().timeout_keep_alive_handler()
 
     def _note(self, kind: str) -> None:
         self.refusals.note(kind)
@@ -305,6 +296,14 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
             self.transport.write(response)
         self.transport.close()
         self._note(kind)
+
+    def _lane_may_write(self) -> bool:
+        # The lane answers a whole request within the read that completes it, so uvicorn's pipeline never
+        # counts it: its answers not yet sent (this turn's writes) are bounded as a pipeline is. Past
+        # MAX_PIPELINED a request takes the ASGI cycle, and those behind it queue (reading paused) or are cut
+        # off, so one read loop cannot answer thousands of pipelined calls while other connections wait.
+        coalescing = self.coalescing
+        return coalescing is not None and coalescing.turn_writes < MAX_PIPELINED and super()._lane_may_write()
 
     def pause_writing(self) -> None:
         super().pause_writing()

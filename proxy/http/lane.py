@@ -8,7 +8,8 @@ and then answered in place with the bytes the ASGI path would have sent, uvicorn
 (`date`, `server`) first, as its `send()` writes them. Anything the lane does not answer (a body over
 LANE_BODY_BYTES, a call that is not warm, an `Expect: 100-continue`, an app other than the served one,
 such as uvicorn's 503 under `limit_concurrency`, a server with uvicorn's access log on, which only
-the ASGI cycle writes) starts the ASGI app as usual, with the body already read. tests/test_lane.py
+the ASGI cycle writes, a peer that is not reading its answers: writing paused) starts the ASGI app as
+usual, with the body already read. tests/test_lane.py
 compares the two over real sockets.
 """
 
@@ -79,9 +80,17 @@ class FastLaneProtocol(HttpToolsProtocol):
             if lane is None or not self._answer_in_lane(cycle, lane):
                 super()._start_asgi_task(cycle, app)
 
+    def _lane_may_write(self) -> bool:
+        """Whether an answer may be written now: not while the peer is not reading its answers (writing
+        paused). Declined, the call goes to the ASGI cycle, which waits for the drain before it writes, and
+        the requests behind it queue in uvicorn's pipeline, reading paused, bounded (proxy.http.connections)."""
+        return not self.flow.write_paused
+
     def _answer_in_lane(self, cycle: RequestResponseCycle, lane: FastLane) -> bool:
         if cycle.disconnected:
             return True  # nobody to answer; the ASGI app would only see the disconnect
+        if not self._lane_may_write():
+            return False
         # The body uvicorn joined (already bytes, not copied); the path: each agency tenant has its own.
         answer = lane.answer(bytes(cycle.body), path=cycle.scope["path"])
         if answer is None:

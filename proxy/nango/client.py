@@ -32,6 +32,7 @@ __all__ = [
     "NangoSettings",
     "RateLimit",
     "RequestGate",
+    "created_at",
     "owner_of",
     "parse_connection",
     "pick_connection",
@@ -140,7 +141,8 @@ def owner_of(
     return None
 
 
-def _timestamp(created: str) -> float:
+def created_at(created: str) -> float:
+    """Epoch seconds of a connection's `created`; -inf when it cannot be read."""
     try:
         moment = datetime.fromisoformat(created)
     except ValueError:
@@ -150,7 +152,7 @@ def _timestamp(created: str) -> float:
 
 def rank_connection(conn: Connection) -> tuple[bool, float, str]:
     """Sort key: healthy before unhealthy, then newest, then connection id so ties stay deterministic."""
-    return (conn.healthy, _timestamp(conn.created), conn.connection_id)
+    return (conn.healthy, created_at(conn.created), conn.connection_id)
 
 
 def pick_connection(conns: Iterable[Connection]) -> Connection | None:

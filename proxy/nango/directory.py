@@ -309,12 +309,14 @@ class ConnectionDirectory:
         return known.connection_id if known is not None else None
 
     def forget_connection(self, connection_id: str, user_id: str | None = None, *, announce: bool = True) -> None:
-        """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out."""
+        """Nango says the connection does not exist (deleted), or is not `user_id`'s: stop handing it out
+        (to `user_id` only, in the second case: its real owner keeps it, see `ConnectionIndex.forget`)."""
         self._generation += 1
-        self._indexer.apply(functools.partial(ConnectionIndex.remove, connection_id=connection_id, user_id=user_id))
+        self._indexer.apply(functools.partial(ConnectionIndex.forget, connection_id=connection_id, user_id=user_id))
         if announce and self.listener is not None:
             self.listener.connection_forgotten(connection_id, user_id)
-        for cached in [u for u, c in self._cache.items() if c.connection_id == connection_id]:
+        owned = [u for u, c in self._cache.items() if c.connection_id == connection_id]
+        for cached in owned if user_id is None else [u for u in owned if u == user_id]:
             del self._cache[cached]
             self._last_good.pop(cached, None)
 

@@ -5,25 +5,28 @@ the fresh record of one connection, a confirmed deletion `remove`s it. The same 
 step, so the answer never depends on the order in which a replica learnt things:
 
 - a user's connection: healthy before unhealthy, then the newest `created`, then the connection id;
-- a line (number or Vapi phone-number id) claimed by several connections: the same rule. The losers
-  stay listed as conflicts (`conflicts()`), so they show in `connections`, a metric and the log.
+- a line (number or Vapi phone-number id) claimed by several users' connections: the first healthy claimant
+  keeps it (`line_owner`), so a new connection tagged with a number in use never takes the line; moving a
+  line is an admin's act (`vapi-calendar-proxy assign`). The other claims stay listed as conflicts
+  (`conflicts()`), so they show in `connections`, a metric and the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from proxy.nango.client import Connection, rank_connection
+from proxy.nango.client import Connection, created_at, rank_connection
 
-__all__ = ["ClaimKind", "Conflict", "ConnectionIndex"]
+__all__ = ["ClaimKind", "Conflict", "ConnectionIndex", "claimant", "line_owner"]
 
 ClaimKind = str  # "to" (E.164 number) or "phone_number_id"
 
 
 @dataclass(frozen=True)
 class Conflict:
-    """Several connections claim one line: `winner` routes it, `losers` are ignored until fixed."""
+    """Several users' connections claim one line: `winner` routes it, `losers` are ignored until fixed."""
 
     kind: ClaimKind
     value: str
@@ -33,6 +36,28 @@ class Conflict:
 
 def _better(a: Connection, b: Connection) -> Connection:
     return a if rank_connection(a) >= rank_connection(b) else b
+
+
+def claimant(conn: Connection) -> str:
+    """Who a line claim is made for: the connection's user (a user's several connections are one claimant)."""
+    return conn.user_id if conn.user_id is not None else "\0" + conn.connection_id
+
+
+def line_owner(claims: Sequence[Connection]) -> Connection:
+    """Who keeps a line several connections claim: the first healthy claimant. Among the healthy claims (all,
+    when none is), the claimant whose oldest claiming connection is the oldest (`created`, an unreadable one
+    counting as newest; then the connection id); of that claimant's connections, the one its user entry
+    would pick (healthy, newest). The same answer in whatever order the claims were learnt."""
+    pool = [conn for conn in claims if conn.healthy] or list(claims)
+    first: dict[str, tuple[float, str]] = {}
+    for conn in pool:
+        at = created_at(conn.created)
+        since = (math.inf if at == -math.inf else at, conn.connection_id)
+        who = claimant(conn)
+        if who not in first or since < first[who]:
+            first[who] = since
+    owner = min(first, key=lambda who: (first[who], who))
+    return max((conn for conn in pool if claimant(conn) == owner), key=rank_connection)
 
 
 class ConnectionIndex:
@@ -98,6 +123,18 @@ class ConnectionIndex:
             if current is not None and current.connection_id == connection_id:
                 del self._users[current.user_id]  # type: ignore[arg-type]
 
+    def forget(self, connection_id: str, user_id: str | None = None) -> None:
+        """Nango says the connection is gone (`user_id` None), or is not `user_id`'s. In the second case only
+        what ties it to `user_id` goes: a connection held as another user's stays theirs, lines included (a
+        webhook naming the wrong user says nothing about the connection's real owner)."""
+        held = self._tagged.get(connection_id)
+        if user_id is not None and held is not None and held.user_id != user_id:
+            current = self._users.get(user_id)
+            if current is not None and current.connection_id == connection_id:
+                del self._users[user_id]
+            return
+        self.remove(connection_id, user_id)
+
     def connections(self) -> Iterator[Connection]:
         """Every connection held, once each: `add`ing them to an empty index rebuilds this one (the shared
         index in Redis stores them so)."""
@@ -109,32 +146,42 @@ class ConnectionIndex:
                     yield conn
 
     def conflicts(self) -> Iterator[Conflict]:
-        for (kind, value), losers in self._contested.items():
-            winner = self._claims[kind].get(value)
-            if winner is not None and losers:
-                yield Conflict(kind, value, winner, tuple(losers))
+        for kind, value in self._contested:
+            if (conflict := self.conflict(kind, value)) is not None:
+                yield conflict
+
+    def conflict(self, kind: ClaimKind, value: str) -> Conflict | None:
+        """The other users' claims on a line, beside the one that routes it; None when there are none."""
+        winner = self._claims[kind].get(value)
+        if winner is None:
+            return None
+        owner = claimant(winner)
+        losers = tuple(conn for conn in self._contested.get((kind, value), ()) if claimant(conn) != owner)
+        return Conflict(kind, value, winner, losers) if losers else None
 
     def _claim(self, kind: ClaimKind, value: str, conn: Connection) -> None:
-        claims = self._claims[kind]
-        current = claims.get(value)
-        if current is None or current.connection_id == conn.connection_id:
-            claims[value] = conn
+        current = self._claims[kind].get(value)
+        if current is None:
+            self._claims[kind][value] = conn  # the usual case, and the bulk pass's: no one else claims it
             return
-        winner = _better(current, conn)
-        loser = conn if winner is current else current
-        claims[value] = winner
-        self._contested.setdefault((kind, value), []).append(loser)
+        others = (current, *self._contested.get((kind, value), ()))
+        self._settle(kind, value, [c for c in others if c.connection_id != conn.connection_id] + [conn])
 
     def _unclaim(self, kind: ClaimKind, value: str, connection_id: str) -> None:
-        claims = self._claims[kind]
+        current = self._claims[kind].get(value)
+        claims = (*((current,) if current is not None else ()), *self._contested.get((kind, value), ()))
+        self._settle(kind, value, [c for c in claims if c.connection_id != connection_id])
+
+    def _settle(self, kind: ClaimKind, value: str, claims: list[Connection]) -> None:
         key = (kind, value)
-        losers = [c for c in self._contested.pop(key, []) if c.connection_id != connection_id]
-        current = claims.get(value)
-        if current is not None and current.connection_id == connection_id:
-            del claims[value]
-            if losers:
-                best = max(losers, key=rank_connection)
-                losers.remove(best)
-                claims[value] = best
+        if not claims:
+            self._claims[kind].pop(value, None)
+            self._contested.pop(key, None)
+            return
+        winner = claims[0] if len(claims) == 1 else line_owner(claims)
+        self._claims[kind][value] = winner
+        losers = [c for c in claims if c is not winner]
         if losers:
             self._contested[key] = losers
+        else:
+            self._contested.pop(key, None)

@@ -22,8 +22,8 @@ from cachetools import TTLCache
 
 from proxy.config.snapshot import Config, InboundCall, Route, RouteKeys, User
 from proxy.metrics import Metrics
-from proxy.nango.client import Connection, NangoClient, NangoError, rank_connection
-from proxy.nango.index import ConnectionIndex
+from proxy.nango.client import Connection, NangoClient, NangoError
+from proxy.nango.index import ClaimKind, Conflict, ConnectionIndex, claimant, line_owner
 from proxy.nango.tags import TagRouting
 from proxy.numbers import mask_number
 
@@ -155,25 +155,29 @@ class LineFinder:
         if not claiming:
             self._negative[key] = True
             return None
-        return max(claiming, key=rank_connection)
+        return line_owner(claiming)
 
     def learned(self, conns: list[Connection]) -> None:
-        """Connections Nango just reported (webhook confirmation, lookup): their lines are known now."""
+        """Connections Nango just reported (webhook confirmation, lookup): their lines are known now, and a
+        claim on a line another user holds is reported at once (gauges and a log line); the holder keeps it."""
+        index = self._directory.index
         if any(conn.route is not None for conn in conns):
-            # The gauges follow at once, not only at the next index refresh (the log does at the refresh).
-            index = self._directory.index
+            # The gauges follow at once, not only at the next index refresh.
             self._metrics.tagged_lines.set(index.claimed_lines)
             self._metrics.line_conflicts.set(sum(1 for _ in index.conflicts()))
         for conn in conns:
-            for key in conn.route.claims() if conn.route is not None else ():
+            for kind, value in conn.route.claims() if conn.route is not None else ():
+                key = (kind, value)
                 self._negative.pop(key, None)
                 current = self._cache.get(key)
-                if (
-                    current is None
-                    or current.connection_id == conn.connection_id
-                    or rank_connection(conn) >= rank_connection(current)
-                ):
-                    self._cache[key] = conn
+                same = current is None or current.connection_id == conn.connection_id
+                self._cache[key] = conn if same or current is None else line_owner([current, conn])
+                conflict = index.conflict(kind, value)
+                if conflict is None and current is not None and claimant(current) != claimant(conn):
+                    keeper = self._cache[key]  # the index is off: the cached claims are all there is
+                    conflict = Conflict(kind, value, keeper, (conn if keeper is current else current,))
+                if conflict is not None and conn in (conflict.winner, *conflict.losers):
+                    _log_conflict(conflict)
 
     def _event(self, event: str) -> None:
         self._metrics.cache_events.labels(event=event).inc()
@@ -184,14 +188,23 @@ def report_conflicts(index: ConnectionIndex, metrics: Metrics) -> int:
     conflicts = list(index.conflicts())
     metrics.line_conflicts.set(len(conflicts))
     for conflict in conflicts[:LOGGED_CONFLICTS]:
-        logger.warning(
-            "tag routing conflict: %s %s is claimed by connections %s; %s routes it (healthy, then newest)",
-            conflict.kind,
-            mask_number(conflict.value) if conflict.kind == "to" else conflict.value,
-            ", ".join(c.connection_id for c in (conflict.winner, *conflict.losers)),
-            conflict.winner.connection_id,
-        )
+        _log_conflict(conflict)
     return len(conflicts)
+
+
+def _log_conflict(conflict: Conflict) -> None:
+    logger.warning(
+        "tag routing conflict: %s %s is claimed by connections %s; %s keeps it (the first healthy claimant; "
+        "move a line with `vapi-calendar-proxy assign`)",
+        conflict.kind,
+        _shown(conflict.kind, conflict.value),
+        ", ".join(c.connection_id for c in (conflict.winner, *conflict.losers)),
+        conflict.winner.connection_id,
+    )
+
+
+def _shown(kind: ClaimKind, value: str) -> str:
+    return mask_number(value) if kind == "to" else value
 
 
 # Routes made from Nango connection tags: what a call to a tagged line gets, with the configured defaults.

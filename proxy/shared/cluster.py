@@ -10,7 +10,10 @@
   A replica that was not subscribed meanwhile replays them from the overlay when it is again (`CatchUp`).
 - Nango budget and breaker: every Nango request takes a token from the shared bucket, every response feeds
   it; outage-like failures count towards one breaker for the cluster.
-- Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`).
+- Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`); wrong
+  booking references are counted across replicas (`SharedWrongGuesses`).
+- Trust: announcements and the index are signed with a key from the Nango secret key (`proxy.shared.signing`);
+  what does not verify is ignored, so access to Redis alone cannot change what a replica serves.
 Whenever Redis cannot answer in time, each piece does what a replica on its own does.
 """
 
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from proxy.metrics import Metrics
@@ -36,17 +39,12 @@ from proxy.nango.index import ConnectionIndex
 from proxy.nango.ratelimit import BACKGROUND_RESERVE
 from proxy.shared.budget import SharedBreaker, TokenBucket
 from proxy.shared.catchup import CatchUp
+from proxy.shared.effects import MAX_ANNOUNCED_CONNECTIONS, entry_of
 from proxy.shared.fanout import Announcement, Fanout
-from proxy.shared.index import (
-    IndexMeta,
-    IndexStore,
-    OverlayEntry,
-    apply_overlay,
-    decode_chunk,
-    decode_connection,
-    encode_connection,
-)
+from proxy.shared.guesses import SharedWrongGuesses
+from proxy.shared.index import IndexMeta, IndexStore, OverlayEntry, apply_overlay, encode_connection
 from proxy.shared.locks import Lease, LeasedLock, RedisUserLocks
+from proxy.shared.signing import Signer
 from proxy.shared.store import RedisSettings, SharedStore, SharedUnavailable
 
 __all__ = ["Cluster"]
@@ -62,38 +60,7 @@ INDEX_POLL_SECONDS = 30.0
 # Writes to Redis no call waits for (webhook overlay, budget feed, breaker counts); beyond this many in
 # flight, new ones are dropped: Redis is slow and each replica manages on its own meanwhile.
 MAX_PENDING_WRITES = 256
-# Bounds on announced fields: anything longer is not ours.
-MAX_FIELD_CHARS = 512
-MAX_ANNOUNCED_CONNECTIONS = 50
-
 IndexId = tuple[int, float]
-
-
-def _field(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_FIELD_CHARS else None
-
-
-def _entry_of(message: Announcement) -> OverlayEntry | None:
-    """A user/forget/learn/suspend announcement as the overlay entry it also wrote; None for others or junk."""
-    data, at_ms = message.data, int(message.sent_at * 1000)
-    if message.kind in ("forget", "suspend"):
-        connection_id = _field(data, "c")
-        owner = _field(data, "u") if message.kind == "forget" else None
-        return OverlayEntry(at_ms, message.kind, connection_id, owner=owner) if connection_id else None
-    if message.kind not in ("user", "learn"):
-        return None
-    raw = data.get("cs")
-    if not isinstance(raw, list) or len(raw) > MAX_ANNOUNCED_CONNECTIONS:
-        return None
-    try:
-        conns = tuple(decode_connection(item) for item in raw)
-    except (TypeError, ValueError):
-        return None
-    if message.kind == "learn":
-        return OverlayEntry(at_ms, "put", conns[0].connection_id, conns) if conns else None
-    user_id = _field(data, "u")
-    return OverlayEntry(at_ms, "user", user_id, conns) if user_id is not None else None
 
 
 class Cluster:
@@ -106,15 +73,22 @@ class Cluster:
         client: NangoClient | None,
         nango: NangoSettings,
         metrics: Metrics,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._wall_clock = wall_clock
         self.store = SharedStore(settings, metrics)
         self.locks = LeasedLock(self.store)
-        self.indexes = IndexStore(self.store, ttl=max(3 * nango.index_refresh_interval, 3600.0))
-        self.fanout = Fanout(self.store, metrics)
+        ttl = max(3 * nango.index_refresh_interval, 3600.0)
+        # Announcements and the index are signed with a key from the Nango secret key (proxy.shared.signing).
+        self.signer = Signer(nango.secret_key)
+        self.indexes = IndexStore(self.store, signer=self.signer, ttl=ttl, wall_clock=wall_clock)
+        self.fanout = Fanout(self.store, metrics, self.signer, wall_clock=wall_clock)
         self.bucket = TokenBucket(self.store)
         self.breaker = SharedBreaker(self.store, threshold=BREAKER_THRESHOLD, open_seconds=FAILURE_TTL_SECONDS)
         self.user_locks = RedisUserLocks(self.locks)
-        self.catch_up = CatchUp(self.indexes, self._apply_entry)
+        self.guesses = SharedWrongGuesses(self.store)  # wrong booking references, counted cluster-wide
+        self.catch_up = CatchUp(self.indexes, self._apply_entry, wall_clock=wall_clock)
         self._directory = directory
         self._interval = nango.index_refresh_interval
         self._index_enabled = client is not None and self._interval > 0
@@ -177,15 +151,15 @@ class Cluster:
                 "user %s has %d connections: not shared, other replicas learn at refresh", user_id, len(conns)
             )
             return
-        entry = OverlayEntry(int(time.time() * 1000), "user", user_id, tuple(conns))
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "user", user_id, tuple(conns))
         self._spawn(self._share(entry, {"u": user_id, "cs": [encode_connection(c) for c in conns]}))
 
     def connection_forgotten(self, connection_id: str, user_id: str | None) -> None:
-        entry = OverlayEntry(int(time.time() * 1000), "forget", connection_id, owner=user_id)
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "forget", connection_id, owner=user_id)
         self._spawn(self._share(entry, {"c": connection_id, "u": user_id}))
 
     def connection_suspended(self, connection_id: str) -> None:
-        entry = OverlayEntry(int(time.time() * 1000), "suspend", connection_id)
+        entry = OverlayEntry(int(self._wall_clock() * 1000), "suspend", connection_id)
         self._spawn(self._share(entry, {"c": connection_id}))
 
     def connections_learned(self, conns: list[Connection]) -> None:
@@ -194,7 +168,7 @@ class Cluster:
                 "a line lookup listed %d connections: not shared, other replicas learn at refresh", len(conns)
             )
             return
-        at_ms = int(time.time() * 1000)
+        at_ms = int(self._wall_clock() * 1000)
         entries = [OverlayEntry(at_ms, "put", conn.connection_id, (conn,)) for conn in conns]
         self._spawn(self._share_learned(entries, {"cs": [encode_connection(c) for c in conns]}))
 
@@ -246,7 +220,7 @@ class Cluster:
 
     def _announced(self, message: Announcement) -> None:
         data = message.data
-        entry = _entry_of(message)
+        entry = entry_of(message)
         if entry is not None:
             fields = [f"p:{c.connection_id}" for c in entry.connections] if entry.op == "put" else [entry.field]
             self.catch_up.heard(message.sent_at, fields)
@@ -269,7 +243,7 @@ class Cluster:
             self._directory.forget_connection(entry.subject, entry.owner, announce=False)
         elif entry.op == "put" and entry.connections:
             self._directory.learn(list(entry.connections), announce=False)
-        elif entry.op == "suspend" and time.time() * 1000 - entry.at_ms < UNCONFIRMED_FAILURE_SECONDS * 1000:
+        elif entry.op == "suspend" and self._wall_clock() * 1000 - entry.at_ms < UNCONFIRMED_FAILURE_SECONDS * 1000:
             self._directory.suspend(entry.subject, announce=False)
 
     # The index --------------------------------------------------------------------------------------
@@ -279,7 +253,7 @@ class Cluster:
         while True:
             self._wake.clear()
             try:
-                delay = await self._index_round()
+                delay = await self.refresh_round()
             except SharedUnavailable:
                 delay = await self._local_round()
             with contextlib.suppress(TimeoutError):
@@ -294,11 +268,12 @@ class Cluster:
         ok = await self._directory.refresh_index()
         return self._interval if ok else min(self._interval, REFRESH_RETRY_SECONDS)
 
-    async def _index_round(self) -> float:
+    async def refresh_round(self) -> float:
+        """One look at the shared index: load a newer one, or build it when due (under the lease); returns the
+        seconds until the next look. Raises SharedUnavailable when Redis cannot answer."""
         meta = await self.indexes.meta()
-        if meta is not None:
-            await self._load(meta)
-            age = time.time() - meta.built_at
+        if meta is not None and await self._load(meta):
+            age = self._wall_clock() - meta.built_at
             if age < self._interval:
                 return min(self._interval - age, INDEX_POLL_SECONDS)
         lease = await self.locks.try_acquire("index", INDEX_LEASE_SECONDS, background=True)
@@ -309,37 +284,45 @@ class Cluster:
         finally:
             await self.locks.release(lease)
 
-    async def _load(self, meta: IndexMeta) -> None:
+    async def _load(self, meta: IndexMeta) -> bool:
+        """Serve `meta`'s build; False when it cannot be (chunks gone or not signed, or older than the one
+        served: a replayed build), and then this replica builds one."""
         if self._index_id == (meta.version, meta.built_at):
-            return
+            return True
+        if self._index_id is not None and meta.built_at < self._index_id[1]:
+            return False
         with self._directory.recording_effects() as effects:
             loaded = await self.indexes.load(meta)
             if loaded is None:
-                return
+                return False
             chunks, overlay = loaded
             index = ConnectionIndex()
-            for chunk in chunks:
-                for conn in decode_chunk(chunk):
+            for n, chunk in enumerate(chunks):
+                try:
+                    conns = self.indexes.chunk(meta, n, chunk)
+                except ValueError:
+                    return False
+                for conn in conns:
                     index.add(conn)
                 await asyncio.sleep(0)  # calls go first: a chunk is ~2 ms of work
         for entry in overlay:
             apply_overlay(index, entry)
-        self._directory.install_index(index, effects, age=max(time.time() - meta.built_at, 0.0))
+        self._directory.install_index(index, effects, age=max(self._wall_clock() - meta.built_at, 0.0))
         self._index_id = (meta.version, meta.built_at)
         logger.info("shared index %d loaded: %d users", meta.version, len(index))
+        return True
 
     async def _build(self, lease: Lease) -> float:
         meta = await self.indexes.meta()  # someone may have published while we asked for the lease
-        if meta is not None and time.time() - meta.built_at < self._interval:
-            await self._load(meta)
+        if meta is not None and self._wall_clock() - meta.built_at < self._interval and await self._load(meta):
             return INDEX_WAIT_SECONDS
         snapshot, age = self._directory.index_snapshot()
         if meta is None and age is not None and age < self._interval and len(snapshot):
             # Redis lost the index (restarted empty): ours is fresh, put it back without asking Nango.
             logger.info("shared index missing; restoring this replica's (%d users)", len(snapshot))
-            await self._publish(lease, snapshot, started_at=time.time() - age)
+            await self._publish(lease, snapshot, started_at=self._wall_clock() - age)
             return min(self._interval - age, INDEX_POLL_SECONDS)
-        started_at = time.time()
+        started_at = self._wall_clock()
         keeper = asyncio.create_task(self._keep(lease))
         try:
             with self._directory.recording_effects() as effects:
@@ -350,7 +333,9 @@ class Cluster:
         if index is None:
             return min(self._interval, REFRESH_RETRY_SECONDS)
         self._directory.install_index(index, effects)
-        logger.info("nango index refreshed for the cluster: %d users in %.1fs", len(index), time.time() - started_at)
+        logger.info(
+            "nango index refreshed for the cluster: %d users in %.1fs", len(index), self._wall_clock() - started_at
+        )
         await self._publish(lease, index, started_at=started_at)
         return self._interval
 

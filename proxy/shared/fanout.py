@@ -4,6 +4,10 @@ Pub/sub delivers in well under a millisecond on a LAN and loses what is sent whi
 disconnected. So announcements only speed things up: whatever they carry is also written to Redis
 (the index overlay, the breaker key), and a subscriber that (re)connects calls `on_subscribed` so its
 owner reads that state back.
+
+Anyone allowed to publish on the channel could announce anything, so every announcement is signed
+(`proxy.shared.signing`) and dated: one that does not verify, is older than `MAX_ANNOUNCEMENT_AGE` by its
+sender's clock, or was already delivered, is counted and dropped.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cachetools import TTLCache
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from proxy.metrics import Metrics
+from proxy.shared.signing import MAC_CHARS, Signer
 from proxy.shared.store import SharedStore, raise_if_cancelling
 
 __all__ = ["Announcement", "Fanout"]
@@ -32,6 +38,10 @@ logger = logging.getLogger(__name__)
 RECONNECT_SECONDS = 0.2
 # An announcement larger than this is not ours (or is hostile): ignored unread.
 MAX_MESSAGE_BYTES = 65536
+# An announcement further from this replica's clock than this is not applied: a replay, or a clock far off.
+MAX_ANNOUNCEMENT_AGE = 30.0
+# Announcements remembered (by their MAC) for that long, so a replayed one is dropped; more than a cluster sends.
+SEEN_ANNOUNCEMENTS = 8192
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,13 @@ class Fanout:
 
     store: SharedStore
     metrics: Metrics
+    signer: Signer
     wall_clock: Callable[[], float] = time.time
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    _seen: TTLCache[bytes, bool] = field(
+        default_factory=lambda: TTLCache(SEEN_ANNOUNCEMENTS, 2 * MAX_ANNOUNCEMENT_AGE), repr=False
+    )
 
     @property
     def channel(self) -> str:
@@ -60,7 +74,8 @@ class Fanout:
 
     async def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Announce to every replica (this one ignores its own). Raises SharedUnavailable."""
-        message = orjson.dumps({"k": kind, "d": data, "o": self.replica_id, "t": self.wall_clock()})
+        body = orjson.dumps({"k": kind, "d": data, "o": self.replica_id, "t": self.wall_clock()})
+        message = self.signer.seal(self.channel, body)
 
         async def publish(redis: Any) -> int:
             return int(await redis.publish(self.channel, message))
@@ -68,14 +83,28 @@ class Fanout:
         await self.store.run("publish", publish)
 
     def parse(self, raw: object) -> Announcement | None:
+        """Another replica's announcement, or None: this replica's own, or one that is not to be applied
+        (too large, unsigned, forged, stale, replayed: those are counted as rejected)."""
         if not isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_BYTES:
+            self.store.rejected("announcement")
             return None
+        opened = self.signer.open(self.channel, raw)
         try:
-            body = orjson.loads(raw)
+            if opened is None:
+                raise ValueError("unsigned, forged, or another cluster's")
+            body = orjson.loads(opened)
             message = Announcement(str(body["k"]), dict(body["d"]), str(body["o"]), float(body["t"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self.store.rejected("announcement")
             return None
-        return None if message.origin == self.replica_id else message
+        if message.origin == self.replica_id:
+            return None
+        mac = raw[:MAC_CHARS]
+        if abs(self.wall_clock() - message.sent_at) > MAX_ANNOUNCEMENT_AGE or mac in self._seen:
+            self.store.rejected("announcement")
+            return None
+        self._seen[mac] = True
+        return message
 
     async def run(self, handler: Callable[[Announcement], None], on_subscribed: Callable[[], None]) -> None:
         """Deliver announcements until cancelled (app lifespan), reconnecting whenever the link breaks."""

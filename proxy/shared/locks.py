@@ -99,7 +99,7 @@ class LeasedLock:
             return int(await redis.eval(_RELEASE, 1, lock_key, str(held.token)))
 
         try:
-            return bool(await self._store.run("unlock", release))
+            return bool(await self._store.run("unlock", release, even_if_down=True))
         except SharedUnavailable:
             return False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,8 +33,12 @@ T = TypeVar("T")
 
 # Operation names that may appear as metric labels: a fixed set keeps the series bounded.
 OPERATIONS = frozenset(
-    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker"}
+    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker", "guesses"}
 )
+# What `rejected` counts (result "rejected"): values read from Redis that failed their signature.
+SIGNED = frozenset({"announcement", "overlay", "index"})
+# A flood of forged values is logged once a minute at most; the metric counts every one.
+REJECTION_LOG_SECONDS = 60.0
 
 
 def raise_if_cancelling() -> None:
@@ -133,6 +138,7 @@ class SharedStore:
         self._restart_listeners: list[Callable[[], None]] = []
         self._recovery_listeners: list[Callable[[], None]] = []
         self._probe: asyncio.Task[None] | None = None
+        self._rejection_logged_at = -math.inf
 
     def __repr__(self) -> str:
         return f"SharedStore({self.settings.describe()!r}, prefix={self.prefix!r})"
@@ -153,10 +159,19 @@ class SharedStore:
         """Call `listener` when Redis answers again after a failure (anything announced meanwhile was lost)."""
         self._recovery_listeners.append(listener)
 
-    async def run(self, operation: str, action: Callable[[Redis], Awaitable[T]], *, background: bool = False) -> T:
-        """`action(redis)` within the call or background timeout; raises SharedUnavailable instead of waiting."""
+    async def run(
+        self,
+        operation: str,
+        action: Callable[[Redis], Awaitable[T]],
+        *,
+        background: bool = False,
+        even_if_down: bool = False,
+    ) -> T:
+        """`action(redis)` within the call or background timeout; raises SharedUnavailable instead of waiting.
+        `even_if_down`: try even within `retry_after` of a failure (freeing a lock: the failure may have been
+        one command's, and a lock left held stalls its next taker for the whole lease)."""
         label = operation if operation in OPERATIONS else "other"
-        if self._clock() < self._down_until:
+        if self._clock() < self._down_until and not even_if_down:
             self._count(label, "skipped")
             raise SharedUnavailable(f"redis unavailable ({self._last_error})")
         timeout = self.settings.background_timeout if background else self.settings.op_timeout
@@ -174,6 +189,18 @@ class SharedStore:
         if not self._up:
             self._recovered()
         return result
+
+    def rejected(self, what: str) -> None:
+        """A value read from Redis failed its signature (forged, another cluster's or version's) and was ignored."""
+        self._count(what if what in SIGNED else "other", "rejected")
+        now = self._clock()
+        if now - self._rejection_logged_at >= REJECTION_LOG_SECONDS:
+            self._rejection_logged_at = now
+            logger.warning(
+                "redis: an unsigned or forged %s was ignored (another cluster's or version's, or written by someone "
+                'with access to this Redis); vapi_proxy_redis_operations_total{result="rejected"} counts them',
+                what,
+            )
 
     def _failed(self, error: str) -> None:
         if self._up or self._last_error is None:
