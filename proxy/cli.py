@@ -227,8 +227,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    config = _load(args.config)
-    if config is not None and not config.auth.configured and not args.insecure:
+    config = _load_any(args.config)
+    if isinstance(config, Agency):
+        config = _servable_agency(config, args)
+    elif config is not None and not config.auth.configured and not args.insecure:
         print(
             "error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
             "refusing to start. For local experiments only, pass --insecure.",
@@ -254,6 +256,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level.upper(),
         listener=listener,
     )
+
+
+def _servable_agency(agency: Agency, args: argparse.Namespace) -> Agency | None:
+    """An agency starts only with every tenant valid and authenticated (a reload may later keep one
+    tenant's last good config; at start there is none), and in one worker process per replica."""
+    from proxy.reload import NO_AUTH
+
+    if not args.insecure:
+        agency = agency.without_unauthenticated(NO_AUTH)
+    if agency.errors:
+        for issue in agency.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{agency.file}: {len(agency.errors)} tenant(s) invalid; not started", file=sys.stderr)
+        return None
+    if args.workers > 1:
+        print("error: an agency file is served by one worker per replica: scale with replicas", file=sys.stderr)
+        return None
+    return agency
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

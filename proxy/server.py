@@ -19,11 +19,12 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from proxy.agency import create_agency_app
 from proxy.app import create_app
-from proxy.config import Config, load_config
+from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.logs import LogFormat, configure_logging, get_logger
-from proxy.runtime import Runtime
+from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
@@ -41,7 +42,7 @@ class DrainingServer(uvicorn.Server):
     closes the listener and waits for in-flight requests, and the process exits 0. A second signal
     exits at once."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, shutdown_delay: float) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime | Tenants, shutdown_delay: float) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.shutdown_delay = shutdown_delay
@@ -72,12 +73,12 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def drain_timeout(config: Config) -> int:
+def drain_timeout(config: Config | Agency) -> int:
     """uvicorn's graceful-shutdown budget (whole seconds): 0 cancels in-flight requests at once."""
     return math.ceil(config.server.drain_seconds)
 
 
-def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
+def uvicorn_config(config: Config | Agency, app: object, **kwargs: Any) -> LimitedConfig:
     """uvicorn's settings from the `server:` section: connection limits, keep-alive, forwarded headers."""
     server = config.server
     cap = connection_cap(server.max_connections)
@@ -111,7 +112,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
 
 
 def serve(
-    config: Config,
+    config: Config | Agency,
     *,
     host: str,
     port: int,
@@ -137,9 +138,12 @@ def serve(
         with shared_metrics_directory():
             Multiprocess(multi, sockets=[multi.bind_socket()]).run()
         return 0
-    app = create_app(config, insecure=insecure, config_path=config.file)
+    if isinstance(config, Agency):
+        app = create_agency_app(config, insecure=insecure, config_path=config.file)
+    else:
+        app = create_app(config, insecure=insecure, config_path=config.file)
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
     server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
@@ -165,7 +169,14 @@ def app_from_environment() -> Starlette:
     """The app of one worker process (`serve --workers N`, or uvicorn run directly, as bench/run.py does)."""
     configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"), os.environ.get(LOG_LEVEL_ENV, "INFO"))  # type: ignore[arg-type]
     path = os.environ[CONFIG_ENV]
-    app = create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
+    insecure = bool(os.environ.get(INSECURE_ENV))
+    loaded = load_deployment(path)
+    if isinstance(loaded, Agency):
+        if loaded.errors:  # as `serve`: an agency starts with every tenant valid
+            raise ConfigError(loaded.issues)
+        app = create_agency_app(loaded, insecure=insecure, config_path=path)
+    else:
+        app = create_app(loaded, insecure=insecure, config_path=path)
     drain_on_signals(app)
     freeze_startup_objects()
     return app
@@ -182,7 +193,7 @@ def drain_on_signals(app: Starlette) -> None:
     """DrainingServer's drain for a server we do not construct (uvicorn's workers run its plain Server):
     while the app runs, a handler in front of uvicorn's own turns /readyz 503 on the first SIGTERM/SIGINT
     and passes the signal on to uvicorn `shutdown_delay_seconds` later; a second one passes at once."""
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -38,7 +38,7 @@ class FastLane(Protocol):
 
     def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool: ...
 
-    def answer(self, body: bytes) -> bytes | None: ...
+    def answer(self, body: bytes, *, path: str) -> bytes | None: ...
 
 
 class FastLaneProtocol(HttpToolsProtocol):
@@ -91,7 +91,8 @@ class FastLaneProtocol(HttpToolsProtocol):
             return True  # nobody to answer; the ASGI app would only see the disconnect
         if not self._lane_may_write():
             return False
-        answer = lane.answer(bytes(cycle.body))  # the body uvicorn joined: already bytes, not copied
+        # The body uvicorn joined (already bytes, not copied); the path: each agency tenant has its own.
+        answer = lane.answer(bytes(cycle.body), path=cycle.scope["path"])
         if answer is None:
             return False
         # What RequestResponseCycle.send writes for http.response.start and one http.response.body.
