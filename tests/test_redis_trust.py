@@ -15,9 +15,10 @@ from proxy.metrics import Metrics
 from proxy.nango.directory import ConnectionDirectory
 from proxy.secret import Secret
 from proxy.shared import Cluster, RedisSettings
+from tests.helpers import eventually
 from tests.nango_fakes import FakeClock, FakeNango, auth_webhook, make_client
 from tests.redis_server import RedisServer
-from tests.test_replicas import USERS, Replica, call, credential, eventually, replicas, user, webhook
+from tests.test_replicas import USERS, Replica, call, credential, replicas, user, webhook
 from tests.test_replicas import FakeNango as ReplicasNango
 
 pytestmark = pytest.mark.anyio
