@@ -12,6 +12,13 @@ Google's rules the fake enforces (https://developers.google.com/calendar/api/v3/
   `privateExtendedProperty`, `timeMin` (< end) and `timeMax` (> start), `orderBy=startTime` needs
   `singleEvents=true`;
 - every event carries `created`/`updated` in UTC with milliseconds, `created` strictly increasing here;
+- freeBusy (https://developers.google.com/calendar/api/v3/reference/freebusy/query) counts an event busy unless
+  it is cancelled, transparent, a working location, or an invitation its calendar's owner (the attendee with
+  `self: true`) declined; tentative and unanswered (`needsAction`) invitations are busy. A range longer than
+  `FREEBUSY_MAX_DAYS` is refused with `timeRangeTooLong` (Google documents no bound; it refuses ranges past about
+  90 days: https://github.com/calcom/cal.com/issues/11704);
+- times come back in the event's own `timeZone`, else in the calendar's (`calendar_zone`, which need not be the
+  user's), and all-day events (`date`) span the calendar zone's midnights;
 - Nango's proxy needs `Connection-Id` and `Provider-Config-Key` headers.
 """
 
@@ -25,6 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 import httpx
 import respx
@@ -79,13 +87,39 @@ def google_event(
     return event
 
 
-def events_list_body(*items: dict[str, Any]) -> dict[str, Any]:
+OWNER = "jane@example.com"
+
+
+def invitation(
+    event_id: str, start: str, end: str, response: str, *, organizer: str = "boss@example.org"
+) -> dict[str, Any]:
+    """An event someone else organised, inviting the calendar's owner, who answered `response` (needsAction,
+    declined, tentative, accepted: Google's EventAttendee.responseStatus)."""
+    event = google_event(
+        event_id,
+        start,
+        end,
+        attendees=[
+            {"email": organizer, "organizer": True, "responseStatus": "accepted"},
+            {"email": OWNER, "self": True, "responseStatus": response},
+        ],
+    )
+    return event | {"summary": "Quarterly review", "organizer": {"email": organizer}, "creator": {"email": organizer}}
+
+
+def working_location(event_id: str, start: str, end: str) -> dict[str, Any]:
+    """A working-location entry ("Working from home"): it never makes time busy."""
+    location = {"type": "homeOffice", "homeOffice": {}}
+    return google_event(event_id, start, end) | {"eventType": "workingLocation", "workingLocationProperties": location}
+
+
+def events_list_body(*items: dict[str, Any], zone: str = "America/New_York") -> dict[str, Any]:
     return {
         "kind": "calendar#events",
         "etag": '"p33c9vfnqtm4ng0g"',
         "summary": "jane@example.com",
         "updated": "2026-03-02T15:00:00.000Z",
-        "timeZone": "America/New_York",
+        "timeZone": zone,
         "accessRole": "owner",
         "defaultReminders": [{"method": "popup", "minutes": 10}],
         "items": list(items),
@@ -107,6 +141,8 @@ def nango_error(code: str, message: str) -> dict[str, Any]:
 
 
 DUPLICATE = google_error(409, "duplicate", "The requested identifier already exists.")
+TIME_RANGE_TOO_LONG = google_error(400, "timeRangeTooLong", "The requested time range is too long.")
+FREEBUSY_MAX_DAYS = 90
 DELETED = google_error(410, "deleted", "Resource has been deleted")
 NOT_FOUND = google_error(404, "notFound", "Not Found")
 INVALID_CREDENTIALS = {
@@ -152,8 +188,6 @@ def _instant(text: object, name: str, *, zone: object = None) -> datetime:
     if isinstance(text, str) and _RFC3339.fullmatch(text):
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
     if isinstance(text, str) and isinstance(zone, str) and _NAIVE.fullmatch(text):
-        from zoneinfo import ZoneInfo
-
         return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
     raise Invalid(f"Invalid value for: {name} ({text!r} is not RFC 3339 with an offset)")
 
@@ -172,8 +206,17 @@ class FakeGoogle:
     the answer that many seconds after the work is done.
     """
 
-    def __init__(self, mock: respx.MockRouter, *, latency: float | Callable[[], float] = 0.0) -> None:
+    def __init__(
+        self,
+        mock: respx.MockRouter,
+        *,
+        latency: float | Callable[[], float] = 0.0,
+        calendar_zone: str = "America/New_York",
+    ) -> None:
         self.events: dict[str, dict[str, Any]] = {}
+        self.zone = ZoneInfo(calendar_zone)
+        # (operation, sent, answered) per request on the event loop's clock: how many ran one after another.
+        self.log: list[tuple[str, float, float]] = []
         self.other_busy: list[tuple[str, str]] = []
         self.fail: dict[str, httpx.Response | Exception] = {}
         self.stall: dict[str, float] = {}
@@ -196,9 +239,36 @@ class FakeGoogle:
     def live(self) -> list[dict[str, Any]]:
         return [e for e in self.events.values() if e["status"] != "cancelled"]
 
+    def in_sequence(self) -> int:
+        """The most requests that ran one after another (each sent after the one before was answered): what
+        a tool's answer waits for at the fake's latency per request."""
+        depth: list[int] = []
+        done = sorted(self.log, key=lambda entry: entry[1])
+        for i, (_, sent, _) in enumerate(done):
+            depth.append(1 + max((depth[j] for j in range(i) if done[j][2] <= sent), default=0))
+        return max(depth, default=0)
+
+    def blocking(self) -> list[tuple[datetime, datetime]]:
+        """What freeBusy reports busy (see the module doc)."""
+        return [self.span(e) for e in self.live() if _blocks(e)]
+
+    def span(self, event: dict[str, Any]) -> tuple[datetime, datetime]:
+        return _span(event, self.zone)
+
+    def render(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event as Google answers it: times in the event's own zone, else the calendar's."""
+        shown = dict(event)
+        for key in ("start", "end"):
+            value = event.get(key)
+            if isinstance(value, dict) and "dateTime" in value:
+                moment = _instant(value["dateTime"], key, zone=value.get("timeZone"))
+                zone = ZoneInfo(value["timeZone"]) if value.get("timeZone") else self.zone
+                shown[key] = value | {"dateTime": moment.astimezone(zone).isoformat(timespec="seconds")}
+        return shown
+
     def overlapping(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Pairs of live events whose times overlap: double bookings."""
-        spans = sorted((_span(e), e["id"]) for e in self.live())
+        spans = sorted((self.span(e), e["id"]) for e in self.live() if _blocks(e))
         return [
             (self.events[a_id], self.events[b_id])
             for i, ((a_start, a_end), a_id) in enumerate(spans)
@@ -218,10 +288,12 @@ class FakeGoogle:
     async def _answer(self, op: str, work: Callable[[], httpx.Response], request: httpx.Request) -> httpx.Response:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        sent = asyncio.get_running_loop().time()
         try:
             return await self._serve(op, work, request)
         finally:
             self.in_flight -= 1
+            self.log.append((op, sent, asyncio.get_running_loop().time()))
 
     async def _serve(self, op: str, work: Callable[[], httpx.Response], request: httpx.Request) -> httpx.Response:
         await self._wait(0.5)
@@ -247,7 +319,9 @@ class FakeGoogle:
             low, high = _instant(body.get("timeMin"), "timeMin"), _instant(body.get("timeMax"), "timeMax")
             if high <= low:
                 raise Invalid("The specified time range is empty.")
-            spans = [_span(e) for e in self.live() if e.get("transparency") != "transparent"]
+            if high - low > timedelta(days=FREEBUSY_MAX_DAYS):
+                return httpx.Response(400, json=TIME_RANGE_TOO_LONG)
+            spans = self.blocking()
             spans += [(_instant(s, "busy"), _instant(e, "busy")) for s, e in self.other_busy]
             busy = [
                 {"start": _stamp(max(start, low)), "end": _stamp(min(end, high))}
@@ -267,7 +341,7 @@ class FakeGoogle:
             if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
                 raise Invalid("Invalid resource id value.")
             event_id = event_id or f"fake{next(self._ids):08d}"
-            _check_times(body)
+            _check_times(body, self.zone)
             if event_id in self.events:
                 return httpx.Response(409, json=DUPLICATE)
             stamp = self._now()
@@ -277,14 +351,14 @@ class FakeGoogle:
                 if isinstance(after, Exception):
                     raise after
                 return after
-            return httpx.Response(200, json=self.events[event_id])
+            return httpx.Response(200, json=self.render(self.events[event_id]))
 
         return await self._answer("insert", work, request)
 
     async def _get(self, request: httpx.Request, calendar_id: str, event_id: str) -> httpx.Response:
         def work() -> httpx.Response:
             event = self.events.get(unquote(event_id))
-            return httpx.Response(200, json=event) if event else httpx.Response(404, json=NOT_FOUND)
+            return httpx.Response(200, json=self.render(event)) if event else httpx.Response(404, json=NOT_FOUND)
 
         return await self._answer("get", work, request)
 
@@ -308,9 +382,9 @@ class FakeGoogle:
             changes = json.loads(request.content)
             if "id" in changes and changes["id"] != event["id"]:
                 raise Invalid("The event id cannot be changed.")
-            _check_times(event | changes)
+            _check_times(event | changes, self.zone)
             event.update(changes, updated=self._now(), sequence=event.get("sequence", 0) + 1)
-            return httpx.Response(200, json=event)
+            return httpx.Response(200, json=self.render(event))
 
         return await self._answer("patch", work, request)
 
@@ -331,16 +405,16 @@ class FakeGoogle:
                 for e in self.events.values()
                 if (deleted or e["status"] != "cancelled")
                 and all(e.get("extendedProperties", {}).get("private", {}).get(k) == v for k, v in wanted)
-                and (low is None or _span(e)[1] > low)
-                and (high is None or _span(e)[0] < high)
+                and (low is None or self.span(e)[1] > low)
+                and (high is None or self.span(e)[0] < high)
             ]
-            items.sort(key=lambda e: (_span(e)[0], e["id"]))
+            items.sort(key=lambda e: (self.span(e)[0], e["id"]))
             token = params.get("pageToken", "page:0")
             if not token.startswith("page:") or not token[5:].isdigit():
                 raise Invalid("Invalid page token value.")
             offset = int(token[5:])
             page = items[offset : offset + size]
-            body: dict[str, Any] = events_list_body(*page)
+            body: dict[str, Any] = events_list_body(*map(self.render, page), zone=self.zone.key)
             if offset + size < len(items):
                 body["nextPageToken"] = f"page:{offset + size}"
             return httpx.Response(200, json=body)
@@ -348,17 +422,27 @@ class FakeGoogle:
         return await self._answer("list", work, request)
 
 
-def _span(event: dict[str, Any]) -> tuple[datetime, datetime]:
+def _span(event: dict[str, Any], zone: ZoneInfo) -> tuple[datetime, datetime]:
     start, end = event["start"], event["end"]
+    if "date" in start and "dateTime" not in start:  # all day: from the calendar zone's midnight to the next
+        first, last = (datetime.fromisoformat(str(v["date"])).replace(tzinfo=zone) for v in (start, end))
+        return first.astimezone(UTC), last.astimezone(UTC)
     return (
         _instant(start.get("dateTime"), "start.dateTime", zone=start.get("timeZone")),
         _instant(end.get("dateTime"), "end.dateTime", zone=end.get("timeZone")),
     )
 
 
-def _check_times(event: dict[str, Any]) -> None:
+def _blocks(event: dict[str, Any]) -> bool:
+    if event.get("transparency") == "transparent" or event.get("eventType") == "workingLocation":
+        return False
+    owner = [a for a in event.get("attendees") or [] if a.get("self")]
+    return not any(a.get("responseStatus") == "declined" for a in owner)
+
+
+def _check_times(event: dict[str, Any], zone: ZoneInfo) -> None:
     if not isinstance(event.get("start"), dict) or not isinstance(event.get("end"), dict):
         raise Invalid("Missing time: start and end are required.")
-    start, end = _span(event)
+    start, end = _span(event, zone)
     if end <= start:
         raise Invalid("The specified time range is empty.")

@@ -19,12 +19,13 @@ from proxy.config.calendar import CalendarSettings, WorkingHours
 from proxy.metrics import Metrics
 from proxy.vapi.tools import answer_tool_calls
 from tests.contract import assert_tool_calls_response
-from tests.google_fakes import FakeGoogle, make_calendar
-from tests.test_tools import NY, answer, ctx, message
+from tests.google_fakes import FakeGoogle, google_event, invitation, make_calendar, working_location
+from tests.test_tools import CALL_ID, NY, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 
 NIGHT = WorkingHours.parse({"default": ["00:00-04:00"]})
+EMPTY_FREEBUSY = httpx.Response(200, json={"kind": "calendar#freeBusy", "calendars": {"primary": {"busy": []}}})
 
 
 async def answer_at(msg: dict[str, Any], context: CalendarContext, now: datetime) -> list[dict[str, Any]]:
@@ -91,3 +92,95 @@ async def test_rebooking_a_cancelled_slot_without_an_email_invites_nobody() -> N
     assert restore.url.params["sendUpdates"] == "none"
     assert json.loads(restore.content)["attendees"] == []
     assert event["start"]["dateTime"] == slot and datetime.fromisoformat(event["created"]).tzinfo == UTC
+
+
+# --- finding 1: busy as Google counts it -----------------------------------------------------------------
+
+
+async def test_a_declined_invitation_leaves_its_time_bookable() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(invitation("declined01", "2026-03-02T09:00:00-05:00", "2026-03-02T10:00:00-05:00", "declined"))
+        [offer] = await answer(message(("find_open_slots", {})))
+        first = offer["metadata"]["slots"][0]["start"]
+        [booked_it] = await answer(message(("book_appointment", {"start": first, "name": "Sam"})))
+    assert first == "2026-03-02T09:00:00-05:00"
+    assert booked_it["result"].startswith("Booked with Dr. Doe on Monday, March 2 from 9 AM to 9:30 AM.")
+    assert len(google.live()) == 2 and not google.delete.called
+
+
+async def test_a_reschedule_onto_a_declined_invitation_stays() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00", call_id=CALL_ID))
+        google.add(invitation("declined02", "2026-03-04T14:00:00-05:00", "2026-03-04T15:00:00-05:00", "declined"))
+        [moved] = await answer(message(("reschedule_appointment", {"new_start": "2026-03-04T14:00:00-05:00"})))
+    assert moved["result"] == "Done: the appointment is now on Wednesday, March 4 from 2 PM to 2:30 PM."
+    assert google.events["mine00001"]["start"]["dateTime"] == "2026-03-04T14:00:00-05:00"
+    assert google.patch.call_count == 1  # moved once, not moved back
+
+
+@pytest.mark.parametrize("response", ["tentative", "needsAction", "accepted"])
+async def test_tentative_and_unanswered_invitations_are_busy(response: str) -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(invitation("invited01", "2026-03-03T14:00:00-05:00", "2026-03-03T15:00:00-05:00", response))
+        [result] = await answer(message(("book_appointment", {"start": "2026-03-03T14:00:00-05:00", "name": "Sam"})))
+    assert result["result"].startswith("I can't book Tuesday, March 3 at 2 PM: that time is already taken.")
+    assert not google.insert.called
+
+
+async def test_a_working_location_and_a_free_event_do_not_block() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.add(working_location("where0001", "2026-03-03T09:00:00-05:00", "2026-03-03T17:00:00-05:00"))
+        google.add(google_event("free00001", "2026-03-03T14:00:00-05:00", "2026-03-03T15:00:00-05:00"))
+        google.events["free00001"]["transparency"] = "transparent"
+        google.fail["freebusy"] = EMPTY_FREEBUSY  # freeBusy lags: only the re-read sees these events
+        [result] = await answer(message(("book_appointment", {"start": "2026-03-03T14:00:00-05:00", "name": "Sam"})))
+    assert result["result"].startswith("Booked") and not google.delete.called
+
+
+async def test_an_event_made_in_the_calendar_meanwhile_takes_the_slot_whenever_it_was_made() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        google.fail["freebusy"] = EMPTY_FREEBUSY  # typed in after our free check; freeBusy does not show it yet
+        typed = google_event("typed0001", "2026-03-03T14:00:00-05:00", "2026-03-03T15:00:00-05:00")
+        google.add(typed | {"created": "2026-03-02T17:00:00.000Z"})  # after our insert's `created`
+        [result] = await answer(message(("book_appointment", {"start": "2026-03-03T14:00:00-05:00", "name": "Sam"})))
+    assert result["result"].startswith("I can't book Tuesday, March 3 at 2 PM: someone else just booked it.")
+    assert [e["id"] for e in google.live()] == ["typed0001"] and google.delete.call_count == 1
+
+
+# --- finding 7: a calendar whose own zone is not the user's --------------------------------------------
+
+
+async def test_a_calendar_in_london_serves_a_new_york_user_in_new_york_time() -> None:
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock, calendar_zone="Europe/London")
+        london = google_event("london001", "2026-03-03T19:00:00", "2026-03-03T20:00:00")  # 2-3 PM in New York
+        london |= {k: {"dateTime": london[k]["dateTime"], "timeZone": "Europe/London"} for k in ("start", "end")}
+        google.add(london)
+        pacific = google_event("pacific01", "2026-03-03T08:00:00-08:00", "2026-03-03T08:30:00-08:00")  # 11 AM NY
+        google.add(pacific | {k: {"dateTime": pacific[k]["dateTime"]} for k in ("start", "end")})  # no timeZone
+        free = google_event("pacific02", "2026-03-03T12:00:00-08:00", "2026-03-03T13:00:00-08:00")  # 3-4 PM NY
+        google.add(
+            free | {k: {"dateTime": free[k]["dateTime"]} for k in ("start", "end")} | {"transparency": "transparent"}
+        )
+        [offer] = await answer(message(("find_open_slots", {"after": "2026-03-03T10:30:00-05:00"})))
+        [taken] = await answer(message(("book_appointment", {"start": "2026-03-03T14:30:00-05:00", "name": "Sam"})))
+        [booked_it] = await answer(message(("book_appointment", {"start": "2026-03-03T15:00:00-05:00", "name": "Sam"})))
+        listed = google.list.calls.last.response.json()
+        [cancelled] = await answer(message(("cancel_appointment", {"appointment_start": "2026-03-03T20:00:00Z"})))
+    assert [s["start"] for s in offer["metadata"]["slots"]] == [
+        "2026-03-03T10:30:00-05:00",
+        "2026-03-03T11:30:00-05:00",
+        "2026-03-03T12:00:00-05:00",
+    ]
+    assert "that time is already taken" in taken["result"]
+    assert booked_it["result"].startswith("Booked with Dr. Doe on Tuesday, March 3 from 3 PM to 3:30 PM.")
+    assert listed["timeZone"] == "Europe/London"
+    # The re-read around 3 PM got the free Pacific event back in the calendar's zone, ours in the user's.
+    shown = {e["id"]: e["start"]["dateTime"] for e in listed["items"]}
+    assert shown["pacific02"] == "2026-03-03T20:00:00+00:00" and "2026-03-03T15:00:00-05:00" in shown.values()
+    assert cancelled["result"] == "The appointment on Tuesday, March 3 at 3 PM is cancelled."

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from tests.google_fakes import FakeGoogle
+from tests.google_fakes import FakeGoogle, google_event, invitation, working_location
 from tests.nango_fakes import BASE_URL
 
 pytestmark = pytest.mark.anyio
@@ -68,3 +68,24 @@ async def test_the_fake_pages_with_page_tokens() -> None:
                 break
         assert (await http.get(EVENTS, params={"pageToken": "made-up"})).status_code == 400
     assert pages == 3 and seen == [f"page{i:06d}" for i in range(5)]
+
+
+async def test_the_fakes_free_busy_counts_busy_as_google_does() -> None:
+    day = {"timeMin": "2026-03-03T00:00:00Z", "timeMax": "2026-03-04T00:00:00Z", "items": [{"id": "primary"}]}
+    async with respx.mock(assert_all_called=False) as mock, httpx.AsyncClient(headers=HEADERS) as http:
+        google = FakeGoogle(mock)
+        for hour, response in enumerate(["declined", "tentative", "needsAction", "accepted"]):
+            start, end = f"2026-03-03T1{hour}:00:00Z", f"2026-03-03T1{hour}:30:00Z"
+            google.add(invitation(f"invite{hour:04d}", start, end, response))
+        google.add(working_location("where0001", "2026-03-03T14:00:00Z", "2026-03-03T15:00:00Z"))
+        google.add(google_event("allday001") | {"start": {"date": "2026-03-03"}, "end": {"date": "2026-03-04"}})
+        google.events["allday001"]["transparency"] = "transparent"
+        busy = (await http.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy", json=day)).json()
+        too_long = day | {"timeMax": "2026-06-02T00:00:01Z"}  # past 90 days
+        refused = await http.post(f"{BASE_URL}/proxy/calendar/v3/freeBusy", json=too_long)
+    assert [b["start"] for b in busy["calendars"]["primary"]["busy"]] == [
+        "2026-03-03T11:00:00.000Z",
+        "2026-03-03T12:00:00.000Z",
+        "2026-03-03T13:00:00.000Z",
+    ]
+    assert refused.status_code == 400 and refused.json()["error"]["errors"][0]["reason"] == "timeRangeTooLong"

@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from proxy.calendar.abuse import RECENT, CallerText, booking_refusal, new_booking, recent_filter
 from proxy.calendar.claim import Claim, booking_id, claim_slot, contested, holds_slot
 from proxy.calendar.context import CalendarContext
-from proxy.calendar.parallel import both
+from proxy.calendar.parallel import both, every
 from proxy.calendar.provider import CalendarProvider, Event
 from proxy.calendar.references import WrongGuesses, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
@@ -28,8 +29,12 @@ __all__ = ["ArgError", "CalendarTools", "Outcome", "booking_id"]
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# freeBusy is read in windows: one request covers a usual horizon, a long one is read only as far as needed.
-_WINDOW = timedelta(days=15)
+# freeBusy is read in windows: the first alone covers a usual horizon; past it, the rest at once, in windows well
+# within the range Google's freeBusy accepts (it documents none and refuses past about 90 days).
+_FIRST_WINDOW = timedelta(days=15)
+_WINDOW = timedelta(days=60)
+# The longest appointment (`_check_length`): a reschedule reads this far past the new start before it knows the end.
+_LONGEST = timedelta(hours=8)
 # A time offered at the edge of the notice window stays bookable while the caller makes up their mind.
 _NOTICE_GRACE = timedelta(minutes=15)
 _NEED_REFERENCE = (
@@ -197,19 +202,24 @@ class CalendarTools:
         return Outcome(f"The appointment on {self._say(start)} is cancelled.", "ok", data=data)
 
     async def reschedule_appointment(self) -> Outcome:
-        new_start = self._time("new_start")
-        found = await self._find_booking(new_start)
+        new_start, given_end = self._time("new_start"), self._maybe_time("new_end")
+        # The free check is read beside the appointment's lookup, over the longest it can be when no end is given.
+        read_to = given_end if given_end is not None and new_start < given_end <= new_start + _LONGEST else None
+        read_to = (read_to or new_start + _LONGEST) + self.buffer
+        found, around = await both(
+            lambda: self._find_booking(new_start), lambda: self._busy(new_start - self.buffer, read_to)
+        )
         if isinstance(found, Outcome):
             return found
         if found.cancelled:
             return Outcome("That appointment was cancelled, so it can't be moved.", "not_found")
         old_start, old_end = found.span()
-        new_end = self._maybe_time("new_end") or new_start + (old_end - old_start)
+        new_end = given_end or new_start + (old_end - old_start)
         self._check_length(new_start, new_end)
         problem = self._problem(new_start, new_end)
         if problem is None:
             # freeBusy counts the appointment itself, which may overlap its own new time.
-            busy = subtract(await self._busy(new_start - self.buffer, new_end + self.buffer), [(old_start, old_end)])
+            busy = subtract(around, [(old_start, old_end)])
             if is_free(busy, new_start, new_end, buffer=self.buffer):
                 event_id, notify = found.id, found.guests
                 await self._move(event_id, new_start, new_end, notify=notify)
@@ -299,26 +309,24 @@ class CalendarTools:
         return None
 
     async def _search(self, start: datetime, stop: datetime, length: timedelta) -> list[Interval]:
-        """Open slots in [start, stop), reading freeBusy a window at a time until enough are found."""
-        busy: list[Interval] = []
-        reached = start - self.buffer
-        while True:
-            window_end = min(stop, reached + _WINDOW)
-            # Read a buffer past the window: a slot ending at the window's edge needs that much clear after it.
-            busy += await self._busy(reached, window_end + self.buffer)
-            found = open_slots(
-                busy,
-                tz=self.tz,
-                hours=self.s.working_hours,
-                start=start,
-                length=length,
-                count=self.s.max_slots,
-                buffer=self.buffer,
-                horizon=window_end - start,
-            )
-            if len(found) >= self.s.max_slots or window_end >= stop:
-                return found
-            reached = window_end
+        """Open slots in [start, stop): the first window alone; when it has too few, the rest all at once."""
+        low = start - self.buffer
+        reached = min(stop, low + _FIRST_WINDOW)
+        # Read a buffer past a window: a slot ending at the window's edge needs that much clear after it.
+        busy = await self._busy(low, reached + self.buffer)
+        found = self._open(busy, start, reached, length)
+        if len(found) >= self.s.max_slots or reached >= stop:
+            return found
+        edges = [(at, min(stop, at + _WINDOW)) for at in _steps(reached, stop, _WINDOW)]
+        reads = await every([partial(self._busy, a, b + self.buffer) for a, b in edges])
+        return self._open([*busy, *(interval for read in reads for interval in read)], start, stop, length)
+
+    def _open(self, busy: list[Interval], start: datetime, stop: datetime, length: timedelta) -> list[Interval]:
+        hours, count, buffer = self.s.working_hours, self.s.max_slots, self.buffer
+        found = open_slots(
+            busy, tz=self.tz, hours=hours, start=start, length=length, count=count, buffer=buffer, horizon=stop - start
+        )
+        return found
 
     async def _busy(self, start: datetime, end: datetime) -> list[Interval]:
         return await self.cal.free_busy(self.conn, self.s.calendar_id, start=start, end=end)
@@ -353,7 +361,7 @@ class CalendarTools:
         return raw
 
     def _check_length(self, start: datetime, end: datetime) -> None:
-        if not timedelta(0) < end - start <= timedelta(hours=8):
+        if not timedelta(0) < end - start <= _LONGEST:
             raise ArgError("an appointment must end after it starts and last at most 8 hours")
 
     def _say(self, moment: datetime) -> str:
@@ -376,3 +384,8 @@ class CalendarTools:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
+
+
+def _steps(start: datetime, stop: datetime, step: timedelta) -> list[datetime]:
+    count = math.ceil((stop - start) / step)
+    return [start + step * i for i in range(count)]

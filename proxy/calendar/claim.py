@@ -9,10 +9,12 @@ to it. So a booking is a small protocol every replica follows the same way, on a
    counts only if it still holds exactly this slot; otherwise (a reschedule moved it) the next attempt's key
    is used.
 2. If the create's answer does not come in time, read the event back by its key within the time left.
-3. Re-read the slot. When other busy events overlap it, the one created first (then the smaller id) keeps
-   the slot. Every replica computes the same winner from the same calendar, so a loser deletes its own event
-   and nobody has to coordinate. A create committed before ours is visible to our re-read (the providers'
-   events are read-after-write consistent per calendar), so two bookings cannot both see themselves as first.
+3. Re-read the slot, counting busy as the provider's free/busy does (`Event.busy`). Another busy event there
+   that is not a booking makes the slot busy: ours is deleted. When only bookings overlap it, the one created
+   first (then the smaller id) keeps the slot. Every replica computes the same winner from the same calendar,
+   so a loser deletes its own event and nobody has to coordinate. A create committed before ours is visible
+   to our re-read (the providers' events are read-after-write consistent per calendar), so two bookings
+   cannot both see themselves as first.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "contested",
     "first_created",
     "holds_slot",
+    "is_booking",
     "rivals",
 ]
 
@@ -73,6 +76,11 @@ def holds_slot(event: Event, call_id: str, start: datetime, end: datetime) -> bo
 def rivals(events: Iterable[Event], low: datetime, high: datetime, *, exclude: str) -> list[Event]:
     """The busy timed events overlapping [low, high), other than the one with id `exclude`."""
     return [e for e in events if e.id != exclude and e.busy and not e.cancelled and _overlaps(e, low, high)]
+
+
+def is_booking(event: Event) -> bool:
+    """Whether the proxy made `event` (on any replica): bookings carry the call that made them."""
+    return bool(event.marks.get("vapiCallId"))
 
 
 def first_created(events: Iterable[Event]) -> Event | None:
@@ -123,10 +131,12 @@ async def claim_slot(
         around = await calendar.events(
             connection_id, calendar_id, start=start - buffer, end=end + buffer, budget=max(time_left(), 0.0)
         )
-        contenders = [*rivals(around, start - buffer, end + buffer, exclude=mine.id), mine]
-        winner = first_created(contenders)
-        if winner is not None and winner.id != mine.id:
-            logger.info("booking %s lost its slot to an earlier event; deleting it", mine.id)
+        others = rivals(around, start - buffer, end + buffer, exclude=mine.id)
+        # Bookings race under the winner rule; any other busy event there (made in the calendar meanwhile, which
+        # freeBusy did not show yet) simply makes the slot busy.
+        winner = first_created([*others, mine]) if all(is_booking(e) for e in others) else None
+        if winner is None or winner.id != mine.id:
+            logger.info("booking %s lost its slot to another event; deleting it", mine.id)
             await calendar.cancel(connection_id, calendar_id, mine.id, notify=notify)
             return Claim("lost", mine)
     except CalendarError as exc:

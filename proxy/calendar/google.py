@@ -28,7 +28,7 @@ from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.secret import Secret
 
-__all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "classify", "to_event"]
+__all__ = ["CalendarError", "ErrorKind", "GoogleCalendar", "Inserted", "blocks_time", "classify", "to_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +120,8 @@ class GoogleCalendar:
         body = {**event, "id": event_id}
         path = f"/calendars/{_seg(calendar_id)}/events"
         try:
-            created = await self._call(
-                "insert",
-                "POST",
-                path,
-                connection_id,
-                json=body,
-                params=[("sendUpdates", send_updates)],
-                budget=budget,
-            )
+            params = [("sendUpdates", send_updates)]
+            created = await self._call("insert", "POST", path, connection_id, json=body, params=params, budget=budget)
             return Inserted(created, created=True)
         except CalendarError as exc:
             if exc.kind != "conflict":
@@ -136,8 +129,7 @@ class GoogleCalendar:
         existing = await self.get_event(connection_id, calendar_id, event_id)
         if existing.get("status") != "cancelled":
             return Inserted(existing, created=False)
-        # A patch keeps what it does not name: an attendee of the cancelled booking would be kept (and notified)
-        # unless the new booking's list, empty or not, replaces it.
+        # A patch keeps what it leaves out: the cancelled booking's attendee would stay (and be notified).
         changes = {key: value for key, value in body.items() if key != "id"} | {"status": "confirmed"}
         changes.setdefault("attendees", [])
         restored = await self.patch_event(connection_id, calendar_id, event_id, changes, send_updates=send_updates)
@@ -313,11 +305,21 @@ def to_event(item: Mapping[str, Any]) -> Event:
         start=start if end is not None else None,
         end=end if start is not None else None,
         cancelled=item.get("status") == "cancelled",
-        busy=item.get("transparency") != "transparent",
+        busy=blocks_time(item),
         created=_stamp(item.get("created")),
         marks=marks,
         guests=bool(item.get("attendees")),
     )
+
+
+def blocks_time(item: Mapping[str, Any]) -> bool:
+    """Busy as Google's freeBusy counts it: not when free ("transparent"), a working location, or an invitation
+    the calendar's owner (the attendee with `self`) declined; tentative and unanswered ones are busy."""
+    if item.get("transparency") == "transparent" or item.get("eventType") == "workingLocation":
+        return False
+    listed = item.get("attendees")
+    owner = [a for a in listed if isinstance(a, dict) and a.get("self") is True] if isinstance(listed, list) else []
+    return not any(a.get("responseStatus") == "declined" for a in owner)
 
 
 def classify(status: int, body: object) -> CalendarError:

@@ -41,9 +41,10 @@ class Event:
     """One calendar event as the booking rules see it.
 
     `start`/`end` are UTC instants, None for an all-day event (or one whose times cannot be read): such an
-    event is weighed by `free_busy`, never claimed or moved. `busy` says whether it blocks its time (not
-    "free"/transparent). `marks` are the private properties the proxy writes on its bookings (call id,
-    caller number, booking reference); `guests` whether it has attendees to notify."""
+    event is weighed by `free_busy`, never claimed or moved. `busy` says whether it blocks its time exactly as
+    the provider's `free_busy` counts it (the re-read after a booking must agree with the read before it).
+    `marks` are the private properties the proxy writes on its bookings (call id, caller number, booking
+    reference); `guests` whether it has attendees to notify."""
 
     id: str
     start: datetime | None
