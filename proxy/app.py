@@ -26,7 +26,7 @@ from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.fastpath import FastPathApp
 from proxy.http.lane import FAST_LANE
 from proxy.http.uvicorn_hooks import lane_status
-from proxy.logs import CALL_LOGGER, CallLog, call_context, get_logger
+from proxy.logs import CALL_LOGGER, CallLog, call_context
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango.webhooks import handle_nango_webhook
 from proxy.reload import ConfigWatcher

@@ -24,7 +24,7 @@ from proxy.app import create_app
 from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.http.uvicorn_hooks import lane_status, missing, run_workers
-from proxy.logs import LogFormat, configure_logging, get_logger
+from proxy.logs import LogFormat, configure_logging
 from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
 
