@@ -27,13 +27,13 @@ from tests.helpers import (
     AGENCY_FILE,
     BOBS_SECRET,
     SHARED_NUMBER,
+    eventually,
     serving,
     vapi_sample,
     write_agency,
 )
 from tests.nango_fakes import auth_webhook, connection_json, encode, sign
 from tests.redis_server import RedisServer
-from tests.test_replicas import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.contract import assert_assistant_request_response
+from tests.helpers import free_port
 from tests.test_readme import fenced_blocks, shell_commands
-from tests.test_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = (ROOT / "docs" / "onboarding.md").read_text(encoding="utf-8")
