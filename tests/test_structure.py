@@ -15,7 +15,7 @@ MAX_LINES = 400
 # Top to bottom: a module imports its own layer or the ones below it, never one above. Entry points wire
 # everything; leaves use nothing of ours. A name is a package (with its modules) or one top-level module.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "admin", "server", "app", "agency", "reload", "runtime", "startup"),
+    ("__main__", "cli", "offline", "admin", "server", "app", "agency", "reload", "runtime", "startup"),
     ("http",),
     ("vapi",),
     ("shared",),
