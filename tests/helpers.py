@@ -166,7 +166,7 @@ async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json", 
                     return (await client.get("/readyz")).status_code == 200
                 return False
 
-            await eventually(ready)
+            await eventually(ready, 60.0)  # a hang guard: two workers on a busy machine can take 10 s to start
         yield proxy
     finally:
         if process.poll() is None:
