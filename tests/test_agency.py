@@ -14,7 +14,7 @@ import pytest
 
 from proxy.agency import create_agency_app
 from proxy.config import Agency, load_deployment
-from proxy.http import fastpath
+from proxy.http import prepared
 from proxy.http.fastpath import FastPath
 from proxy.logs import LOGGER_NAME, CallIdFilter, JsonFormatter
 from proxy.runtime import Tenants, tenant_redis
@@ -299,9 +299,9 @@ async def test_prepared_answers_are_bounded_across_all_tenants(tmp_path: Path, m
         assert sizes == [1, 1] and fast_path.budget.used > 0
         one_answer = fast_path.budget.used // 2
         # Room for one answer in the whole process: preparing the other tenant's drops the first's.
-        monkeypatch.setattr(fastpath, "PREPARED_BYTES_LIMIT", one_answer + one_answer // 2)
+        monkeypatch.setattr(prepared, "PREPARED_BYTES_LIMIT", one_answer + one_answer // 2)
         fast_path._drop_prepared()
         for path in ("/vapi/acme", "/vapi/bobs", "/vapi/acme"):
             assert fast_path.answer(call(), path=path) is not None
             kept = sum(len(served.snapshot.prepared) for served in fast_path.served.values() if served.snapshot)
-            assert kept == 1 and fast_path.budget.used <= fastpath.PREPARED_BYTES_LIMIT
+            assert kept == 1 and fast_path.budget.used <= prepared.PREPARED_BYTES_LIMIT

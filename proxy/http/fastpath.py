@@ -51,12 +51,13 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.config import Config, Route
+from proxy.config import Config
 from proxy.http.lane import LANE_DECLINED
+from proxy.http.prepared import PreparedBudget, PreparedSnapshot
 from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
-from proxy.vapi.assistant import calendar_answer_format, clock_fragments
+from proxy.vapi.assistant import clock_fragments
 from proxy.vapi.messages import call_keys
 
 if TYPE_CHECKING:
@@ -77,72 +78,10 @@ ASSISTANT_REQUEST = "assistant-request"
 SECRET_HEADER = b"x-vapi-secret"
 CONTENT_LENGTH = b"content-length"
 CONNECTION_KEY = b"__connection_id__"
-# Prepared answers kept per snapshot, in bytes, before they are dropped and rebuilt on demand: a routing
-# file of 100,000 users must not grow by one answer per user ever called.
-PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
 FLUSH_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
-
-
-class _Prepared:
-    """One route's answer, ready to fill in, and what its call line says about the route."""
-
-    __slots__ = ("fixed_connection", "format", "rules", "timezone", "user_id")
-
-    def __init__(self, config: Config, route: Route) -> None:
-        self.format = calendar_answer_format(config, route)
-        self.timezone = route.user.timezone
-        self.user_id = route.user.id
-        connection_id = route.user.connection_id
-        self.fixed_connection = orjson.dumps(connection_id)[1:-1] if connection_id is not None else None
-        self.rules: dict[str, str] = {}
-
-
-class _Budget:
-    """The bytes of prepared answers kept by every snapshot the fast path serves (in agency mode, every
-    tenant's): one bound for the process, however many tenants. Past it, every snapshot drops its answers."""
-
-    __slots__ = ("drop", "used")
-
-    def __init__(self) -> None:
-        self.used = 0
-        self.drop: Callable[[], None] = lambda: None
-
-
-class _Snapshot:
-    """What the fast path derives from one config snapshot."""
-
-    __slots__ = ("budget", "config", "max_body", "prepared", "prepared_bytes", "secrets")
-
-    def __init__(self, config: Config, budget: _Budget) -> None:
-        self.config = config
-        self.budget = budget
-        self.max_body = config.server.max_body_bytes
-        # Empty without shared secrets (bearer, HMAC or insecure only): the general path takes every call.
-        self.secrets = tuple(str(secret).encode() for secret in config.auth.shared_secrets)
-        self.prepared: dict[int, _Prepared] = {}  # by id(route): routes live exactly as long as the snapshot
-        self.prepared_bytes = 0
-
-    def __repr__(self) -> str:  # never the secrets
-        return f"_Snapshot(version={self.config.version!r}, prepared={len(self.prepared)})"
-
-    def route(self, route: Route) -> _Prepared:
-        prepared = self.prepared.get(id(route))
-        if prepared is None:
-            prepared = _Prepared(self.config, route)
-            if self.budget.used + len(prepared.format) > PREPARED_BYTES_LIMIT:
-                self.budget.drop()
-            self.prepared[id(route)] = prepared
-            self.prepared_bytes += len(prepared.format)
-            self.budget.used += len(prepared.format)
-        return prepared
-
-    def drop(self) -> None:
-        self.budget.used -= self.prepared_bytes
-        self.prepared.clear()
-        self.prepared_bytes = 0
 
 
 class _Counts:
@@ -202,20 +141,20 @@ class _Served:
 
     __slots__ = ("budget", "call_log", "counts", "runtime", "snapshot")
 
-    def __init__(self, runtime: Runtime, call_log: CallLog, budget: _Budget) -> None:
+    def __init__(self, runtime: Runtime, call_log: CallLog, budget: PreparedBudget) -> None:
         self.runtime = runtime
         self.call_log = call_log
         self.budget = budget
         self.counts = _Counts(runtime.metrics)
-        self.snapshot: _Snapshot | None = None
+        self.snapshot: PreparedSnapshot | None = None
 
-    def snapshot_now(self) -> _Snapshot:
+    def snapshot_now(self) -> PreparedSnapshot:
         config = self.runtime.config
         snapshot = self.snapshot
         if snapshot is None or snapshot.config is not config:
             if snapshot is not None:
                 snapshot.drop()  # a reloaded config: the old snapshot's answers leave the budget
-            snapshot = self.snapshot = _Snapshot(config, self.budget)
+            snapshot = self.snapshot = PreparedSnapshot(config, self.budget)
         return snapshot
 
 
@@ -227,7 +166,7 @@ class FastPath:
         self.general = general
         self.path = path
         self.served: dict[str, _Served] = {}
-        self.budget = _Budget()
+        self.budget = PreparedBudget()
         self.budget.drop = self._drop_prepared
         if runtime is not None:
             self.serve(path, runtime, call_log)
@@ -294,7 +233,7 @@ class FastPath:
             logger.exception("fast path failed; the general path answers")
             return None
 
-    def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: _Snapshot) -> bool:
+    def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: PreparedSnapshot) -> bool:
         """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
         if not snapshot.secrets:
             return False
@@ -320,7 +259,7 @@ class FastPath:
             matched |= hmac.compare_digest(secret, presented)
         return matched
 
-    def _answer(self, served: _Served, snapshot: _Snapshot, body: bytes, started: float) -> bytes | None:
+    def _answer(self, served: _Served, snapshot: PreparedSnapshot, body: bytes, started: float) -> bytes | None:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
