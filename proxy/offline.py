@@ -96,6 +96,10 @@ def _check_summary(config: Config) -> None:
         f"{name}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
         f"calendar modes: {', '.join(modes) or '-'})"
     )
+    if config.nango.integrations:
+        listed = ", ".join(f"{i.id} ({i.provider})" for i in config.nango.integrations)
+        note = "; Microsoft users are always served in calendar mode proxy" if config.nango.has_microsoft() else ""
+        print(f"nango integrations: {listed}{note}")
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         if config.nango.secret_key is None:
@@ -160,7 +164,11 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         "rule": resolution.rule,
         "route_source": resolution.route_source or _yaml_source(config, resolution.match),
         "user": route.user.id if route is not None else None,
-        "calendar_mode": route.calendar.mode if route is not None else None,
+        # A Microsoft calendar is always served in proxy mode (Vapi's native calendar tools are Google's).
+        "calendar_mode": (
+            "proxy" if resolution.provider == "microsoft" else route.calendar.mode if route is not None else None
+        ),
+        "provider": resolution.provider or None,
         "connection_source": resolution.connection_source,
         "connection_detail": resolution.connection_detail or None,
         "outcome": resolution.outcome,

@@ -278,6 +278,10 @@ class FastPath:
             return None  # tag routing: the line's Nango tags may route it before the YAML default
         connection_id = route.user.connection_id
         event = "fixed"
+        # A fixed id is the default integration's: a Microsoft one is served in proxy mode by the general path.
+        nango = snapshot.config.nango
+        if connection_id is not None and nango.integrations and nango.kind_of(nango.integration_id) != "google":
+            return None
         if connection_id is None:
             warm = service.directory.warm(route.user.nango_user_id)
             if warm is None:
@@ -303,6 +307,7 @@ class FastPath:
                 "rule": rule_text,
                 "user": prepared.user_id,
                 "connection": _SOURCES[event],
+                "provider": "google",  # the directory's `warm` holds back every other calendar API
                 "outcome": "assistant",
                 "reason": "ok",
                 "latency_ms": round(elapsed * 1000, 2),
