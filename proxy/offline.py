@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from proxy.config import Agency, Config, ConfigError, load_deployment
-from proxy.config.sections import redis_url_location
+from proxy.config.redis import redis_url_location
 from proxy.numbers import normalize_number
 
 # Each command imports what it needs: `check` of a large file should not pay for the server, httpx and
