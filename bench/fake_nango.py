@@ -16,7 +16,9 @@ Nango's `qs` (a raw `+` is a space, so clients must send `%2B`). `connectionId=`
 user just finished a Connect session) and answers the `creation` webhook body Nango would send.
 `POST /connect/sessions` makes a session whose link points here: opening it (`curl LINK`) stands for the
 user connecting Google; the fake then creates the connection with the session's tags and, with
-`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it).
+`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it). A session
+limited to `outlook-calendar` makes a Microsoft connection; with `--graph`, `/proxy/v1.0/...` answers as
+Microsoft Graph behind Nango's proxy (the calendar of tests/graph_fakes.py; needs the test extra).
 `PATCH /connections/{connectionId}?provider_config_key=` with `{"tags": {...}}` replaces a connection's
 tags and answers `{"success": true}`, as Nango's does (`assign` uses it); like Nango, it sends no webhook.
 """
@@ -30,9 +32,11 @@ import hmac
 import math
 import random
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,6 +73,7 @@ class Behaviour:
     fail_status: int = 429
     retry_after: str = "0"
     webhook_url: str | None = None  # where a completed Connect session's webhook is sent
+    graph: bool = False  # answer /proxy/v1.0/... as Microsoft Graph (needs the test extra)
 
 
 @dataclass
@@ -141,7 +146,15 @@ def create_app(behaviour: Behaviour) -> Starlette:
     added: list[dict[str, object]] = []
     retagged: dict[str, dict[str, str]] = {}  # generated connections' tags as a PATCH replaced them
     sessions: dict[str, dict[str, Any]] = {}
-    graph: Any = None  # made on the first Graph request: importing the fake needs the test extra
+    graph: Any = None
+    if behaviour.graph:
+        # At start: msgraph-sdk builds its models for seconds on first use, longer than a proxied call waits.
+        import respx
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.graph_fakes
+        from tests.graph_fakes import FakeGraph
+
+        graph = FakeGraph(respx.MockRouter(assert_all_called=False))
     failures: Counter[int] = Counter()
     window = {"start": time.time(), "used": 0}
 
@@ -324,15 +337,10 @@ def create_app(behaviour: Behaviour) -> Starlette:
     async def graph_proxy(request: Request) -> Response:
         """Nango's proxy in front of a fake Microsoft Graph: the request as Nango forwards it (its own headers
         and the `Nango-Proxy-*` ones), answered from the in-memory calendars of tests/graph_fakes.py."""
-        nonlocal graph
         if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
             return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
         if graph is None:
-            import respx
-
-            from tests.graph_fakes import FakeGraph
-
-            graph = FakeGraph(respx.MockRouter(assert_all_called=False))
+            return Response(orjson.dumps({"error": {"code": "invalid_request", "message": "start with --graph"}}), 400)
         url = f"https://nango.test{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
         forwarded = httpx.Request(request.method, url, headers=request.headers.raw, content=await request.body())
         reply = await graph.resolve(forwarded)
@@ -371,6 +379,9 @@ def main() -> None:
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--rate-limit", type=int, default=1_000_000)
     parser.add_argument("--tagged", action="store_true", help="every connection carries a vapi_number tag")
+    parser.add_argument(
+        "--graph", action="store_true", help="answer /proxy/v1.0/... as Microsoft Graph (tests/graph_fakes.py)"
+    )
     parser.add_argument("--fail-page", type=int, default=None, help="this list page fails --fail-times times first")
     parser.add_argument("--fail-times", type=int, default=0)
     parser.add_argument("--fail-status", type=int, default=429)
@@ -391,6 +402,7 @@ def main() -> None:
         fail_status=args.fail_status,
         retry_after=args.retry_after,
         webhook_url=args.webhook_url,
+        graph=args.graph,
         secret_key=args.secret_key,
     )
     uvicorn.run(

@@ -113,7 +113,8 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
             if not conn.healthy:
                 state, detail = "error", f"{conn.connection_id} needs reconnecting"
                 missing += 1
-            print(f"{user_id}\t{name}\t{state}\t{detail} (tags: {', '.join(lines)})")
+            kind = config.nango.kind_of(conn.integration, conn.provider)
+            print(f"{user_id}\t{name}\t{state}\t{detail} (tags: {', '.join(lines)})\t{kind}")
         total += len(tagged)
         print(f"{total - missing}/{total} users can book ({len(tagged)} routed by connection tags)", file=sys.stderr)
         _print_conflicts(index)

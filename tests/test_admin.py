@@ -196,8 +196,8 @@ def test_connections_lists_the_users_tags_route_and_counts_them(
     assert main(["connections", "--config", config]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        "u_yaml\tYaml User\tconnected\tconn-yaml",
-        "usr_ann\tAnn\tconnected\tconn-ann (tags: +14155550177)",
-        "usr_bob\tusr_bob\terror\tconn-bob needs reconnecting (tags: +14155550178)",
+        "u_yaml\tYaml User\tconnected\tconn-yaml\tgoogle",
+        "usr_ann\tAnn\tconnected\tconn-ann (tags: +14155550177)\tgoogle",
+        "usr_bob\tusr_bob\terror\tconn-bob needs reconnecting (tags: +14155550178)\tgoogle",
     ]
     assert "2/3 users can book (2 routed by connection tags)" in err

@@ -99,8 +99,8 @@ def test_the_onboarding_walkthrough_runs_as_written() -> None:
         ["usr_patel", "Priya Patel", "fixed"],
         ["usr_ann", "Ann Example", "connected"],
     ]
-    assert listed[-1].endswith(f"\t{connection} (tags: +14155550177)")
-    assert output("numbers --config") == f"to\t+14155550177\t{connection}\tusr_ann\tok\n"
+    assert listed[-1].endswith(f"\t{connection} (tags: +14155550177)\tgoogle")
+    assert output("numbers --config") == f"to\t+14155550177\t{connection}\tusr_ann\tok\tgoogle\n"
 
     assert output("assign --config").startswith(f"{connection}: ")
     moved = report('resolve --config config.example.yaml --to "+1 415 555 0178"')
