@@ -32,6 +32,7 @@ from proxy.app import (
 )
 from proxy.config import Agency
 from proxy.http.fastpath import FastPathApp
+from proxy.http.uvicorn_hooks import lane_status
 from proxy.logs import CallLog, get_logger, tenant_context
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics, render_tenants
 from proxy.reload import ConfigWatcher
@@ -88,6 +89,7 @@ def create_agency_app(
             # Per tenant, as for one business: locations of errors, never their text.
             "tenants": {tenant: readiness(runtime) for tenant, runtime in sorted(tenants.runtimes.items())},
             "not_started": {tenant: config_error_summary(error) for tenant, error in sorted(tenants.errors.items())},
+            "lane": lane_status() if fast_path else "off",
         }
         return json_response(body, 200 if ready else 503)
 

@@ -24,6 +24,7 @@ from proxy.config import Config, ConfigError, NangoSettings
 from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.fastpath import FastPathApp
 from proxy.http.lane import FAST_LANE
+from proxy.http.uvicorn_hooks import lane_status
 from proxy.logs import CallLog, call_context, get_logger
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango.webhooks import handle_nango_webhook
@@ -204,6 +205,8 @@ def create_app(
         body: dict[str, object] = {
             "status": "ready" if ready else ("draining" if runtime.draining else "starting"),
             **readiness(runtime),
+            # Whether uvicorn's protocol may answer warm calls itself (proxy.http.uvicorn_hooks).
+            "lane": lane_status() if fast_path else "off",
         }
         return json_response(body, 200 if ready else 503)
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.supervisors.multiprocess import Multiprocess
 
 from proxy.agency import create_agency_app
 from proxy.app import create_app
 from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
+from proxy.http.uvicorn_hooks import lane_status, missing, run_workers
 from proxy.logs import LogFormat, configure_logging, get_logger
 from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
@@ -87,6 +87,13 @@ def uvicorn_config(config: Config | Agency, app: object, **kwargs: Any) -> Limit
             "connection cap lowered to fit the open-file limit",
             extra={"fields": {"max_connections": server.max_connections, "cap": cap}},
         )
+    absent = missing()
+    if absent:
+        # pyproject's floor keeps such a uvicorn out; installed anyway, it serves, without the lane.
+        logger.warning(
+            "uvicorn lacks hooks the lane needs",
+            extra={"fields": {"missing": ",".join(absent), "lane": lane_status()}},
+        )
     limits = ConnectionLimits(
         max_header_bytes=server.max_header_bytes,
         header_timeout=server.header_timeout_seconds,
@@ -136,7 +143,7 @@ def serve(
             config, "proxy.server:app_from_environment", factory=True, host=host, port=port, workers=workers
         )
         with shared_metrics_directory():
-            Multiprocess(multi, sockets=[multi.bind_socket()]).run()
+            run_workers(multi)
         return 0
     if isinstance(config, Agency):
         app = create_agency_app(config, insecure=insecure, config_path=config.file)

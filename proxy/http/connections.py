@@ -30,12 +30,12 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.server import ServerState
 
 from proxy.http.coalescing import CoalescingTransport
 from proxy.http.lane import FastLaneProtocol
 from proxy.http.peers import PeerKeys
 from proxy.http.slots import HEADER_TOO_LARGE, TIMED_OUT, TOO_MANY_CONNECTIONS, TOO_MANY_FROM_PEER, RefusalLog, Slots
+from proxy.http.uvicorn_hooks import ServerState
 
 __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "connection_cap"]
 
@@ -111,7 +111,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         key = self.slots.keys.key(peer[0] if isinstance(peer, tuple) else None)
         if self.slots.peer_full(key):
             refusal = None if self._evict(self.slots.victim(key, of_peer=True)) else TOO_MANY_FROM_PEER
-        elif len(self.connections) >= self.limits.max_connections:
+        elif len(self.open_connections()) >= self.limits.max_connections:
             refusal = None if self._evict(self.slots.victim()) else TOO_MANY_CONNECTIONS
         else:
             refusal = None
@@ -154,7 +154,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         if victim is None:
             return False
         self.slots.release(victim)
-        self.connections.discard(victim)
+        self.open_connections().discard(victim)
         victim._disarm()
         victim.transport.abort()  # owed nothing: not even the flush of a buffered answer
         self._note("evicted")
@@ -189,9 +189,9 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
     def _feed(self, data: bytes) -> None:
         # uvicorn's data_received, with its per-request warnings replaced by the throttled RefusalLog: a
         # flood of malformed requests must not become a flood of log lines.
-        self._unset_keepalive_if_required()
+        self.stop_keepalive_timer()
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade:
             pass  # no WebSocket here (ws="none"): the request was answered as plain HTTP
         except httptools.HttpParserError:
@@ -199,21 +199,21 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
                 self._refuse(b"", "pipeline_too_deep")
             elif not self.transport.is_closing():
                 self._note("invalid_request")
-                self.send_400_response("Invalid HTTP request received.")
+                self.answer_malformed("Invalid HTTP request received.")
 
     # Parser callbacks
-    def on_message_begin(self) -> None:
+    def request_begins(self) -> None:
         # A request begins: the keep-alive timer armed by the answer before it (the lane answers inside this
         # same read) must not cut it while it is in flight.
-        self._unset_keepalive_if_required()
-        super().on_message_begin()
+        self.stop_keepalive_timer()
+        super().request_begins()
         # The first request's head is timed from connection_made, so a peer that never sends is closed too.
         # Only timestamps here: the one timer per connection checks them when it fires (no timer per request).
         if self.completed:
             self.head_started_at = self.loop.time()
 
-    def on_headers_complete(self) -> None:
-        if len(self.pipeline) >= MAX_PIPELINED:
+    def head_parsed(self) -> None:
+        if self.queued() >= MAX_PIPELINED:
             # Each queued request holds its scope and headers until those before it are answered, and
             # one read can carry thousands of them: a client that pipelines this deep is cut off.
             self.pipeline_too_deep = True
@@ -221,36 +221,33 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         self.reading_head = False
         self.slots.busy(self)
         self.head_done_at = self.loop.time()
-        super().on_headers_complete()
+        super().head_parsed()
 
-    def on_message_complete(self) -> None:
+    def message_complete(self) -> None:
         self.completed += 1
         self.reading_head = True
         self.head_bytes = 0
-        super().on_message_complete()
+        super().message_complete()
         self._mark_waiting()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
+    def answer_complete(self) -> None:
+        super().answer_complete()
         self._mark_waiting()
 
     def _mark_waiting(self) -> None:
         # Evictable once the request is answered, unless a pipelined one is queued: the rest of a body the
         # app did not read (a 404 answers at once) is owed nothing, and reading_head may still be False.
-        cycle = self.cycle
-        idle = cycle is None or cycle.response_complete
-        if idle and not self.pipeline and not self.transport.is_closing():
+        if not self.request_in_flight() and not self.queued() and not self.transport.is_closing():
             self.slots.evictable_now(self)
 
-    def timeout_keep_alive_handler(self) -> None:
+    def keepalive_expired(self) -> None:
         # Only between requests: never while one is in flight (its own answer re-arms the timer).
-        cycle = self.cycle
-        if (cycle is None or cycle.response_complete) and not self.pipeline:
-            super().timeout_keep_alive_handler()
+        if not self.request_in_flight() and not self.queued():
+            super().keepalive_expired()
 
     def _note(self, kind: str) -> None:
         self.refusals.note(kind)
-        counter = self.app_state.get(CONNECTION_REFUSALS)
+        counter = self.lane_state().get(CONNECTION_REFUSALS)
         if counter is not None:
             counter.labels(kind).inc()
 
@@ -265,33 +262,27 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         if self.transport.is_closing():
             return
         now = self.loop.time()
-        cycle = self.cycle
         if not self.reading_head:
             due = self.head_done_at + self.limits.body_timeout
             if now >= due:
                 # The app may have answered already (e.g. 401 before reading): then only the close is left to do.
-                self._refuse(TIMED_OUT if cycle is None or not cycle.response_started else b"", "body_timeout")
+                self._refuse(b"" if self.answer_started() else TIMED_OUT, "body_timeout")
                 return
         elif self.head_bytes or not self.completed:
             due = self.head_started_at + self.limits.header_timeout
             if now >= due:
-                if self.head_bytes == 0 and cycle is None:
+                if self.head_bytes == 0 and not self.has_request():
                     self._refuse(b"", "idle")  # opened and never used: nobody is waiting for an answer
                 else:
                     # A head arriving behind a request still being answered (pipelining) gets no 408 in between.
-                    idle = cycle is None or cycle.response_complete
-                    self._refuse(TIMED_OUT if idle else b"", "header_timeout")
+                    self._refuse(b"" if self.request_in_flight() else TIMED_OUT, "header_timeout")
                 return
         else:
             due = now + self.limits.header_timeout  # between requests: uvicorn's keep-alive timeout applies
         self.deadline = self.loop.call_at(due, self._check_deadlines)
 
     def _refuse(self, response: bytes, kind: str) -> None:
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            # The app (if it is still running) sees a disconnect, and anything it sends is dropped.
-            cycle.disconnected = True
-            cycle.message_event.set()
+        self.abandon_request()  # the app (if it is still running) sees a disconnect; what it sends is dropped
         if response:
             self.transport.write(response)
         self.transport.close()
@@ -321,10 +312,7 @@ class LimitedHttpToolsProtocol(FastLaneProtocol):
         # reach of the other limits: the answers it does not read within send_timeout are dropped, and the
         # connection with them (abort: close() would wait for a flush that never comes).
         self.send_deadline = None
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        self.abandon_request()
         self.transport.abort()
         self._note("send_timeout")
 

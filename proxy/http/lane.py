@@ -18,15 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from uvicorn._types import ASGI3Application
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from proxy.http.uvicorn_hooks import ASGIApp, Request, UvicornProtocol
 
 __all__ = ["FAST_LANE", "FastLane", "FastLaneProtocol"]
 
 # The lifespan state key under which the app hands its `FastLane` to the protocol.
 FAST_LANE = "vapi_calendar_proxy.fast_lane"
-# Bodies the lane waits for: a longer one goes to the app as it streams (uvicorn pauses reading at 64 KiB,
-# and only the app's `receive()` resumes it).
+# Bodies the lane waits for: a longer one goes to the app as it streams (uvicorn pauses reading at
+# READ_HIGH_WATER, 64 KiB, and only the app's `receive()` resumes it).
 LANE_BODY_BYTES = 32_768
 OK_HEAD = b"HTTP/1.1 200 OK\r\n"
 JSON_HEADERS = b"content-length: %d\r\ncontent-type: application/json\r\n"
@@ -41,72 +40,66 @@ class FastLane(Protocol):
     def answer(self, body: bytes, *, path: str) -> bytes | None: ...
 
 
-class FastLaneProtocol(HttpToolsProtocol):
+class FastLaneProtocol(UvicornProtocol):
     """uvicorn's httptools protocol with the fast lane in front of the ASGI app."""
 
-    lane_waits_for: tuple[RequestResponseCycle, ASGI3Application] | None = None
+    lane_waits_for: tuple[Request, ASGIApp] | None = None
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        lane: FastLane | None = self.app_state.get(FAST_LANE)
-        scope = cycle.scope
+    def take_request(self, request: Request, app: ASGIApp) -> bool:
+        lane: FastLane | None = self.lane_state().get(FAST_LANE)
         if (
-            lane is not None
-            and app is self.app
-            and not self.access_log
-            and not cycle.waiting_for_100_continue
-            and lane.takes(scope["method"], scope["path"], scope["headers"])
+            lane is None
+            or not self.serves_app(app)
+            or self.expects_continue(request)
+            or not lane.takes(*self.head(request))
         ):
-            if cycle.more_body:
-                self.lane_waits_for = (cycle, app)  # answered by on_message_complete
-                return
-            if self._answer_in_lane(cycle, lane):
-                return
-        super()._start_asgi_task(cycle, app)
+            return False
+        if self.body_pending(request):
+            self.lane_waits_for = (request, app)  # answered by message_complete
+            return True
+        return self._answer_in_lane(request, lane)
 
-    def on_body(self, body: bytes) -> None:
-        super().on_body(body)
+    def body_received(self) -> None:
+        super().body_received()
         waiting = self.lane_waits_for
-        if waiting is not None and len(waiting[0].body) > LANE_BODY_BYTES:
+        if waiting is not None and self.body_size(waiting[0]) > LANE_BODY_BYTES:
             self.lane_waits_for = None
-            super()._start_asgi_task(*waiting)
+            self.start_app(*waiting)
 
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
+    def message_complete(self) -> None:
+        super().message_complete()
         waiting = self.lane_waits_for
-        if waiting is not None and waiting[0] is self.cycle:
+        if waiting is not None and self.is_current(waiting[0]):
             self.lane_waits_for = None
-            cycle, app = waiting
-            lane: FastLane | None = self.app_state.get(FAST_LANE)
-            if lane is None or not self._answer_in_lane(cycle, lane):
-                super()._start_asgi_task(cycle, app)
+            request, app = waiting
+            lane: FastLane | None = self.lane_state().get(FAST_LANE)
+            if lane is None or not self._answer_in_lane(request, lane):
+                self.start_app(request, app)
 
     def _lane_may_write(self) -> bool:
         """Whether an answer may be written now: not while the peer is not reading its answers (writing
         paused). Declined, the call goes to the ASGI cycle, which waits for the drain before it writes, and
         the requests behind it queue in uvicorn's pipeline, reading paused, bounded (proxy.http.connections)."""
-        return not self.flow.write_paused
+        return not self.writing_paused()
 
-    def _answer_in_lane(self, cycle: RequestResponseCycle, lane: FastLane) -> bool:
-        if cycle.disconnected:
+    def _answer_in_lane(self, request: Request, lane: FastLane) -> bool:
+        if self.gone(request):
             return True  # nobody to answer; the ASGI app would only see the disconnect
         if not self._lane_may_write():
             return False
-        # The body uvicorn joined (already bytes, not copied); the path: each agency tenant has its own.
-        answer = lane.answer(bytes(cycle.body), path=cycle.scope["path"])
+        # The path as well as the body: each agency tenant has its own (proxy.agency).
+        answer = lane.answer(self.body(request), path=self.head(request)[1])
         if answer is None:
             return False
         # What RequestResponseCycle.send writes for http.response.start and one http.response.body.
         content = [OK_HEAD]
-        for name, value in self.server_state.default_headers:
+        for name, value in self.default_headers():
             content += (name, b": ", value, b"\r\n")
         content.append(JSON_HEADERS % len(answer))
-        if not cycle.keep_alive:
+        keep_alive = self.keeps_alive(request)
+        if not keep_alive:
             content.append(b"connection: close\r\n")
         content += (b"\r\n", answer)
         self.transport.write(b"".join(content))
-        cycle.response_started = cycle.response_complete = True
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            self.transport.close()
-        self.on_response_complete()
+        self.answered(request)
         return True
