@@ -72,6 +72,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
     if config.redis.url is not None:
         print(f"shared state: Redis at {redis_url_location(str(config.redis.url))}")
+        if not config.nango.secret_key:
+            # proxy.shared.signing: what replicas share is signed with a key derived from the Nango secret key.
+            print("warning: redis without nango.secret_key: the replicas share no routing", file=sys.stderr)
     if args.nango:
         import asyncio
 

@@ -14,7 +14,9 @@ import pytest
 from proxy.metrics import Metrics
 from proxy.nango.directory import ConnectionDirectory
 from proxy.secret import Secret
-from proxy.shared import Cluster, RedisSettings
+from proxy.shared import Cluster, RedisSettings, SharedUnavailable
+from proxy.shared import index as shared_index
+from proxy.shared.cluster import INDEX_POLL_SECONDS
 from tests.nango_fakes import FakeClock, FakeNango, auth_webhook, make_client
 from tests.redis_server import RedisServer
 from tests.test_replicas import USERS, Replica, call, credential, eventually, replicas, user, webhook
@@ -144,3 +146,46 @@ async def test_forged_or_replayed_announcements_and_overlay_entries_change_no_ca
             assert credential(answer) == "conn-second-reconnect"
             assert replica.runtime.directory.status()["breaker_open"] is False
         assert await redis.hexists(overlay, f"u:{user(7)}") == 0  # trimmed by the replica that read it
+
+
+async def test_the_index_lease_is_given_back_even_when_the_publication_fails(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, clock = FakeNango(), FakeClock()
+    fake.add("conn-1", {"end_user_id": "usr_1"})
+    async with cluster_on(redis_server, fake, clock) as cluster:
+        # The server answers the publication with an error (a script it refuses): the store then rests from
+        # Redis for retry_after, but the lease must still be freed, or the next refresh waits out 60 s.
+        monkeypatch.setattr(shared_index, "_PUBLISH", "return redis.error_reply('refused')")
+        with pytest.raises(SharedUnavailable):
+            await cluster.refresh_round()
+        assert await cluster.store.redis.exists(cluster.store.key("lock", "index")) == 0
+        monkeypatch.undo()
+        clock.advance(INTERVAL)
+        await cluster.store.ping()
+        assert await cluster.refresh_round() == INTERVAL
+        assert len(fake.requests) == 2
+
+
+async def test_a_forged_index_is_not_loaded_and_the_replica_builds_its_own(redis_server: RedisServer) -> None:
+    fake, clock = FakeNango(), FakeClock()
+    fake.add("conn-1", {"end_user_id": "usr_1"})
+    async with (
+        cluster_on(redis_server, fake, clock) as builder,
+        cluster_on(redis_server, fake, clock) as reader,
+    ):
+        assert await builder.refresh_round() == INTERVAL
+        meta = await builder.indexes.meta()
+        assert meta is not None
+        redis, key = builder.store.redis, builder.store.key
+        forged = orjson.dumps([["conn-attacker", "usr_1", "2030-01-01T00:00:00Z", True, None]])
+        await redis.set(key("index", "chunk", str(meta.version), "0"), b"0" * 64 + forged)
+        assert await reader.refresh_round() == INTERVAL  # not loaded: built its own, and published it
+        assert reader._directory.current("usr_1") == "conn-1"
+        await redis.hset(key("index", "meta"), "connections", "999999")  # the meta no longer verifies
+        assert await reader.indexes.meta() is None
+        # As when Redis lost the index: the reader puts its own fresh one back, without asking Nango.
+        assert await reader.refresh_round() == INDEX_POLL_SECONDS
+        assert reader._directory.current("usr_1") == "conn-1"
+        assert await reader.indexes.meta() is not None
+        assert len(fake.requests) == 2  # the builder's listing, then the reader's

@@ -104,10 +104,14 @@ def test_check_names_the_redis_server_without_its_password(
     path = tmp_path / "routing.yaml"
     example = (ROOT / "config.example.yaml").read_text()
     path.write_text(example + "redis:\n  url: rediss://proxy:pw-5150@cache.internal:6380/0\n")
+    monkeypatch.setenv("NANGO_SECRET_KEY", "nango-key-1")
     assert main(["check", "--config", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "shared state: Redis at rediss://cache.internal:6380" in out
-    assert "pw-5150" not in out + err
+    assert "pw-5150" not in out + err and "share no routing" not in err
+    monkeypatch.delenv("NANGO_SECRET_KEY")
+    assert main(["check", "--config", str(path)]) == 0
+    assert "warning: redis without nango.secret_key: the replicas share no routing" in capsys.readouterr().err
     path.write_text(example)
     assert main(["check", "--config", str(path)]) == 0
     assert "shared state" not in capsys.readouterr().out
