@@ -1,4 +1,4 @@
-"""Run the app under uvicorn with a graceful drain: not ready first, then stop, then exit."""
+"""Run the app under uvicorn with a graceful drain (one `Drain`): not ready first, then stop, then exit."""
 
 from __future__ import annotations
 
@@ -36,40 +36,61 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 logger = get_logger("server")
 
 
-class DrainingServer(uvicorn.Server):
-    """On the first SIGTERM/SIGINT: /readyz turns 503 while requests are still served for
-    `shutdown_delay` seconds (so load balancers stop sending new calls), then uvicorn's own shutdown
-    closes the listener and waits for in-flight requests, and the process exits 0. A second signal
-    exits at once."""
+class Drain:
+    """The one drain, for a server we construct (`DrainingServer`) and for uvicorn's worker processes
+    (`drain_on_signals`): on the first SIGTERM/SIGINT /readyz turns 503 while requests are still served for
+    `shutdown_delay_seconds` (so load balancers stop sending new calls), then `stop(signal, False)` lets
+    uvicorn's own shutdown close the listener and wait for in-flight requests. A second signal calls
+    `stop(signal, True)` at once."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime | Tenants, shutdown_delay: float) -> None:
+    def __init__(
+        self, runtime: Runtime | Tenants, loop: asyncio.AbstractEventLoop, stop: Callable[[int, bool], object]
+    ) -> None:
+        self.runtime = runtime
+        self.loop = loop
+        self.stop = stop
+
+    def signal(self, sig: int) -> None:
+        """From a signal handler: the first signal drains, a second one stops at once."""
+        if self.runtime.draining:
+            self.stop(sig, True)
+            return
+        self.runtime.draining = True
+        self.loop.call_soon_threadsafe(self._drain, sig)
+
+    def _drain(self, sig: int) -> None:
+        delay = self.runtime.config.server.shutdown_delay_seconds
+        logger.info("draining", extra={"fields": {"signal": signal.Signals(sig).name, "delay_s": delay}})
+        self.loop.call_later(delay, self._stop, sig)
+
+    def _stop(self, sig: int) -> None:
+        logger.info("shutting down", extra={"fields": {"signal": signal.Signals(sig).name}})
+        self.stop(sig, False)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server, its signals routed to the `Drain`. The process exits 0 after a clean drain."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime | Tenants) -> None:
         super().__init__(config)
         self.runtime = runtime
-        self.shutdown_delay = shutdown_delay
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: Drain | None = None
 
     async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        self._loop = asyncio.get_running_loop()
+        self._drain = Drain(self.runtime, asyncio.get_running_loop(), self._stop)
         await super().startup(sockets)  # type: ignore[arg-type]
         freeze_startup_objects()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not super().handle_exit: uvicorn would re-raise the signal once shut down, so a clean drain
         # would end in death by SIGTERM instead of exit status 0.
-        if self._loop is None or self.runtime.draining:
-            self.force_exit = self.runtime.draining
-            self.should_exit = True
+        if self._drain is None:
+            self.should_exit = True  # before start-up: nothing to drain
             return
-        self.runtime.draining = True
-        self._loop.call_soon_threadsafe(self._drain, signal.Signals(sig).name)
+        self._drain.signal(sig)
 
-    def _drain(self, signal_name: str) -> None:
-        logger.info("draining", extra={"fields": {"signal": signal_name, "delay_s": self.shutdown_delay}})
-        assert self._loop is not None
-        self._loop.call_later(self.shutdown_delay, self._stop)
-
-    def _stop(self) -> None:
-        logger.info("shutting down", extra={"fields": {"drain_s": self.config.timeout_graceful_shutdown}})
+    def _stop(self, sig: int, at_once: bool) -> None:
+        self.force_exit = at_once
         self.should_exit = True
 
 
@@ -151,7 +172,7 @@ def serve(
         app = create_app(config, insecure=insecure, config_path=config.file)
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
     runtime: Runtime | Tenants = app.state.runtime
-    server = DrainingServer(uv_config, runtime, config.server.shutdown_delay_seconds)
+    server = DrainingServer(uv_config, runtime)
     server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
 
@@ -197,9 +218,9 @@ def freeze_startup_objects() -> None:
 
 
 def drain_on_signals(app: Starlette) -> None:
-    """DrainingServer's drain for a server we do not construct (uvicorn's workers run its plain Server):
-    while the app runs, a handler in front of uvicorn's own turns /readyz 503 on the first SIGTERM/SIGINT
-    and passes the signal on to uvicorn `shutdown_delay_seconds` later; a second one passes at once."""
+    """The `Drain` for a server we do not construct (uvicorn's workers run its plain Server): while the app
+    runs, a handler in front of uvicorn's own drains on the first SIGTERM/SIGINT and passes the signal on to
+    uvicorn when the drain ends (a second one passes at once)."""
     runtime: Runtime | Tenants = app.state.runtime
     inner = app.router.lifespan_context
 
@@ -207,24 +228,11 @@ def drain_on_signals(app: Starlette) -> None:
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         # The app's lifespan state is passed on: uvicorn's protocols read the refusal counter and the fast lane in it.
         async with inner(app) as state:
-            loop = asyncio.get_running_loop()
             passed_on: dict[int, Callable[[int, FrameType | None], object]] = {}
-
-            def stop(sig: int, handler: Callable[[int, FrameType | None], object]) -> None:
-                logger.info("shutting down", extra={"fields": {"signal": signal.Signals(sig).name}})
-                handler(sig, None)
-
-            def drain(sig: int) -> None:
-                delay = runtime.config.server.shutdown_delay_seconds
-                logger.info("draining", extra={"fields": {"signal": signal.Signals(sig).name, "delay_s": delay}})
-                loop.call_later(delay, stop, sig, passed_on[sig])
+            drain = Drain(runtime, asyncio.get_running_loop(), lambda sig, at_once: passed_on[sig](sig, None))
 
             def on_signal(sig: int, frame: FrameType | None) -> None:
-                if runtime.draining:
-                    passed_on[sig](sig, frame)
-                    return
-                runtime.draining = True
-                loop.call_soon_threadsafe(drain, sig)
+                drain.signal(sig)
 
             # Only the main thread may set handlers; uvicorn restores its own when it stops capturing signals.
             if threading.current_thread() is threading.main_thread():

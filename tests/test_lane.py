@@ -209,3 +209,22 @@ async def test_a_slow_request_after_a_lane_answer_is_not_cut_at_the_keepalive_ti
         assert app.http_requests == 1  # the slow one
     assert first.startswith(b"HTTP/1.1 200 OK") and b'"authorizationId":"conn-doe"' in first
     assert second.startswith(b"HTTP/1.1 200 OK") and second.endswith(b"booked")
+
+
+async def test_a_call_the_lane_declined_is_not_decided_again_by_the_asgi_fast_path(tmp_path: Path) -> None:
+    async with serving(tmp_path, lane=True) as (port, app):
+        fast_path: Any = getattr(app.app, "fast_path")  # noqa: B009 (the app is typed as any ASGI app)
+        bodies: list[bytes] = []
+        answer = fast_path.answer
+
+        def counted(body: bytes, started: float | None = None) -> bytes | None:
+            bodies.append(body)
+            answer_bytes: bytes | None = answer(body, started)
+            return answer_bytes
+
+        fast_path.answer = counted
+        (unknown,) = await exchange(port, request(call("+16505550199")))  # the general path answers it
+        (warm,) = await exchange(port, request(call()))
+        assert app.http_requests == 1
+    assert unknown.startswith(b"HTTP/1.1 200 OK") and warm.startswith(b"HTTP/1.1 200 OK")
+    assert len(bodies) == 2  # one decision per call: the lane's

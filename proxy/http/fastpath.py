@@ -8,7 +8,9 @@ and hands everything else to the general path unchanged. tests/test_fastpath.py 
 request cases through both and compares the answers, status and headers byte for byte.
 
 Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the
-whole body: proxy/http/lane.py); as an ASGI callable it serves any other ASGI server the same way.
+whole body: proxy/http/lane.py); a call it turned down there arrives marked (`LANE_DECLINED` in its
+scope) and goes to the general path at once, not decided twice. As an ASGI callable it serves any other
+ASGI server the same way.
 
 What it skips, and why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
@@ -49,6 +51,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, Route
+from proxy.http.lane import LANE_DECLINED
 from proxy.logs import CallLog, get_logger
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
@@ -248,7 +251,11 @@ class FastPath:
         self.budget.used = 0  # what dropped snapshots still counted, too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.takes(scope["method"], scope["path"], scope["headers"]):
+        if (
+            scope["type"] != "http"
+            or LANE_DECLINED in scope  # the lane asked this FastPath already: its answer was no
+            or not self.takes(scope["method"], scope["path"], scope["headers"])
+        ):
             await self.general(scope, receive, send)
             return
         started = self._clock()

@@ -20,10 +20,13 @@ from typing import Protocol
 
 from proxy.http.uvicorn_hooks import ASGIApp, Request, UvicornProtocol
 
-__all__ = ["FAST_LANE", "FastLane", "FastLaneProtocol"]
+__all__ = ["FAST_LANE", "LANE_DECLINED", "FastLane", "FastLaneProtocol"]
 
 # The lifespan state key under which the app hands its `FastLane` to the protocol.
 FAST_LANE = "vapi_calendar_proxy.fast_lane"
+# The scope key of a request the lane's `FastLane` turned down (its head or its body): the same FastLane,
+# called again as the ASGI app, passes it straight to the general path instead of deciding it twice.
+LANE_DECLINED = "vapi_calendar_proxy.lane_declined"
 # Bodies the lane waits for: a longer one goes to the app as it streams (uvicorn pauses reading at
 # READ_HIGH_WATER, 64 KiB, and only the app's `receive()` resumes it).
 LANE_BODY_BYTES = 32_768
@@ -47,12 +50,10 @@ class FastLaneProtocol(UvicornProtocol):
 
     def take_request(self, request: Request, app: ASGIApp) -> bool:
         lane: FastLane | None = self.lane_state().get(FAST_LANE)
-        if (
-            lane is None
-            or not self.serves_app(app)
-            or self.expects_continue(request)
-            or not lane.takes(*self.head(request))
-        ):
+        if lane is None or not self.serves_app(app) or self.expects_continue(request):
+            return False
+        if not lane.takes(*self.head(request)):
+            self.mark(request, LANE_DECLINED)
             return False
         if self.body_pending(request):
             self.lane_waits_for = (request, app)  # answered by message_complete
@@ -90,6 +91,7 @@ class FastLaneProtocol(UvicornProtocol):
         # The path as well as the body: each agency tenant has its own (proxy.agency).
         answer = lane.answer(self.body(request), path=self.head(request)[1])
         if answer is None:
+            self.mark(request, LANE_DECLINED)
             return False
         # What RequestResponseCycle.send writes for http.response.start and one http.response.body.
         content = [OK_HEAD]

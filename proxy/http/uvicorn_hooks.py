@@ -290,6 +290,12 @@ class UvicornProtocol(HttpToolsProtocol):
         keep: bool = request.keep_alive
         return keep
 
+    @staticmethod
+    def mark(request: Request, key: str) -> None:
+        """Set `key` in the request's ASGI scope, for the app to read."""
+        scope: dict[str, Any] = request.scope  # type: ignore[assignment]
+        scope[key] = True
+
     def is_current(self, request: Request) -> bool:
         return request is self.cycle
 
