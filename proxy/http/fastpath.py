@@ -100,8 +100,7 @@ class _Prepared:
 
 
 class _Budget:
-    """The bytes of prepared answers kept by every snapshot the fast path serves (in agency mode, every
-    tenant's): one bound for the process, however many tenants. Past it, every snapshot drops its answers."""
+    """Bytes of prepared answers of every snapshot served (every agency tenant's): one bound, then all drop."""
 
     __slots__ = ("drop", "used")
 
@@ -196,8 +195,7 @@ class FastPathApp(Starlette):
 
 
 class _Served:
-    """What the fast path keeps for one path's runtime (one agency tenant): the current snapshot's
-    derivations, the counts not yet handed to its metrics, and its call log."""
+    """What the fast path keeps per path's runtime (agency tenant): its snapshot's derivations, counts, call log."""
 
     __slots__ = ("budget", "call_log", "counts", "runtime", "snapshot")
 
@@ -219,8 +217,7 @@ class _Served:
 
 
 class FastPath:
-    """ASGI: answers warm assistant-requests on the paths it serves (`path` for `runtime`, and any added
-    by `serve`); passes every other request to `general`."""
+    """ASGI: answers warm assistant-requests on the paths it serves (`path`, any added by `serve`), else `general`."""
 
     def __init__(self, runtime: Runtime | None, general: ASGIApp, call_log: CallLog, *, path: str) -> None:
         self.general = general
@@ -238,16 +235,14 @@ class FastPath:
         self.served[path] = _Served(runtime, call_log, self.budget)
 
     def stop_serving(self, path: str) -> None:
-        served = self.served.pop(path, None)
-        if served is not None:
+        if (served := self.served.pop(path, None)) is not None:
             served.counts.flush()
             if served.snapshot is not None:
                 served.snapshot.drop()
 
     def _drop_prepared(self) -> None:
-        for served in self.served.values():
-            if served.snapshot is not None:
-                served.snapshot.drop()
+        for snapshot in (served.snapshot for served in self.served.values() if served.snapshot is not None):
+            snapshot.drop()
         self.budget.used = 0  # what dropped snapshots still counted, too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
