@@ -1,6 +1,10 @@
 """Config load at scale: `check` CPU time and `serve` memory for a routing file of N users (default 100,000).
 
-    python bench/config_load.py [--users 100000] [--runs 3]
+    python bench/config_load.py [--users 100000] [--runs 3] [--style block|flow] [--check-only] [--against DIR]
+
+`--style block` (the default) writes one key per line, as config.example.yaml does; `flow` puts each user
+and route on one line. `--against DIR` also runs `check` from another checkout's source tree (e.g. one
+made with `git worktree add`), in turn with this one: a before/after in the same run.
 
 Measured in the same run, each in a fresh process:
 - reference: `yaml.load(text, Loader=yaml.CSafeLoader)` of the same file (libyaml's C parser, PyYAML's
@@ -9,8 +13,7 @@ Measured in the same run, each in a fresh process:
 - `vapi-calendar-proxy serve`: RSS once ready (steady), then the peak RSS while a SIGHUP reload builds
   the next snapshot (VmHWM, reset through /proc/PID/clear_refs before each reload): once with one user
   edited (the usual change), once with a global variable edited (every route rebuilt: the worst case).
-Prints medians and the ratios; the targets (issue 12): check <= 1.5 s CPU, steady <= 150 MB, reload peak
-<= 1.5x steady.
+Prints medians and the ratios; the targets: check <= 1.5 s CPU, steady <= 150 MB, reload peak <= 1.5x steady.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ CLI = [PYTHON, "-m", "proxy.cli"]
 YAML_REFERENCE = "import sys, yaml; yaml.load(open(sys.argv[1]).read(), Loader=yaml.CSafeLoader)"
 
 
-def child_cpu(command: list[str], env: dict[str, str]) -> float:
+def child_cpu(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
     """CPU seconds (user + system) of one child process run to completion."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -107,7 +110,7 @@ def serve_memory(path: Path, env: dict[str, str]) -> tuple[float, float, float, 
         steady = status_kb(process.pid, "VmRSS") / 1024
         text = path.read_text()
         # The usual edit: one user changed (every other user and route is shared with the running snapshot).
-        one_user = text.replace('name: "User 7",', 'name: "User Seven",', 1)
+        one_user = text.replace('"User 7"', '"User Seven"', 1)
         user_peak = reload_peak(process, port, path, one_user)
         # The worst case: a global variable changed, so every route is rebuilt.
         global_peak = reload_peak(process, port, path, one_user.replace("Bayview Health", "Bayview Health (edited)"))
@@ -126,26 +129,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--style", choices=("block", "flow"), default="block")
+    parser.add_argument("--check-only", action="store_true", help="skip the serve memory figures")
+    parser.add_argument("--against", type=Path, help="another source tree whose check is measured in turn")
     args = parser.parse_args()
     env = {**os.environ, **environment(), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "routing.yaml"
-        path.write_text(routing_yaml(RoutingOptions(users=args.users, fixed_ids=True)))
+        path.write_text(routing_yaml(RoutingOptions(users=args.users, fixed_ids=True, style=args.style)))
         size = path.stat().st_size / 1_048_576
-        reference, check = [], []
-        for _ in range(args.runs):  # taken in turns, so both see the same load on a shared machine
+        reference, check, other = [], [], []
+        for _ in range(args.runs):  # taken in turns, so all see the same load on a shared machine
             reference.append(child_cpu([PYTHON, "-c", YAML_REFERENCE, str(path)], env))
             check.append(child_cpu([*CLI, "check", "--config", str(path)], env))
+            if args.against is not None:
+                against = {**env, "PYTHONPATH": str(args.against)}  # and run from there: -m puts the cwd first
+                other.append(child_cpu([*CLI, "check", "--config", str(path)], against, args.against))
+        ref, chk = statistics.median(reference), statistics.median(check)
+        print(f"{args.users:,} users, {args.style} style, {size:.1f} MiB file, median of {args.runs} runs")
+        print(f"yaml.load (CSafeLoader) reference: {ref:.2f} s CPU  {sorted(round(r, 2) for r in reference)}")
+        print(f"check:                             {chk:.2f} s CPU  {sorted(round(c, 2) for c in check)}")
+        print(f"  -> check is {ref / chk:.1f}x faster than the reference (target: check <= 1.5 s)")
+        if other:
+            before = statistics.median(other)
+            print(f"check from {args.against}: {before:.2f} s CPU  {sorted(round(c, 2) for c in other)}")
+            print(f"  -> this tree's check takes {chk / before:.2f} of that")
+        if args.check_only:
+            return
         memory = [serve_memory(path, env) for _ in range(args.runs)]
-    ref, chk = statistics.median(reference), statistics.median(check)
     steady = statistics.median(m[0] for m in memory)
     user_peak = statistics.median(m[1] for m in memory)
     global_peak = statistics.median(m[2] for m in memory)
     after = statistics.median(m[3] for m in memory)
-    print(f"{args.users:,} users, {size:.1f} MiB file, median of {args.runs} runs")
-    print(f"yaml.load (CSafeLoader) reference: {ref:.2f} s CPU  {sorted(round(r, 2) for r in reference)}")
-    print(f"check:                             {chk:.2f} s CPU  {sorted(round(c, 2) for c in check)}")
-    print(f"  -> check is {ref / chk:.1f}x faster than the reference (target: check <= 1.5 s)")
     print(f"serve RSS steady: {steady:.0f} MB (target <= 150 MB)")
     print(f"serve RSS peak reloading one edited user: {user_peak:.0f} MB = {user_peak / steady:.2f}x steady")
     print(f"serve RSS peak reloading a global edit:   {global_peak:.0f} MB = {global_peak / steady:.2f}x steady")

@@ -70,6 +70,9 @@ class RoutingOptions:
     deadline_seconds: float = 4.0
     read_timeout: float = 2.5
     connect_timeout: float = 1.0
+    # "flow": each user and route on one line, as a generator would write them; "block": one key per line,
+    # as config.example.yaml and most hand-kept files are (about 1.7 times the lines to parse).
+    style: str = "flow"
 
 
 def routing_yaml(options: RoutingOptions) -> str:
@@ -99,13 +102,22 @@ def routing_yaml(options: RoutingOptions) -> str:
         '  error: {action: transfer, number: "+1 415 555 0199"}',
         "users:",
     ]
+    block = options.style == "block"
     for i in range(options.users):
-        fixed = f", connection_id: {connection_id(i)}" if options.fixed_ids else ""
         zone = TIMEZONES[i % len(TIMEZONES)]
-        lines.append(f'  - {{id: {user_id(i)}, name: "User {i}", timezone: {zone}{fixed}}}')
+        if block:
+            lines += [f"  - id: {user_id(i)}", f'    name: "User {i}"', f"    timezone: {zone}"]
+            if options.fixed_ids:
+                lines.append(f"    connection_id: {connection_id(i)}")
+        else:
+            fixed = f", connection_id: {connection_id(i)}" if options.fixed_ids else ""
+            lines.append(f'  - {{id: {user_id(i)}, name: "User {i}", timezone: {zone}{fixed}}}')
     lines.append("routes:")
     for i in range(options.users):
-        lines.append(f'  - {{to: "{called_number(i)}", user: {user_id(i)}}}')
+        if block:
+            lines += [f'  - to: "{called_number(i)}"', f"    user: {user_id(i)}"]
+        else:
+            lines.append(f'  - {{to: "{called_number(i)}", user: {user_id(i)}}}')
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ names none of the others.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -33,7 +34,7 @@ from proxy.app import (
 from proxy.config import Agency
 from proxy.http.fastpath import FastPathApp
 from proxy.http.uvicorn_hooks import lane_status
-from proxy.logs import CallLog, get_logger, tenant_context
+from proxy.logs import CALL_LOGGER, CallLog, tenant_context
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics, render_tenants
 from proxy.reload import ConfigWatcher
 from proxy.runtime import Runtime, Tenants
@@ -59,7 +60,7 @@ def create_agency_app(
     if redis is None:
         redis = RedisSettings.from_config(agency.redis, os.environ)
     tenants = Tenants(config=agency, metrics=metrics or Metrics(), insecure=insecure)
-    calls = get_logger("calls")
+    calls = logging.getLogger(CALL_LOGGER)
 
     def selected(request: Request) -> Runtime | None:
         runtime = tenants.runtimes.get(request.path_params["tenant"])

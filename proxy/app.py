@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.fastpath import FastPathApp
 from proxy.http.lane import FAST_LANE
 from proxy.http.uvicorn_hooks import lane_status
-from proxy.logs import CallLog, call_context, get_logger
+from proxy.logs import CALL_LOGGER, CallLog, call_context
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.nango.webhooks import handle_nango_webhook
 from proxy.reload import ConfigWatcher
@@ -34,7 +35,7 @@ from proxy.shared import RedisSettings
 from proxy.vapi.auth import authenticate, authenticate_headers
 from proxy.vapi.messages import BadRequest, call_id_of, message_type_label, parse_message
 
-logger = get_logger("app")
+logger = logging.getLogger(__name__)
 
 # Message types Vapi expects an answer to; everything else is a notification acknowledged with {}.
 ASSISTANT_REQUEST = "assistant-request"
@@ -192,7 +193,7 @@ def create_app(
     runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
     runtime.metrics.set_config_version(config.version)
     runtime.metrics.deadline.set(config.server.deadline_seconds)
-    call_log = CallLog.for_logger(get_logger("calls"))
+    call_log = CallLog.for_logger(logging.getLogger(CALL_LOGGER))
 
     async def vapi(request: Request) -> Response:
         return await answer_vapi(runtime, request, runtime)

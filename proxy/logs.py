@@ -28,15 +28,14 @@ from typing import Literal
 
 import orjson
 
-LOGGER_NAME = "vapi_calendar_proxy"
+# Every logger of the proxy hangs from this one: each module logs under its own `__name__` (proxy.reload,
+# proxy.nango.client, ...), and the per-call lines under CALL_LOGGER, a name log pipelines can filter on.
+LOGGER_NAME = "proxy"
+CALL_LOGGER = f"{LOGGER_NAME}.calls"
 LogFormat = Literal["json", "text"]
 
 _CALL_ID: ContextVar[str | None] = ContextVar("call_id", default=None)
 _TENANT: ContextVar[str | None] = ContextVar("tenant", default=None)
-
-
-def get_logger(name: str = "") -> logging.Logger:
-    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
 @contextlib.contextmanager
@@ -319,8 +318,7 @@ def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> No
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(CallIdFilter())
-    # "proxy" covers the modules that log under their own __name__ (nango, directory, tools, ...).
-    for name in (LOGGER_NAME, "proxy", "uvicorn", "uvicorn.error"):
+    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import os
 import signal
 import threading
@@ -21,12 +22,11 @@ from typing import Literal, Protocol, cast
 
 from proxy.config import Agency, Config, ConfigError, ConfigIssue, load_deployment, parse_config, read_config_text
 from proxy.config.files import current_version, expand_includes
-from proxy.logs import get_logger
 from proxy.metrics import Metrics
 
 __all__ = ["ConfigWatcher", "Reloadable", "fingerprint", "release_memory", "watched_fingerprint"]
 
-logger = get_logger("reload")
+logger = logging.getLogger(__name__)
 
 ReloadResult = Literal["ok", "unchanged", "invalid"]
 Fingerprint = tuple[object, ...]

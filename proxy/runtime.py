@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import httpx
 
 from proxy.config import Agency, Config, ConfigError
 from proxy.http.peers import PeerBound
-from proxy.logs import CallLog, get_logger, tenant_context
+from proxy.logs import CallLog, tenant_context
 from proxy.metrics import Metrics
 from proxy.nango.client import NangoClient, RequestGate
 from proxy.nango.directory import ConnectionDirectory
@@ -26,7 +27,7 @@ from proxy.vapi.service import CallService
 
 __all__ = ["Runtime", "Tenants", "tenant_redis"]
 
-logger = get_logger("runtime")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import math
 import os
 import shutil
@@ -23,7 +24,7 @@ from proxy.app import create_app
 from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.http.uvicorn_hooks import lane_status, missing, run_workers
-from proxy.logs import LogFormat, configure_logging, get_logger
+from proxy.logs import LogFormat, configure_logging
 from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
 
@@ -33,7 +34,7 @@ LOG_FORMAT_ENV = "VAPI_CALENDAR_PROXY_LOG_FORMAT"
 LOG_LEVEL_ENV = "VAPI_CALENDAR_PROXY_LOG_LEVEL"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-logger = get_logger("server")
+logger = logging.getLogger(__name__)
 
 
 class Drain:

@@ -1,11 +1,20 @@
-"""Shared test helpers: Vapi sample bodies and the app served in-process."""
+"""Shared test helpers: Vapi sample bodies, configs, the app served in-process and `serve` in a subprocess, free
+ports, and waiting for a state (by polling a condition, never by sleeping a guessed time)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
+import os
+import socket
+import subprocess
+import sys
 import textwrap
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +24,29 @@ from starlette.applications import Starlette
 from proxy.app import create_app
 from proxy.config import Config, parse_config
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VAPI_SECRET = "test-vapi-secret-8f2k"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until `condition()` (plain or async) holds, checking every 10 ms; fail after `timeout` seconds.
+    The timeout only bounds a test that would otherwise hang: the state is waited for, not a guessed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if await result if inspect.isawaitable(result) else result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def vapi_sample(name: str) -> dict[str, Any]:
@@ -98,3 +128,55 @@ def write_agency(directory: Path, agency: str = AGENCY_FILE, acme: str = ACME_FI
     path = directory / "agency.yaml"
     path.write_text(agency)
     return path
+
+
+@dataclass
+class Proxy:
+    """`python -m proxy serve` running in a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json", *options: str) -> AsyncIterator[Proxy]:
+    """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
+    port = free_port()
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format, *options]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", *command],
+            cwd=ROOT,
+            env={**os.environ, "VAPI_SERVER_SECRET": VAPI_SECRET},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    proxy = Proxy(process, f"http://127.0.0.1:{port}", log)
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+
+            async def ready() -> bool:
+                assert process.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    return (await client.get("/readyz")).status_code == 200
+                return False
+
+            await eventually(ready, 60.0)  # a hang guard: two workers on a busy machine can take 10 s to start
+        yield proxy
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+
+
+async def wait_for_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """The process's exit status, once it has exited; fails if it has not within `timeout` seconds."""
+    await eventually(lambda: process.poll() is not None, timeout)
+    code = process.poll()
+    assert code is not None
+    return code

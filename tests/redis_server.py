@@ -14,16 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.helpers import free_port
+
 INSTALL_HINT = "redis-server not found on PATH: apt-get install redis-server (CI installs it in .ci/run)"
 OPENSSL_HINT = "openssl not found on PATH: apt-get install openssl (CI installs it in .ci/run)"
 NO_TLS = "the installed redis-server was built without TLS support (no --tls-port)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_certificates(directory: Path) -> Path:

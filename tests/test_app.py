@@ -254,7 +254,7 @@ async def test_probes_answer_without_auth() -> None:
 
 
 async def test_one_log_line_per_call_masks_numbers_and_hides_secrets(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="vapi_calendar_proxy")
+    caplog.set_level(logging.INFO, logger="proxy")
     async with proxy_client(config_from(CONFIG)) as client:
         await post(client, to_number("+16505550100"))
     records = [r for r in caplog.records if r.getMessage() == "assistant-request"]

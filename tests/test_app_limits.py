@@ -19,8 +19,7 @@ from proxy.app import create_app
 from proxy.secret import Secret
 from proxy.vapi.auth import HmacPlan, hmac_signature
 from proxy.vapi.messages import VAPI_MESSAGE_TYPES
-from tests.helpers import VAPI_SECRET, config_from, proxy_client, serving, vapi_sample
-from tests.test_server import running_proxy
+from tests.helpers import VAPI_SECRET, config_from, proxy_client, running_proxy, serving, vapi_sample
 
 pytestmark = pytest.mark.anyio
 

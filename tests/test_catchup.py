@@ -15,11 +15,24 @@ from proxy.shared import IndexStore, RedisSettings, SharedStore
 from proxy.shared.catchup import CLOCK_MARGIN_SECONDS, CatchUp
 from proxy.shared.index import OverlayEntry
 from proxy.shared.signing import Signer
+from tests.helpers import eventually
 from tests.nango_fakes import auth_webhook
 from tests.redis_server import RedisServer
-from tests.test_replicas import FakeNango, call, credential, eventually, replicas, user, webhook
+from tests.test_replicas import FakeNango, Replica, call, credential, replicas, user, webhook
 
 pytestmark = pytest.mark.anyio
+
+
+def deaf(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The replica drops every announcement it receives, as while its link to Redis is down; the event is
+    set when one has reached it (and been lost), so a test waits for that, not for a guessed time."""
+    dropped = asyncio.Event()
+
+    def drop(raw: object) -> None:
+        dropped.set()
+
+    monkeypatch.setattr(replica.runtime.cluster.fanout, "parse", drop)
+    return dropped
 
 
 async def test_a_replica_that_missed_a_webhook_while_unsubscribed_catches_up_on_resubscribing(
@@ -31,11 +44,11 @@ async def test_a_replica_that_missed_a_webhook_while_unsubscribed_catches_up_on_
             lambda: all(r.index_size() > 0 and r.runtime.cluster.fanout.subscribed.is_set() for r in (first, second))
         )
         # The second replica hears nothing for a while, as while its link to Redis is down.
-        monkeypatch.setattr(second.runtime.cluster.fanout, "parse", lambda raw: None)
+        dropped = deaf(second, monkeypatch)
         nango.replaced[5] = "conn-while-away"
         hook = auth_webhook("override", connection_id="conn-while-away", user_id=user(5))
         assert (await webhook(first, hook)).json()["result"] == "applied"
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(dropped.wait(), 5.0)  # the announcement reached it, and was lost
         assert second.runtime.directory.current(user(5)) == "conn-u00005"  # missed
         monkeypatch.undo()
         # The link breaks for real (as in a failover): both replicas resubscribe by themselves.
@@ -55,13 +68,13 @@ async def test_a_hold_announced_while_a_replica_was_away_is_replayed_while_it_st
         await eventually(
             lambda: all(r.index_size() > 0 and r.runtime.cluster.fanout.subscribed.is_set() for r in (first, second))
         )
-        monkeypatch.setattr(second.runtime.cluster.fanout, "parse", lambda raw: None)
+        dropped = deaf(second, monkeypatch)
         # A refresh failed and Nango cannot be asked to confirm: the connection is held back briefly.
         nango.lookup_status = 503
         failed = auth_webhook("refresh", success=False, connection_id="conn-u00009", user_id=user(9))
         assert (await webhook(first, failed)).json()["result"] == "suspended_unconfirmed"
         nango.lookup_status = 200
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(dropped.wait(), 5.0)  # the announcement reached it, and was lost
         answer, _ = await call(second, 9)
         assert credential(answer) == "conn-u00009"  # missed: still handed out
         monkeypatch.undo()

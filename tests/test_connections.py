@@ -21,8 +21,7 @@ from uvicorn.server import ServerState
 
 from proxy.http import connections
 from proxy.http.connections import FD_RESERVE, connection_cap
-from tests.helpers import VAPI_SECRET, vapi_sample
-from tests.test_server import Proxy, running_proxy
+from tests.helpers import VAPI_SECRET, Proxy, running_proxy, vapi_sample
 
 pytestmark = pytest.mark.anyio
 

@@ -197,7 +197,7 @@ def call_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 async def test_both_paths_answer_every_request_case_byte_for_byte(
     name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.INFO, logger="vapi_calendar_proxy")
+    caplog.set_level(logging.INFO, logger="proxy")
     config = CONFIGS[name]()
     fast_answers = 0
     async with app_pair(config) as (fast, general, apps):

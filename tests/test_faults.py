@@ -23,7 +23,7 @@ import pytest
 
 from proxy.nango.client import MAX_CONCURRENT_REQUESTS, TOTAL_TIMEOUT_READS
 from tests.contract import assert_assistant_request_response
-from tests.helpers import VAPI_SECRET, config_from, proxy_client, vapi_sample
+from tests.helpers import VAPI_SECRET, config_from, free_port, proxy_client, vapi_sample
 
 pytestmark = pytest.mark.anyio
 
@@ -161,13 +161,6 @@ async def proxy_and_nango() -> AsyncIterator[tuple[httpx.AsyncClient, FakeNango]
             yield client, nango
     finally:
         await nango.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def call(client: httpx.AsyncClient, user: str) -> tuple[dict[str, object], float]:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
 import io
 import json
 import logging
 import os
+import pkgutil
 import select
 import subprocess
 import sys
@@ -14,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+import proxy
 from proxy.app import create_app
 from proxy.logs import (
+    CALL_LOGGER,
     LOGGER_NAME,
     CallIdFilter,
     CallLog,
@@ -24,10 +29,60 @@ from proxy.logs import (
     LineBuffer,
     TextFormatter,
     call_context,
+    configure_logging,
 )
 from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def module_loggers() -> dict[str, logging.Logger]:
+    """Every logger a module of the package holds, by "module.attribute", every module imported."""
+    for info in pkgutil.walk_packages(proxy.__path__, "proxy."):
+        if not info.name.endswith("__main__"):  # importing it would run the command line
+            importlib.import_module(info.name)
+    return {
+        f"{name}.{attribute}": value
+        for name, module in list(sys.modules.items())
+        if name == "proxy" or name.startswith("proxy.")
+        for attribute, value in vars(module).items()
+        if isinstance(value, logging.Logger)
+    }
+
+
+def test_every_logger_of_the_package_hangs_from_one_namespace(capsys: pytest.CaptureFixture[str]) -> None:
+    """One namespace, `proxy`: configure_logging's one handler gets every line of every module, in the
+    chosen format and level (there was a `vapi_calendar_proxy.*` beside `proxy.*`, each configured apart)."""
+    loggers = module_loggers()
+    assert len(loggers) >= 15, sorted(loggers)  # the walk sees the package's loggers
+    outside = {where: logger.name for where, logger in loggers.items() if logger.name.split(".")[0] != LOGGER_NAME}
+    assert outside == {}
+    assert not [name for name in logging.root.manager.loggerDict if name.startswith("vapi_calendar_proxy")]
+    root = logging.getLogger(LOGGER_NAME)
+    saved = (root.handlers[:], root.level, root.propagate)
+    try:
+        configure_logging("json", "WARNING")
+        for logger in loggers.values():
+            logger.warning("hello from %s", logger.name)
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+    assert {line["logger"] for line in lines} == {logger.name for logger in loggers.values()}
+
+
+def test_modules_name_their_loggers_after_themselves() -> None:
+    """`logging.getLogger(__name__)` (or the call lines' CALL_LOGGER): a logger named by hand drifts out of
+    the namespace when its module moves, as `vapi_calendar_proxy.connections` did."""
+    named = []
+    for path in sorted((ROOT / "proxy").rglob("*.py")):
+        if path.name == "logs.py":  # configures uvicorn's loggers too
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger":
+                argument = ast.unparse(node.args[0]) if node.args else ""
+                if argument not in ("__name__", "CALL_LOGGER"):
+                    named.append(f"{path.relative_to(ROOT)}: getLogger({argument})")
+    assert named == []
 
 
 def log_line(formatter: logging.Formatter, message: str, call_id: str | None, **fields: object) -> str:
@@ -57,7 +112,7 @@ async def test_every_line_about_a_call_carries_its_id_and_no_number() -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(CallIdFilter())
-    loggers = [logging.getLogger(name) for name in ("proxy", LOGGER_NAME)]
+    loggers = [logging.getLogger(LOGGER_NAME)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -73,7 +128,7 @@ async def test_every_line_about_a_call_carries_its_id_and_no_number() -> None:
             logger.removeHandler(handler)
             logger.setLevel(level)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert {line["logger"] for line in lines} >= {"proxy.nango.client", "proxy.nango.directory", f"{LOGGER_NAME}.calls"}
+    assert {line["logger"] for line in lines} >= {"proxy.nango.client", "proxy.nango.directory", CALL_LOGGER}
     assert {line["call_id"] for line in lines} == {body["message"]["call"]["id"]}
     assert "+16505550100" not in stream.getvalue() and "+14155550123" not in stream.getvalue()
 
@@ -99,7 +154,7 @@ def test_a_direct_call_line_is_the_json_formatters_line(monkeypatch: pytest.Monk
     """The call line skips the logging module but not its shape: the same keys, values and timestamp format."""
     read, write = os.pipe()
     lines = LineBuffer(write)
-    logger = logging.getLogger(f"{LOGGER_NAME}.calls")
+    logger = logging.getLogger(CALL_LOGGER)
     monkeypatch.setattr(logger, "isEnabledFor", lambda level: level >= logging.INFO)
     fields: dict[str, object] = {"call_id": "c-1", "to": "+1650*****00", "user": None, "latency_ms": 0.12}
     CallLog(logger, lines, clock=lambda: 1_764_000_000.4567).info("assistant-request", fields)
@@ -118,7 +173,7 @@ def test_call_lines_go_through_the_stdlib_unless_the_json_handler_is_their_only_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    call_log = CallLog.for_logger(logging.getLogger(f"{LOGGER_NAME}.calls"))
+    call_log = CallLog.for_logger(logging.getLogger(CALL_LOGGER))
     assert call_log.lines is None  # caplog's handler is on the root logger
     call_log.info("assistant-request", {"call_id": "c-2"})
     assert [r.fields for r in caplog.records] == [{"call_id": "c-2"}]  # type: ignore[attr-defined]

@@ -15,8 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.logs import CallIdFilter, TextFormatter, call_context
-from tests.helpers import VAPI_SECRET, vapi_sample
-from tests.test_server import running_proxy
+from tests.helpers import VAPI_SECRET, running_proxy, vapi_sample
 
 FORGED = "12:00:00.000 WARNING unauthorised request reason=mismatch client=10.9.9.9"
 LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")

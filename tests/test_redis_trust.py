@@ -17,9 +17,10 @@ from proxy.secret import Secret
 from proxy.shared import Cluster, RedisSettings, SharedUnavailable
 from proxy.shared import index as shared_index
 from proxy.shared.cluster import INDEX_POLL_SECONDS
+from tests.helpers import eventually
 from tests.nango_fakes import FakeClock, FakeNango, auth_webhook, make_client
 from tests.redis_server import RedisServer
-from tests.test_replicas import USERS, Replica, call, credential, eventually, replicas, user, webhook
+from tests.test_replicas import USERS, Replica, call, credential, replicas, user, webhook
 from tests.test_replicas import FakeNango as ReplicasNango
 
 pytestmark = pytest.mark.anyio

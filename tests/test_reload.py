@@ -6,9 +6,8 @@ import json
 import os
 import random
 import signal
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from proxy.config import config_version, load_config
 from proxy.metrics import Metrics
 from proxy.reload import fingerprint
 from proxy.runtime import Runtime
-from tests.helpers import VAPI_SECRET, serving, vapi_sample
+from tests.helpers import VAPI_SECRET, eventually, serving, vapi_sample
 from tests.nango_fakes import connection_json, sample
 from tests.routing_files import EDITIONS, NUMBER, kubernetes_mount, kubernetes_swap, replace_file, routing_yaml
 
@@ -87,13 +86,6 @@ def edition_of(answer: dict[str, Any]) -> str:
     assert [c["authorizationId"] for c in assistant["credentials"]] == [f"conn-{user_id}"]
     assert answer["assistantOverrides"]["variableValues"]["user_name"] == name
     return edition
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_reload_under_load_loses_no_request_and_never_mixes_configs(tmp_path: Path) -> None:
@@ -240,16 +232,12 @@ async def test_sighup_reloads_in_process_and_the_handler_is_restored(tmp_path: P
     path.write_text(routing_yaml("A"))  # reload_poll_seconds: 0, so only the signal can reload
     before = signal.getsignal(signal.SIGHUP)
     async with watched(path) as (client, runtime):
-        await eventually(lambda: _async(signal.getsignal(signal.SIGHUP) is not before))
+        await eventually(lambda: signal.getsignal(signal.SIGHUP) is not before)
         path.write_text(routing_yaml("B"))
         os.kill(os.getpid(), signal.SIGHUP)
-        await eventually(lambda: _async(runtime.config.version == config_version(routing_yaml("B"))))
+        await eventually(lambda: runtime.config.version == config_version(routing_yaml("B")))
         assert edition_of(await ask(client)) == "B"
     assert signal.getsignal(signal.SIGHUP) is before
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_reload_keeps_restart_only_settings_at_their_running_values(tmp_path: Path) -> None:
@@ -277,7 +265,7 @@ async def test_a_change_between_first_load_and_watch_start_is_caught(tmp_path: P
     metrics = Metrics()
     http = httpx.AsyncClient(transport=httpx.MockTransport(FakeNango()))
     async with http, serving(create_app(config, metrics=metrics, http_client=http, config_path=str(path))) as client:
-        await eventually(lambda: _async(sample(metrics, "config_reloads", result="ok") == 1))
+        await eventually(lambda: sample(metrics, "config_reloads", result="ok") == 1)
         assert edition_of(await ask(client)) == "B"
 
 

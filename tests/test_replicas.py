@@ -23,7 +23,7 @@ from proxy.app import create_app
 from proxy.secret import Secret
 from proxy.shared import RedisSettings
 from tests.contract import assert_assistant_request_response
-from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
+from tests.helpers import VAPI_SECRET, config_from, eventually, serving, vapi_sample
 from tests.nango_fakes import SIGNING_KEY, auth_webhook, encode, sign
 from tests.redis_server import RedisServer
 
@@ -145,13 +145,6 @@ async def replicas(count: int, redis: RedisServer, nango: FakeNango, **config: A
             client = await stack.enter_async_context(serving(app))
             started.append(Replica(app, client))
         yield started
-
-
-async def eventually(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def assistant_request(i: int) -> dict[str, Any]:

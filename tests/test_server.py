@@ -5,88 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 
 from proxy.config import config_version
-from tests.helpers import VAPI_SECRET, vapi_sample
+from tests.helpers import VAPI_SECRET, eventually, running_proxy, vapi_sample, wait_for_exit
 from tests.nango_fakes import connection_json
 from tests.routing_files import NUMBER, kubernetes_mount, kubernetes_swap, replace_file, routing_yaml
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
 CALLER = "+14155550123"  # the sample's customer: must never reach a log unmasked
-
-
-@dataclass
-class Proxy:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def running_proxy(config: Path, tmp_path: Path, log_format: str = "json", *options: str) -> AsyncIterator[Proxy]:
-    """`python -m proxy serve` on a free loopback port, ready (or the test fails with its log)."""
-    port = free_port()
-    log = tmp_path / "proxy.log"
-    with log.open("wb") as out:
-        command = ["serve", "--config", str(config), "--port", str(port), "--log-format", log_format, *options]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", *command],
-            cwd=ROOT,
-            env={**os.environ, "VAPI_SERVER_SECRET": VAPI_SECRET},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    proxy = Proxy(process, f"http://127.0.0.1:{port}", log)
-    try:
-        async with httpx.AsyncClient(base_url=proxy.url) as client:
-
-            async def ready() -> bool:
-                assert process.poll() is None, log.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    return (await client.get("/readyz")).status_code == 200
-                return False
-
-            await eventually(ready)
-        yield proxy
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=5)
 
 
 def assistant_request(number: str = NUMBER) -> bytes:
@@ -97,14 +35,6 @@ def assistant_request(number: str = NUMBER) -> bytes:
 
 async def post_call(client: httpx.AsyncClient) -> httpx.Response:
     return await client.post("/vapi", content=assistant_request(), headers={"X-Vapi-Secret": VAPI_SECRET})
-
-
-async def wait_for_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while (code := process.poll()) is None:
-        assert time.monotonic() < deadline, "the proxy did not exit in time"
-        await asyncio.sleep(0.02)
-    return code
 
 
 async def test_file_changes_and_sighup_reload_the_running_server(tmp_path: Path) -> None:

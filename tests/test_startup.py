@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from proxy.startup import StartupListener, loaded_summary, probe_response
-from tests.helpers import VAPI_SECRET, config_from
-from tests.test_server import assistant_request, eventually, free_port
+from tests.helpers import VAPI_SECRET, config_from, eventually, free_port
+from tests.test_server import assistant_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = (ROOT / "config.example.yaml").read_text()
@@ -165,7 +165,7 @@ async def test_serve_answers_probes_while_the_config_loads_then_serves_calls(tmp
     assert loaded[0] | {"ts": "-", "version": "-"} == {
         "ts": "-",
         "level": "info",
-        "logger": "vapi_calendar_proxy.server",
+        "logger": "proxy.server",
         "msg": "config loaded",
         "listen": f"http://127.0.0.1:{port}",
         "config": str(fifo),

@@ -184,7 +184,8 @@ class Entries:
         report, context, users = self.report, self.context, self.users
         timezone: ZoneInfo | None = context.timezone
         if model.timezone is not None:
-            timezone = zone(model.timezone, report, document, (*path, "timezone"))
+            # A few zones, named 100,000 times: the path is built only for a name not looked up yet.
+            timezone = report.zones.get(model.timezone) or zone(model.timezone, report, document, (*path, "timezone"))
         own = self.overrides(document, path, model, context.templates)
         own_fallbacks = context.fallbacks
         if model.fallbacks is not None:
@@ -223,21 +224,11 @@ class Entries:
         if not isinstance(model, RouteModel):
             return None
         report, context, users = self.report, self.context, self.users
-        keys: list[KeyEntry] = []
-        for yaml_key, value in (("to", model.to), ("phone_number_id", model.phone_number_id), ("from", model.caller)):
-            if value is None:
-                continue
-            many = isinstance(value, list)
-            for index, written in enumerate(value if isinstance(value, list) else (value,)):
-                where = (*path, yaml_key, index) if many else (*path, yaml_key)
-                key = written.strip() if yaml_key == "phone_number_id" else route_key(written)
-                if not key:
-                    shown = document.show(where, written)
-                    report.error(document, where, f"is not a phone number or SIP URI: {shown}")
-                    continue
-                keys.append(KeyEntry(yaml_key, key, where))  # type: ignore[arg-type]
-        if model.to is None and model.phone_number_id is None and model.caller is None and not model.default:
-            report.error(document, path, "needs at least one of to, phone_number_id, from, or default: true")
+        to = model.to
+        if type(to) is str and model.phone_number_id is None and model.caller is None and (key := route_key(to)):
+            keys = [KeyEntry("to", key, (*path, "to"))]  # most routes: one called number
+        else:
+            keys = self.keys(document, path, model)
         own = self.overrides(document, path, model, context.templates)
         user = users.get(model.user)
         if user is None and model.user in self.broken_users:
@@ -282,6 +273,26 @@ class Entries:
         if old is not None and _same_route(old, route):
             return old
         return route
+
+    def keys(self, document: Document, path: Path, model: RouteModel) -> list[KeyEntry]:
+        """Every key a route answers to, each with where it is written; issues for those that are no key."""
+        report = self.report
+        keys: list[KeyEntry] = []
+        for yaml_key, value in (("to", model.to), ("phone_number_id", model.phone_number_id), ("from", model.caller)):
+            if value is None:
+                continue
+            many = isinstance(value, list)
+            for index, written in enumerate(value if isinstance(value, list) else (value,)):
+                where = (*path, yaml_key, index) if many else (*path, yaml_key)
+                key = written.strip() if yaml_key == "phone_number_id" else route_key(written)
+                if not key:
+                    shown = document.show(where, written)
+                    report.error(document, where, f"is not a phone number or SIP URI: {shown}")
+                    continue
+                keys.append(KeyEntry(yaml_key, key, where))  # type: ignore[arg-type]
+        if model.to is None and model.phone_number_id is None and model.caller is None and not model.default:
+            report.error(document, path, "needs at least one of to, phone_number_id, from, or default: true")
+        return keys
 
     def calendar_plan(self, layers: tuple[Mapping[str, object], ...]) -> CalendarPlan:
         # Most users set nothing of their own: share one plan object between them.

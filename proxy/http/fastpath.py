@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -52,7 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, Route
 from proxy.http.lane import LANE_DECLINED
-from proxy.logs import CallLog, get_logger
+from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 from proxy.vapi.assistant import calendar_answer_format, clock_fragments
@@ -82,7 +83,7 @@ PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
 FLUSH_SECONDS = 1.0
 
-logger = get_logger("fastpath")
+logger = logging.getLogger(__name__)
 
 
 class _Prepared:

@@ -17,7 +17,7 @@ from proxy.http.peers import PeerKeys, PerPeer
 
 __all__ = ["HEADER_TOO_LARGE", "TIMED_OUT", "TOO_MANY_CONNECTIONS", "TOO_MANY_FROM_PEER", "RefusalLog", "Slots"]
 
-logger = logging.getLogger("vapi_calendar_proxy.connections")
+logger = logging.getLogger(__name__)
 
 # A refusal is logged at most this often (with the count since the last line), so a flood cannot
 # turn into a log flood.

@@ -22,7 +22,7 @@ from proxy.nango.lines import report_conflicts
 __all__ = ["REFRESH_RETRY_SECONDS", "IndexEffect", "IndexRefresher"]
 
 # The directory's logger: these lines were always its own, and log filters select on the name.
-logger = logging.getLogger("proxy.nango.directory")
+logger = logging.getLogger(__name__)
 
 IndexEffect = Callable[[ConnectionIndex], object]
 

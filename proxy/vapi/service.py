@@ -7,6 +7,7 @@ spoken error, always inside the configured deadline.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from proxy.calendar.references import WrongGuesses
 from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.config.calendar import CalendarSettings
 from proxy.config.snapshot import InboundCall, Match, Rule
-from proxy.logs import CallLog, get_logger
+from proxy.logs import CALL_LOGGER, CallLog
 from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.nango.directory import ConnectionDirectory, Lookup
@@ -38,7 +39,7 @@ TOOL_CALLS_TIMEOUT_SECONDS = 10.0
 # Time kept back from the deadline for building and sending the answer after the lookup returns.
 BUILD_MARGIN_SECONDS = 0.1
 
-logger = get_logger("calls")
+logger = logging.getLogger(CALL_LOGGER)
 
 Json = dict[str, object]
 
