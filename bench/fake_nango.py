@@ -31,6 +31,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
@@ -41,6 +42,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 INTEGRATION = "google-calendar"
+# A Microsoft 365 integration: its connections' `provider` is Nango's `microsoft`, and `/proxy/v1.0/...` answers
+# as Microsoft Graph does (tests/graph_fakes.py, which needs the test extra).
+OUTLOOK_INTEGRATION = "outlook-calendar"
+PROVIDERS = {INTEGRATION: "google-calendar", OUTLOOK_INTEGRATION: "microsoft"}
 USER = re.compile(r"u([0-9]{6})")
 NUMBER = re.compile(r"\+1650([0-9]{7})")
 CONNECTION = re.compile(r"conn-u([0-9]{6})")
@@ -121,7 +126,8 @@ def create_app(behaviour: Behaviour) -> Starlette:
     stats = Stats()
     rng = random.Random(behaviour.seed)
     added: list[dict[str, object]] = []
-    sessions: dict[str, dict[str, str]] = {}
+    sessions: dict[str, dict[str, Any]] = {}
+    graph: Any = None  # made on the first Graph request: importing the fake needs the test extra
     failures: Counter[int] = Counter()
     window = {"start": time.time(), "used": 0}
 
@@ -163,10 +169,12 @@ def create_app(behaviour: Behaviour) -> Starlette:
         if behaviour.error_rate and rng.random() < behaviour.error_rate:
             stats.errors += 1
             return error(behaviour.error_status, "server_error", "injected failure")
-        if params.get("integrationId") != INTEGRATION:
+        integration = params.get("integrationId")
+        if integration is not None and integration not in PROVIDERS:
             return error(400, "invalid_query_params", "integrationId")
         if user is not None or number is not None or connection_id is not None:
-            return answer(200, {"connections": find(user, number, connection_id)})
+            found = find(user, number, connection_id)
+            return answer(200, {"connections": [c for c in found if integration in (None, c["provider_config_key"])]})
         limit = min(max(int(params.get("limit", "100")), 1), 2000)
         page = max(int(params.get("page", "0")), 0)
         if page == behaviour.fail_page and failures[page] < behaviour.fail_times:
@@ -204,16 +212,17 @@ def create_app(behaviour: Behaviour) -> Starlette:
             found.append(connection(index, behaviour.tagged))
         return found
 
-    def create(connection_id: str, tags: dict[str, str]) -> bytes:
+    def create(connection_id: str, tags: dict[str, str], integration: str = INTEGRATION) -> bytes:
         """A new connection with `tags` (keys lowercased, as Nango stores them); its `creation` webhook body."""
         raw = connection(0)
         raw.update(id=10_000_000 + len(added), connection_id=connection_id, end_user=None)
+        raw.update(provider_config_key=integration, provider=PROVIDERS[integration])
         raw["created"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         raw["tags"] = {key.lower(): value for key, value in tags.items()}
         added.append(raw)
         webhook = {
             "from": "nango", "type": "auth", "operation": "creation", "success": True,
-            "connectionId": connection_id, "providerConfigKey": INTEGRATION, "provider": "google-calendar",
+            "connectionId": connection_id, "providerConfigKey": integration, "provider": PROVIDERS[integration],
             "authMode": "OAUTH2", "environment": "prod", "tags": raw["tags"],
         }  # fmt: skip
         return orjson.dumps(webhook)
@@ -227,7 +236,10 @@ def create_app(behaviour: Behaviour) -> Starlette:
             return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
         body = orjson.loads(await request.body())
         token = f"nango_connect_session_{len(sessions) + 1}"
-        sessions[token] = dict(body.get("tags") or {})
+        allowed = body.get("allowed_integrations") or [INTEGRATION]
+        if allowed[0] not in PROVIDERS:
+            return Response(orjson.dumps({"error": {"code": "invalid_body", "message": "allowed_integrations"}}), 400)
+        sessions[token] = {"tags": dict(body.get("tags") or {}), "integration": allowed[0]}
         link = f"{request.base_url}_connect-ui?session_token={token}"
         data = {"token": token, "connect_link": link, "expires_at": "2099-01-01T00:00:00.000Z"}
         return Response(orjson.dumps({"data": data}), 201, media_type="application/json")
@@ -239,7 +251,8 @@ def create_app(behaviour: Behaviour) -> Starlette:
         if token not in sessions:
             return Response(b"unknown or used session\n", 404)
         connection_id = f"conn-{token.rsplit('_', 1)[1]}-{int(time.time())}"
-        webhook = create(connection_id, sessions.pop(token))
+        session = sessions.pop(token)
+        webhook = create(connection_id, session["tags"], session["integration"])
         delivered = "no --webhook-url"
         if behaviour.webhook_url:
             signature = hmac.new(behaviour.secret_key.encode(), webhook, hashlib.sha256).hexdigest()
@@ -248,6 +261,23 @@ def create_app(behaviour: Behaviour) -> Starlette:
                 reply = await http.post(behaviour.webhook_url, content=webhook, headers=headers)
             delivered = f"{reply.status_code} {reply.text}"
         return Response(f"connected {connection_id}; webhook: {delivered}\n".encode())
+
+    async def graph_proxy(request: Request) -> Response:
+        """Nango's proxy in front of a fake Microsoft Graph: the request as Nango forwards it (its own headers
+        and the `Nango-Proxy-*` ones), answered from the in-memory calendars of tests/graph_fakes.py."""
+        nonlocal graph
+        if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
+            return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
+        if graph is None:
+            import respx
+
+            from tests.graph_fakes import FakeGraph
+
+            graph = FakeGraph(respx.MockRouter(assert_all_called=False))
+        url = f"https://nango.test{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+        forwarded = httpx.Request(request.method, url, headers=request.headers.raw, content=await request.body())
+        reply = await graph.resolve(forwarded)
+        return Response(reply.content, reply.status_code, headers=dict(reply.headers))
 
     async def stats_endpoint(request: Request) -> Response:
         return Response(orjson.dumps(stats.summary()), media_type="application/json")
@@ -265,6 +295,7 @@ def create_app(behaviour: Behaviour) -> Starlette:
             Route("/_connect", connect, methods=["POST"]),
             Route("/connect/sessions", connect_session, methods=["POST"]),
             Route("/_connect-ui", connect_ui, methods=["GET"]),
+            Route("/proxy/{path:path}", graph_proxy, methods=["GET", "POST", "PATCH", "DELETE"]),
         ]
     )
 

@@ -60,11 +60,17 @@ async def connect_link(config: Config, args: argparse.Namespace, client: NangoCl
     if user is None and not lines:
         print(f"error: no user {args.user!r} in {config.file}; give --number to onboard by tags", file=sys.stderr)
         return 1
+    integration = args.integration or config.nango.integration_id
+    if integration not in config.nango.integration_ids():
+        known = ", ".join(config.nango.integration_ids())
+        print(f"error: {integration!r} is not one of the config's Nango integrations ({known})", file=sys.stderr)
+        return 1
     user_tag = user.nango_user_id if user is not None else args.user
     name = args.name or (user.name if user is not None else None)
     email = args.email or (user.email if user is not None else None)
-    session = await create_connect_session(client, user_tag, email, name, lines)
+    session = await create_connect_session(client, user_tag, email, name, lines, integration)
     print(session.connect_link)
+    print(f"integration {integration} ({config.nango.kind_of(integration)})", file=sys.stderr)
     print(f"expires at {session.expires_at}; send this link to {name or args.user}", file=sys.stderr)
     return 0
 
@@ -82,10 +88,12 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
     for user in config.users.values():
         found = by_user.get(user.nango_user_id, [])
         usable = pick_connection(found)
+        kind = "-"
         if user.connection_id is not None:
             state, detail = "fixed", user.connection_id
         elif usable is not None:
             state, detail = "connected", usable.connection_id
+            kind = config.nango.kind_of(usable.integration, usable.provider)
         elif found:
             state, detail = "error", f"{found[0].connection_id} needs reconnecting"
             missing += 1
@@ -93,7 +101,7 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
             tenant = f" --tenant {config.tenant}" if config.tenant is not None else ""
             state, detail = "missing", f"run: vapi-calendar-proxy connect-link{tenant} --user {user.id}"
             missing += 1
-        print(f"{user.id}\t{user.name}\t{state}\t{detail}")
+        print(f"{user.id}\t{user.name}\t{state}\t{detail}\t{kind}")
     print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
     if config.nango.tag_routing is not None:
         index = ConnectionIndex()
@@ -138,7 +146,8 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
         shadow = yaml_lines.get((kind, value))
         if shadow is not None:
             state = f"shadowed by YAML {shadow}"
-        print(f"{kind}\t{value}\t{conn.connection_id}\t{conn.user_id or '-'}\t{state}")
+        provider = config.nango.kind_of(conn.integration, conn.provider)
+        print(f"{kind}\t{value}\t{conn.connection_id}\t{conn.user_id or '-'}\t{state}\t{provider}")
     conflicts = _print_conflicts(index)
     print(f"{len(lines)} lines routed by tags, {conflicts} conflict(s)", file=sys.stderr)
     return 0
@@ -232,6 +241,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
     _line_options(link)
     link.add_argument("--name", help="display name (tag end_user_display_name)")
     link.add_argument("--email", help="email (tag end_user_email)")
+    link.add_argument(
+        "--integration",
+        metavar="ID",
+        help="the Nango integration to connect through (one of nango.integrations; default: the first)",
+    )
     link.set_defaults(handler=_command(load, connect_link))
 
     listing = commands.add_parser(

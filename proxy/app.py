@@ -141,7 +141,7 @@ async def answer_webhook(runtime: Runtime, request: Request, holder: Runtime | T
         request.headers,
         directory=runtime.directory,
         keys=keys,
-        integration_id=nango.integration_id,
+        integration_id=nango.integration_ids(),
         user_tag=nango.user_tag,
         metrics=runtime.metrics,
     )

@@ -91,6 +91,10 @@ def _check_summary(config: Config) -> None:
         f"{name}: ok (version {config.version}, {len(config.users)} users, {len(config.routes)} routes, "
         f"calendar modes: {', '.join(modes) or '-'})"
     )
+    if config.nango.integrations:
+        listed = ", ".join(f"{i.id} ({i.provider})" for i in config.nango.integrations)
+        note = "; Microsoft users are always served in calendar mode proxy" if config.nango.has_microsoft() else ""
+        print(f"nango integrations: {listed}{note}")
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
         print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
@@ -98,18 +102,16 @@ def _check_summary(config: Config) -> None:
 
 def _check_agency(agency: Agency, args: argparse.Namespace) -> int:
     """Every tenant checked; every error of every tenant listed, each with its file and line."""
+    failed = len(agency.errors)
     for tenant, config in agency.tenants.items():
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         _check_summary(config)
         if not config.auth.configured:
             print(f"error: tenant {tenant}: no Vapi authentication configured (auth)", file=sys.stderr)
+            failed += 1
     for issue in agency.issues:
         print(f"error: {issue}", file=sys.stderr)
-    unauthenticated = [tenant for tenant, config in agency.tenants.items() if not config.auth.configured]
-    if agency.redis.url is not None:
-        print(f"shared state: Redis at {redis_url_location(str(agency.redis.url))}, a key prefix per tenant")
-    failed = len(agency.errors) + len(unauthenticated)
     print(f"{agency.file}: {len(agency.sources) - failed}/{len(agency.sources)} tenants ok")
     if failed:
         return 1
@@ -163,7 +165,11 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         "rule": resolution.rule,
         "route_source": resolution.route_source or _yaml_source(config, resolution.match),
         "user": route.user.id if route is not None else None,
-        "calendar_mode": route.calendar.mode if route is not None else None,
+        # A Microsoft calendar is always served in proxy mode (Vapi's native calendar tools are Google's).
+        "calendar_mode": (
+            "proxy" if resolution.provider == "microsoft" else route.calendar.mode if route is not None else None
+        ),
+        "provider": resolution.provider or None,
         "connection_source": resolution.connection_source,
         "connection_detail": resolution.connection_detail or None,
         "outcome": resolution.outcome,

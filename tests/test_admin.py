@@ -101,7 +101,9 @@ def test_resolve_and_check_name_the_included_file_and_line_of_a_route_written_th
         capsys.readouterr().out
     )
     assert main(["numbers", "--config", config]) == 0
-    assert f"to\t+14155550102\tconn-c\tusr_c\tshadowed by YAML routes[1] ({included})" in capsys.readouterr().out
+    assert (
+        f"to\t+14155550102\tconn-c\tusr_c\tshadowed by YAML routes[1] ({included})\tgoogle" in capsys.readouterr().out
+    )
 
 
 def test_connect_link_without_a_yaml_user_needs_a_number(
@@ -151,9 +153,9 @@ def test_numbers_lists_owners_shadowed_lines_and_conflicts(
     assert main(["numbers", "--config", config]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        "phone_number_id\t4d2e8f1a-3b7c-4e9d-a1f0-5c6b7d8e9f01\tconn-d\tusr_d\tok",
-        f"to\t+14155550100\tconn-c\tusr_c\tshadowed by YAML routes[0] ({config})",
-        "to\t+14155550177\tconn-a\tusr_a\tok",  # the first claimant keeps a line
+        "phone_number_id\t4d2e8f1a-3b7c-4e9d-a1f0-5c6b7d8e9f01\tconn-d\tusr_d\tok\tgoogle",
+        f"to\t+14155550100\tconn-c\tusr_c\tshadowed by YAML routes[0] ({config})\tgoogle",
+        "to\t+14155550177\tconn-a\tusr_a\tok\tgoogle",  # the first claimant keeps a line
     ]
     assert "conflict: to +14155550177 is claimed by conn-a (routes it) and conn-b" in err
     assert "3 lines routed by tags, 1 conflict(s)" in err

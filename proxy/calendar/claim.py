@@ -123,6 +123,12 @@ async def claim_slot(
         around = await calendar.events(
             connection_id, calendar_id, start=start - buffer, end=end + buffer, budget=max(time_left(), 0.0)
         )
+        # The re-read copy is the calendar's truth: a provider whose create answer lacks the marks (Graph) or that
+        # answered a repeated create with the first event shows its real booking reference here.
+        stored = next((e for e in around if e.id == mine.id and e.marks), None)
+        if stored is not None:
+            existed = existed or stored.marks.get("vapiBookingRef") != event.marks.get("vapiBookingRef")
+            mine = stored
         contenders = [*rivals(around, start - buffer, end + buffer, exclude=mine.id), mine]
         winner = first_created(contenders)
         if winner is not None and winner.id != mine.id:

@@ -43,6 +43,7 @@ class NangoProxy:
         classify: Callable[[int, object], CalendarError],
         metrics: Metrics | None = None,
         gate: RequestGate | None = None,
+        label: str = "calendar",
     ) -> None:
         self._http = http
         self.base = nango_base_url.rstrip("/") + "/proxy" + prefix
@@ -51,6 +52,7 @@ class NangoProxy:
         self._timeout = httpx.Timeout(timeout)
         self._classify = classify
         self._metrics = metrics
+        self._label = label  # the metric's operation prefix: which calendar API ("calendar" is Google's)
         # Without a shared gate (tests, tools) the calendar gets its own, bounded the same way.
         self._gate = gate if gate is not None else RequestGate(total_timeout=max(timeout * 2, 1.0))
 
@@ -117,7 +119,7 @@ class NangoProxy:
 
     def count(self, operation: str, result: str) -> None:
         if self._metrics is not None:
-            self._metrics.nango_requests.labels(operation=f"calendar_{operation}", result=result).inc()
+            self._metrics.nango_requests.labels(operation=f"{self._label}_{operation}", result=result).inc()
 
 
 def nango_code(body: object) -> str | None:

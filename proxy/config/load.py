@@ -248,6 +248,13 @@ class ConfigBuilder:
                     if source is not document:
                         origin[id(route)] = source
         self.proxy_mode_checks(routes)
+        if nango.has_microsoft() and self.tool_server is None:
+            report.error(
+                document,
+                ("nango", "integrations"),
+                "users of a microsoft integration are always served in calendar mode proxy: set server.public_url "
+                "or calendar.tool_server.url so Vapi can reach the tools",
+            )
         table, conflicts = build_routing_table(routes, origin)
         for conflict in conflicts:
             report.error(conflict.document or document, conflict.path, conflict.message)
@@ -273,6 +280,7 @@ class ConfigBuilder:
             include_patterns=self.include_patterns,
             restart_needed=restart_needed,
             calendar=builder.calendar_plan((global_layer,)),
+            tool_server=self.tool_server,
             redis=redis,
             tenant=self.tenant.id if self.tenant is not None else None,
         )

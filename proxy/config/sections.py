@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta, field
 from msgspec.structs import force_setattr
 
+from proxy.config.providers import ProviderKind, kind_of_provider
 from proxy.secret import Secret
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "AuthSettings",
     "BearerPlan",
     "HmacPlan",
+    "Integration",
     "Model",
     "NangoSettings",
     "RedisSection",
@@ -256,6 +258,16 @@ class TagRouting(Model, frozen=True, kw_only=True):
                 yield role, key
 
 
+class Integration(Model, frozen=True, kw_only=True):
+    """One Nango integration users connect their calendar through, and the calendar API behind it."""
+
+    id: Annotated[str, doc("the integration's unique key in Nango", min_length=1)]
+    provider: Annotated[
+        ProviderKind,
+        doc("google (Google Calendar) or microsoft (Microsoft 365 / Outlook, through Microsoft Graph)"),
+    ] = "google"
+
+
 class NangoSettings(Model, frozen=True, kw_only=True):
     base_url: Annotated[str, doc("self-hosted Nango: your URL", pattern="^https?://")] = "https://api.nango.dev"
     secret_key: Annotated[
@@ -285,9 +297,36 @@ class NangoSettings(Model, frozen=True, kw_only=True):
     ] = Secrets()
 
     tag_routing: Annotated[TagRouting | None, doc("which Nango connection tags route calls (opt-in)")] = None
+    integrations: Annotated[
+        tuple[Integration, ...],
+        doc(
+            "the Nango integrations users connect through, each with its provider kind; a user's connection is "
+            "looked for in all of them. Unset: integration_id alone, a Google one"
+        ),
+    ] = ()
+
+    def integration_ids(self) -> tuple[str, ...]:
+        return tuple(i.id for i in self.integrations) or (self.integration_id,)
+
+    def kind_of(self, integration: str, provider: str | None = None) -> ProviderKind:
+        """A connection's calendar API: Nango's provider name decides when it is a known one, else the kind
+        configured for its integration, else Google (the one integration of a config without `integrations`)."""
+        known = kind_of_provider(provider)
+        if known is not None:
+            return known
+        return next((i.provider for i in self.integrations if i.id == integration), "google")
+
+    def has_microsoft(self) -> bool:
+        return any(i.provider == "microsoft" for i in self.integrations)
 
     def __post_init__(self) -> None:
         force_setattr(self, "base_url", self.base_url.rstrip("/"))
+        ids = [i.id for i in self.integrations]
+        if len(set(ids)) != len(ids):
+            raise ValueError("integrations: each id may appear once")
+        if ids and self.integration_id not in ids:
+            # `integration_id` stays the default one (connect links, onboarding): the first listed.
+            force_setattr(self, "integration_id", ids[0])
         if self.secret_key is not None and not self.secret_key:
             force_setattr(self, "secret_key", None)
         force_setattr(self, "webhook_signing_keys", Secrets(self.webhook_signing_keys))

@@ -218,6 +218,9 @@ class Config:
     restart_needed: tuple[str, ...] = ()
     # The global calendar plan: what routes made from Nango connection tags get (users may override).
     calendar: CalendarPlan = field(default_factory=CalendarPlan)
+    # Where Vapi sends proxy-mode tool calls (calendar.tool_server, else server.public_url): also what a user
+    # of a Microsoft integration gets whatever their route's mode (Vapi's native tools are Google's only).
+    tool_server: Mapping[str, object] | None = None
     # The shared state of several replicas (proxy.shared); the REDIS_* environment fills in unset keys.
     redis: RedisSection = field(default_factory=RedisSection)
     # The agency tenant this config is (proxy.config.tenants); None for a deployment of one business.

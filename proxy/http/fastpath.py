@@ -1,16 +1,15 @@
 """The warm assistant-request, answered in front of the Starlette router.
 
-A warm call (the caller's line routed, the user's Nango connection already known) needs a few
-microseconds of real work; the machinery around it (Starlette's request and response objects and its
-ASGI hops, stdlib logging, `labels()`, datetimes and result objects) cost ten times that. This one ASGI
-callable answers that call with the bytes the general path (proxy.app -> proxy.vapi.service) would send,
-and hands everything else to the general path unchanged. tests/test_fastpath.py sends the suite's
-request cases through both and compares the answers, status and headers byte for byte.
+A warm call (the caller's line routed, the user's Nango connection already known) needs a few microseconds of
+real work; the machinery around it (Starlette's request and response objects and its ASGI hops, stdlib
+logging, `labels()`, datetimes and result objects) cost ten times that. This one ASGI callable answers that
+call with the bytes the general path (proxy.app -> proxy.vapi.service) would send, and hands everything else
+to the general path unchanged. tests/test_fastpath.py sends the suite's request cases through both and
+compares the answers, status and headers byte for byte. Each agency tenant is served on its own path.
 
-Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the
-whole body: proxy/http/lane.py); a call it turned down there arrives marked (`LANE_DECLINED` in its
-scope) and goes to the general path at once, not decided twice. As an ASGI callable it serves any other
-ASGI server the same way.
+Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the whole
+body: proxy/http/lane.py); a call it turned down there arrives marked (`LANE_DECLINED` in its scope) and goes
+to the general path at once, not decided twice. As an ASGI callable it serves any other ASGI server alike.
 
 What it skips, and why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
@@ -45,6 +44,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -100,14 +100,12 @@ class _Prepared:
         self.rules: dict[str, str] = {}
 
 
+@dataclass(slots=True)
 class _Budget:
     """Bytes of prepared answers of every snapshot served (every agency tenant's): one bound, then all drop."""
 
-    __slots__ = ("drop", "used")
-
-    def __init__(self) -> None:
-        self.used = 0
-        self.drop: Callable[[], None] = lambda: None
+    drop: Callable[[], None]
+    used: int = 0
 
 
 class _Snapshot:
@@ -211,8 +209,7 @@ class _Served:
         config = self.runtime.config
         snapshot = self.snapshot
         if snapshot is None or snapshot.config is not config:
-            if snapshot is not None:
-                snapshot.drop()  # a reloaded config: the old snapshot's answers leave the budget
+            self.budget.used -= snapshot.prepared_bytes if snapshot is not None else 0  # a reload: they leave
             snapshot = self.snapshot = _Snapshot(config, self.budget)
         return snapshot
 
@@ -224,8 +221,7 @@ class FastPath:
         self.general = general
         self.path = path
         self.served: dict[str, _Served] = {}
-        self.budget = _Budget()
-        self.budget.drop = self._drop_prepared
+        self.budget = _Budget(self._drop_prepared)
         if runtime is not None:
             self.serve(path, runtime, call_log)
         self._clock: Callable[[], float] = time.perf_counter
@@ -238,8 +234,7 @@ class FastPath:
     def stop_serving(self, path: str) -> None:
         if (served := self.served.pop(path, None)) is not None:
             served.counts.flush()
-            if served.snapshot is not None:
-                served.snapshot.drop()
+            served.budget.used -= served.snapshot.prepared_bytes if served.snapshot is not None else 0
 
     def _drop_prepared(self) -> None:
         for snapshot in (served.snapshot for served in self.served.values() if served.snapshot is not None):
@@ -254,8 +249,7 @@ class FastPath:
         ):
             await self.general(scope, receive, send)
             return
-        started = self._clock()
-        path = scope["path"]
+        started, path = self._clock(), scope["path"]
         body, replay = await _read_body(receive, self.served[path].snapshot_now().max_body)
         if replay is not None:
             await self.general(scope, replay, send)
@@ -334,6 +328,10 @@ class FastPath:
             return None  # tag routing: the line's Nango tags may route it before the YAML default
         connection_id = route.user.connection_id
         event = "fixed"
+        # A fixed id is the default integration's: a Microsoft one is served in proxy mode by the general path.
+        nango = snapshot.config.nango
+        if connection_id is not None and nango.integrations and nango.kind_of(nango.integration_id) != "google":
+            return None
         if connection_id is None:
             warm = service.directory.warm(route.user.nango_user_id)
             if warm is None:
@@ -359,6 +357,7 @@ class FastPath:
                 "rule": rule_text,
                 "user": prepared.user_id,
                 "connection": _SOURCES[event],
+                "provider": "google",  # the directory's `warm` holds back every other calendar API
                 "outcome": "assistant",
                 "reason": "ok",
                 "latency_ms": round(elapsed * 1000, 2),

@@ -11,9 +11,10 @@ import contextlib
 import logging
 import math
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import quote
@@ -91,6 +92,9 @@ class Connection:
     created: str
     healthy: bool
     route: TagRoute | None = None  # the Vapi line its tags claim (tag routing only)
+    # Nango's provider_config_key and provider name: fixed for a connection's life, not part of its identity.
+    integration: str = field(default="", compare=False)
+    provider: str = field(default="", compare=False)
 
 
 class NangoError(Exception):
@@ -117,12 +121,16 @@ def parse_connection(raw: object, user_tag: str, tag_routing: TagRouting | None 
     if not isinstance(connection_id, str) or not connection_id:
         return None
     created = raw.get("created")
+    integration, provider = raw.get("provider_config_key"), raw.get("provider")
     return Connection(
         connection_id=connection_id,
         user_id=owner_of(raw, user_tag),
         created=created if isinstance(created, str) else "",
         healthy=not raw.get("errors"),
         route=read_tag_route(raw.get("tags"), tag_routing) if tag_routing is not None else None,
+        # Interned: an index holds one per connection, and they are a handful of distinct values.
+        integration=sys.intern(integration) if isinstance(integration, str) else "",
+        provider=sys.intern(provider) if isinstance(provider, str) else "",
     )
 
 
@@ -216,18 +224,28 @@ class NangoClient:
         """One `ApiPublicConnection` as this client's settings read it (user tag, routing tags)."""
         return parse_connection(raw, self.settings.user_tag, self.settings.tag_routing)
 
+    def scope(self) -> dict[str, str]:
+        """The listing filter: `integrationId` with one integration; several are listed without it (one request
+        finds a user in any of them) and the answers kept to the configured ones (`ours`)."""
+        ids = self.settings.integration_ids()
+        return {"integrationId": ids[0]} if len(ids) == 1 else {}
+
+    def ours(self, conns: list[Connection]) -> list[Connection]:
+        ids = self.settings.integration_ids()
+        return conns if len(ids) == 1 else [conn for conn in conns if conn.integration in ids]
+
     def _parse_all(self, body: object) -> list[Connection]:
         parsed = [self.parse(raw) for raw in _connection_list(body)]
         if any(conn is None for conn in parsed):
             raise ValueError("connection without an id")
-        return [conn for conn in parsed if conn is not None]
+        return self.ours([conn for conn in parsed if conn is not None])
 
     async def find_user_connections(self, user_id: str) -> list[Connection]:
-        """The user's connections for the integration (tag filter, then the legacy endUserId filter if enabled)."""
-        params = {"integrationId": self.settings.integration_id, f"tags[{self.settings.user_tag}]": user_id}
+        """The user's connections for the integrations (tag filter, then the legacy endUserId filter if enabled)."""
+        params = {**self.scope(), f"tags[{self.settings.user_tag}]": user_id}
         conns = await self._find("find_connections", params, user_id)
         if not conns and self.settings.legacy_end_user_id_lookup:
-            legacy = {"integrationId": self.settings.integration_id, "endUserId": user_id}
+            legacy = {**self.scope(), "endUserId": user_id}
             conns = await self._find("find_connections_legacy", legacy, user_id)
         return conns
 
@@ -244,14 +262,14 @@ class NangoClient:
     async def find_connection(self, connection_id: str) -> Connection | None:
         """Nango's current record of one connection of the integration; None when it does not exist (deleted).
         `GET /connections?connectionId=` answers with the list shape, tags and `errors` included."""
-        params = {"integrationId": self.settings.integration_id, "connectionId": connection_id}
+        params = {**self.scope(), "connectionId": connection_id}
         conns = await self.request("find_connection", "GET", "/connections", self._parse_all, params=params)
         return next((conn for conn in conns if conn.connection_id == connection_id), None)
 
     async def find_line_connections(self, tag: str, value: str) -> list[Connection]:
         """Connections whose routing tag `tag` is exactly `value` (a number is sent `%2B`-encoded by httpx,
         which Nango's `qs` parser needs: a raw `+` would read as a space)."""
-        params = {"integrationId": self.settings.integration_id, f"tags[{tag}]": value}
+        params = {**self.scope(), f"tags[{tag}]": value}
         conns = await self.request("find_line", "GET", "/connections", self._parse_all, params=params)
         # Exact match only, whatever the server did with the filter.
         return [conn for conn in conns if conn.route is not None and value in {v for _, v in conn.route.claims()}]
@@ -266,14 +284,14 @@ class NangoClient:
         """
         size = self.settings.index_page_size
         for page in range(MAX_PAGES):
-            params = {"integrationId": self.settings.integration_id, "limit": str(size), "page": str(page)}
+            params = {**self.scope(), "limit": str(size), "page": str(page)}
             raw = await self._page(page, params)
             conns = [c for c in (self.parse(item) for item in raw) if c is not None]
             if len(conns) != len(raw):
                 logger.warning(
                     "nango list_connections page %d: skipped %d malformed entries", page, len(raw) - len(conns)
                 )
-            yield conns
+            yield self.ours(conns)
             if len(raw) < size:
                 return
         logger.warning("nango list_connections stopped after %d pages", MAX_PAGES)

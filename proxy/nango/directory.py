@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
@@ -45,11 +45,12 @@ class Lookup:
     connection_id: str | None
     source: Source
     detail: str = ""
+    connection: Connection | None = field(default=None, compare=False)  # unknown for a fixed or stale id
 
 
 def answer_for(conn: Connection, source: Source) -> Lookup:
     if conn.healthy:
-        return Lookup(conn.connection_id, source)
+        return Lookup(conn.connection_id, source, connection=conn)
     return Lookup(None, "unhealthy", f"connection {conn.connection_id} has errors; the user must reconnect")
 
 
@@ -171,6 +172,8 @@ class ConnectionDirectory:
                 return None
         if not conn.healthy or (self._unusable and conn.connection_id in self._unusable):
             return None
+        if conn.integration and self._settings.kind_of(conn.integration, conn.provider) != "google":
+            return None  # served in proxy mode whatever the route says: the slow path builds that answer
         return conn.connection_id, event
 
     def _known(self, user_id: str, *, count: bool) -> Lookup | None:
@@ -254,7 +257,7 @@ class ConnectionDirectory:
             self._cache[user_id] = best
             self._last_good[user_id] = best.connection_id
             self._negative.pop(user_id, None)
-            return Lookup(best.connection_id, "nango")
+            return Lookup(best.connection_id, "nango", connection=best)
         # Nango says there is nothing usable: an old id must not come back as a stale answer.
         self._cache.pop(user_id, None)
         self._last_good.pop(user_id, None)
@@ -386,6 +389,7 @@ class ConnectionDirectory:
             "breaker_open": self._clock() < self._breaker_open_until,
             "tagged_lines": index.claimed_lines,
             "line_conflicts": sum(1 for _ in index.conflicts()),
+            "providers": index.kinds(self._settings.kind_of),
         }
 
     def _set_error(self, code: str | None) -> None:

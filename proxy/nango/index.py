@@ -14,7 +14,8 @@ step, so the answer never depends on the order in which a replica learnt things:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from proxy.nango.client import Connection, created_at, rank_connection
@@ -69,6 +70,7 @@ class ConnectionIndex:
         self._tagged: dict[str, Connection] = {}
         self._claims: dict[ClaimKind, dict[str, Connection]] = {"to": {}, "phone_number_id": {}}
         self._contested: dict[tuple[ClaimKind, str], list[Connection]] = {}
+        self._kinds: dict[str, int] | None = None  # `kinds`, until the index changes
 
     def __len__(self) -> int:
         return len(self._users)
@@ -93,6 +95,7 @@ class ConnectionIndex:
 
     def add(self, conn: Connection) -> None:
         """One connection from the bulk listing."""
+        self._kinds = None
         if conn.user_id is not None:
             current = self._users.get(conn.user_id)
             self._users[conn.user_id] = conn if current is None else _better(current, conn)
@@ -111,6 +114,7 @@ class ConnectionIndex:
     def remove(self, connection_id: str, user_id: str | None = None) -> None:
         """Forget a connection: Nango says it is gone, or a fresh record of it follows (`put`). `user_id`:
         whose entry it may be, besides the user its tags claimed lines for."""
+        self._kinds = None
         old = self._tagged.pop(connection_id, None)
         owners = {user_id}
         if old is not None:
@@ -134,6 +138,13 @@ class ConnectionIndex:
                 del self._users[user_id]
             return
         self.remove(connection_id, user_id)
+
+    def kinds(self, kind_of: Callable[[str, str], str]) -> dict[str, int]:
+        """Connections per calendar API (`kind_of(integration, provider)`), counted again only after a change:
+        /readyz asks on every poll, the index changes with a refresh or a webhook."""
+        if self._kinds is None:
+            self._kinds = dict(Counter(kind_of(conn.integration, conn.provider) for conn in self.connections()))
+        return self._kinds
 
     def connections(self) -> Iterator[Connection]:
         """Every connection held, once each: `add`ing them to an empty index rebuilds this one (the shared

@@ -71,6 +71,7 @@ async def create_connect_session(
     email: str | None,
     display_name: str | None,
     extra_tags: Mapping[str, str] | None = None,
+    integration: str | None = None,
 ) -> ConnectSession:
     """A Connect session for the user, limited to the calendar integration, tagged with the user id and
     `extra_tags` (e.g. the routing tags): the connection the user makes carries them."""
@@ -83,7 +84,7 @@ async def create_connect_session(
     tags.update(extra_tags or {})
     if len(tags) > TAG_MAX_COUNT:
         raise OnboardingError(f"{len(tags)} tags; Nango allows {TAG_MAX_COUNT} per connection")
-    body = {"tags": tags, "allowed_integrations": [client.settings.integration_id]}
+    body = {"tags": tags, "allowed_integrations": [integration or client.settings.integration_id]}
 
     def parse(raw: object) -> ConnectSession:
         data = raw.get("data") if isinstance(raw, dict) else None

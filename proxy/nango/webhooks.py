@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import logging
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -72,7 +72,7 @@ async def handle_nango_webhook(
     *,
     directory: ConnectionDirectory,
     keys: Sequence[Secret],
-    integration_id: str,
+    integration_id: str | Collection[str],
     user_tag: str,
     metrics: Metrics,
 ) -> tuple[int, dict[str, object]]:
@@ -112,9 +112,10 @@ async def handle_nango_webhook(
 
 
 async def _apply_auth(
-    payload: Mapping[str, object], directory: ConnectionDirectory, integration_id: str, user_tag: str
+    payload: Mapping[str, object], directory: ConnectionDirectory, integration_id: str | Collection[str], user_tag: str
 ) -> tuple[int, str]:
-    if payload.get("providerConfigKey") != integration_id:
+    ids = (integration_id,) if isinstance(integration_id, str) else integration_id
+    if payload.get("providerConfigKey") not in ids:
         return 200, "other_integration"
     operation = payload.get("operation")
     success = payload.get("success")

@@ -88,18 +88,25 @@ def encode_connection(conn: Connection) -> list[Any]:
     encoded_route = (
         None if route is None else [route.number, route.phone_number_id, route.template, route.name, route.timezone]
     )
-    return [conn.connection_id, conn.user_id, conn.created, conn.healthy, encoded_route]
+    encoded = [conn.connection_id, conn.user_id, conn.created, conn.healthy, encoded_route]
+    # Integration and provider only when known: entries written before them decode as before.
+    return [*encoded, conn.integration, conn.provider] if conn.integration or conn.provider else encoded
 
 
 def decode_connection(raw: Any) -> Connection:
     """Raises ValueError/TypeError on anything that is not an encoded connection."""
     if not isinstance(raw, list):
         raise ValueError("not an encoded connection")
-    connection_id, user_id, created, healthy, route = raw
-    if not isinstance(connection_id, str) or not (user_id is None or isinstance(user_id, str)):
+    connection_id, user_id, created, healthy, route, *kind = raw
+    if (
+        not isinstance(connection_id, str)
+        or not (user_id is None or isinstance(user_id, str))
+        or len(kind) not in (0, 2)
+    ):
         raise ValueError("not an encoded connection")
     tag_route = None if route is None else TagRoute(*(None if v is None else str(v) for v in route))
-    return Connection(connection_id, user_id, str(created), bool(healthy), tag_route)
+    integration, provider = (str(kind[0]), str(kind[1])) if kind else ("", "")
+    return Connection(connection_id, user_id, str(created), bool(healthy), tag_route, integration, provider)
 
 
 def decode_chunk(raw: bytes) -> list[Connection]:

@@ -10,6 +10,7 @@ the whole tree on every call cost more than everything else the proxy does per c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import secrets
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 
 from proxy.config import (
@@ -230,6 +232,24 @@ def prepare_calendar_assistant(config: Config, route: Route) -> PreparedAssistan
 
     key = ("calendar", route.template, tuple(map(id, route.overrides)), id(route.calendar))
     return _prepared(config, key, build)
+
+
+def proxied(config: Config, route: Route) -> Route | None:
+    """`route` served with this proxy's own calendar tools, as a Microsoft user always is (Vapi's native calendar
+    tools and credential are Google's); None when the config has no tool server for Vapi to reach them."""
+    if route.calendar.mode == "proxy":
+        return route
+    if config.tool_server is None:
+        return None
+    key = ("proxied", id(route.calendar))
+    cached = config.prepared.get(key)
+    if cached is None:
+        # The original plan is kept with its proxied twin: its id (the key) cannot be reused while cached.
+        settings = dataclasses.replace(route.calendar.settings, mode="proxy")
+        plan = dataclasses.replace(route.calendar, settings=settings, tool_server=config.tool_server)
+        cached = config.prepared[key] = (route.calendar, plan)
+    _, plan = cached  # type: ignore[misc]
+    return msgspec.structs.replace(route, calendar=plan)
 
 
 def calendar_assistant(config: Config, route: Route, connection_id: str, now: datetime) -> bytes:

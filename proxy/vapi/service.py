@@ -12,15 +12,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 
 from proxy.calendar.google import GoogleCalendar
 from proxy.calendar.locks import LocalUserLocks, UserLocks
+from proxy.calendar.microsoft import MicrosoftCalendar
+from proxy.calendar.provider import CalendarProvider
 from proxy.calendar.references import WrongGuesses
 from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.config.calendar import CalendarSettings
+from proxy.config.providers import ProviderKind
 from proxy.config.snapshot import InboundCall, Match, Rule
 from proxy.logs import CALL_LOGGER, CallLog
 from proxy.metrics import Metrics
@@ -29,7 +33,7 @@ from proxy.nango.directory import ConnectionDirectory, Lookup
 from proxy.nango.lines import LineMatch, route_source, tagged_route
 from proxy.numbers import mask_number
 from proxy.secret import Secret
-from proxy.vapi.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer
+from proxy.vapi.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer, proxied
 from proxy.vapi.messages import inbound_call
 from proxy.vapi.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
 
@@ -57,6 +61,8 @@ class Resolution:
     connection_detail: str = ""
     # Where a route made from Nango connection tags came from (empty for YAML routes).
     route_source: str = ""
+    # The calendar API of the connection ("google", "microsoft"); empty when no connection was found.
+    provider: str = ""
 
     @property
     def answer(self) -> Json:
@@ -111,6 +117,32 @@ class CallService:
             return self.directory.answer(line.connection, line.source)  # type: ignore[arg-type]
         return await self.directory.lookup(user.nango_user_id, timeout=timeout)
 
+    def provider_of(self, config: Config, lookup: Lookup) -> tuple[str, ProviderKind]:
+        """The integration and calendar API of a lookup's connection: Nango's record when the lookup has it or
+        the index knows the id (a stale one), else the default integration's (a fixed `connection_id`)."""
+        nango = config.nango
+        conn = lookup.connection
+        if conn is None and lookup.connection_id is not None:
+            conn = self.directory.index.connection(lookup.connection_id)
+        if conn is not None and conn.integration:
+            return conn.integration, nango.kind_of(conn.integration, conn.provider)
+        return nango.integration_id, nango.kind_of(nango.integration_id)
+
+    def calendar_for(self, config: Config, integration: str, kind: ProviderKind, tz: ZoneInfo) -> CalendarProvider:
+        """The provider module for a connection's calendar API, through Nango's proxy."""
+        settings = config.nango
+        common = {
+            "nango_base_url": settings.base_url,
+            "secret_key": settings.secret_key or Secret("unset"),
+            "integration_id": integration,
+            "timeout": settings.read_timeout * 2,
+            "metrics": self.metrics,
+            "gate": self.gate,
+        }
+        if kind == "microsoft":
+            return MicrosoftCalendar(self.http, timezone=tz, **common)  # type: ignore[arg-type]
+        return GoogleCalendar(self.http, **common)  # type: ignore[arg-type]
+
     async def route(self, config: Config, call: InboundCall, timeout: float) -> tuple[Match | None, LineMatch | None]:
         """YAML rules first; then, before a YAML default, the line's Nango connection tags (tag routing)."""
         match = config.routing.match(call)
@@ -141,8 +173,15 @@ class CallService:
             remaining = config.server.deadline_seconds - (self._clock() - started) - BUILD_MARGIN_SECONDS
             lookup = await self.connection_for(route, max(remaining, 0.0), line)
             if lookup.connection_id is not None:
-                answer = calendar_assistant(config, route, lookup.connection_id, now)
-                return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail, source)
+                _, api = self.provider_of(config, lookup)
+                served = route if api == "google" else proxied(config, route)
+                if served is not None:
+                    answer = calendar_assistant(config, served, lookup.connection_id, now)
+                    return Resolution(answer, "assistant", "ok", call, match, lookup.source, lookup.detail, source, api)
+                detail = "a Microsoft calendar needs calendar mode proxy: no tool server is configured"
+                answer = fallback_answer(config, route.fallbacks.error, route, now)
+                outcome = _outcome(route.fallbacks.error)
+                return Resolution(answer, outcome, "error", call, match, lookup.source, detail, source, api)
             kind: FallbackKind = "no_calendar" if lookup.source in ("negative", "unhealthy") else "error"
             fallback = route.fallbacks.get(kind)
             answer = fallback_answer(config, fallback, route, now)
@@ -183,6 +222,7 @@ class CallService:
                 "rule": resolution.rule,
                 "user": route.user.id if route is not None else None,
                 "connection": resolution.connection_source,
+                "provider": resolution.provider or None,
                 "outcome": resolution.outcome,
                 "reason": resolution.reason,
                 "latency_ms": round(elapsed * 1000, 2),
@@ -210,9 +250,13 @@ class CallService:
         match, line = await self.route(config, call, config.server.deadline_seconds)
         route = match.route if match is not None else None
         connection_id: str | None = None
-        if route is not None and route.calendar.mode == "proxy":
+        integration, kind = config.nango.integration_id, config.nango.kind_of(config.nango.integration_id)
+        if route is not None:
             lookup = await self.connection_for(route, config.server.deadline_seconds, line)
-            connection_id = lookup.connection_id
+            integration, kind = self.provider_of(config, lookup)
+            # A Google user in native mode has Vapi's own tools: these calls are not for that user's calendar.
+            if route.calendar.mode == "proxy" or kind != "google":
+                connection_id = lookup.connection_id
         ctx = CalendarContext(
             user_id=route.user.id if route is not None else "",
             user_name=route.user.name if route is not None else "",
@@ -223,15 +267,7 @@ class CallService:
             call_id=call.call_id if call.call_id != "-" else _tool_call_key(message),
             caller_number=call.caller,
         )
-        calendar = GoogleCalendar(
-            self.http,
-            nango_base_url=config.nango.base_url,
-            secret_key=config.nango.secret_key or Secret("unset"),
-            integration_id=config.nango.integration_id,
-            timeout=config.nango.read_timeout * 2,
-            metrics=self.metrics,
-            gate=self.gate,
-        )
+        calendar = self.calendar_for(config, integration, kind, ctx.timezone)
         remaining = TOOL_CALLS_TIMEOUT_SECONDS - (self._clock() - started)
         answer = await answer_tool_calls(
             message,
@@ -252,6 +288,7 @@ class CallService:
                     "user": ctx.user_id or None,
                     "rule": f"{match.route.name} ({match.rule})" if match is not None else "-",
                     "calendar": "connected" if connection_id else "none",
+                    "provider": kind if connection_id else None,
                     "latency_ms": round((self._clock() - started) * 1000, 2),
                 }
             },
