@@ -16,7 +16,11 @@ Nango's `qs` (a raw `+` is a space, so clients must send `%2B`). `connectionId=`
 user just finished a Connect session) and answers the `creation` webhook body Nango would send.
 `POST /connect/sessions` makes a session whose link points here: opening it (`curl LINK`) stands for the
 user connecting Google; the fake then creates the connection with the session's tags and, with
-`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it).
+`--webhook-url`, sends the signed `creation` webhook there (docs/onboarding.md walks through it). A session
+limited to `outlook-calendar` makes a Microsoft connection; with `--graph`, `/proxy/v1.0/...` answers as
+Microsoft Graph behind Nango's proxy (the calendar of tests/graph_fakes.py; needs the test extra).
+`PATCH /connections/{connectionId}?provider_config_key=` with `{"tags": {...}}` replaces a connection's
+tags and answers `{"success": true}`, as Nango's does (`assign` uses it); like Nango, it sends no webhook.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import hmac
 import math
 import random
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,6 +73,7 @@ class Behaviour:
     fail_status: int = 429
     retry_after: str = "0"
     webhook_url: str | None = None  # where a completed Connect session's webhook is sent
+    graph: bool = False  # answer /proxy/v1.0/... as Microsoft Graph (needs the test extra)
 
 
 @dataclass
@@ -122,12 +129,32 @@ def connection(i: int, tagged: bool = False) -> dict[str, object]:
     }
 
 
+def _valid_tags(tags: object) -> bool:
+    """Nango's tag rules (packages/shared/lib/services/tags/schema.ts): at most 10 keys, values 1-255 chars."""
+    if tags is None:
+        return True
+    return (
+        isinstance(tags, dict)
+        and len(tags) <= 10
+        and all(isinstance(v, str) and 1 <= len(v) <= 255 for v in tags.values())
+    )
+
+
 def create_app(behaviour: Behaviour) -> Starlette:
     stats = Stats()
     rng = random.Random(behaviour.seed)
     added: list[dict[str, object]] = []
+    retagged: dict[str, dict[str, str]] = {}  # generated connections' tags as a PATCH replaced them
     sessions: dict[str, dict[str, Any]] = {}
-    graph: Any = None  # made on the first Graph request: importing the fake needs the test extra
+    graph: Any = None
+    if behaviour.graph:
+        # At start: msgraph-sdk builds its models for seconds on first use, longer than a proxied call waits.
+        import respx
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.graph_fakes
+        from tests.graph_fakes import FakeGraph
+
+        graph = FakeGraph(respx.MockRouter(assert_all_called=False))
     failures: Counter[int] = Counter()
     window = {"start": time.time(), "used": 0}
 
@@ -191,16 +218,25 @@ def create_app(behaviour: Behaviour) -> Starlette:
         head = listed[start:end]
         first, last = max(start - len(listed), 0), max(end - len(listed), 0)
         newest_first = range(behaviour.users - 1 - first, max(behaviour.users - 1 - last, -1), -1)
-        return answer(200, {"connections": head + [connection(i, behaviour.tagged) for i in newest_first]})
+        return answer(200, {"connections": head + [generated(i) for i in newest_first]})
+
+    def generated(i: int) -> dict[str, object]:
+        """Generated connection `i`, with the tags a PATCH gave it, if any."""
+        raw = connection(i, behaviour.tagged)
+        if (tags := retagged.get(str(raw["connection_id"]))) is not None:
+            raw["tags"] = dict(tags)
+        return raw
 
     def find(user: str | None, number: str | None, connection_id: str | None) -> list[dict[str, object]]:
-        found = [
-            c
-            for c in reversed(added)
-            if (user is None or c["tags"].get("end_user_id") == user)  # type: ignore[attr-defined]
-            and (number is None or c["tags"].get("vapi_number") == number)  # type: ignore[attr-defined]
-            and (connection_id is None or c["connection_id"] == connection_id)
-        ]
+        def wanted(c: dict[str, object]) -> bool:
+            tags: dict[str, str] = c["tags"]  # type: ignore[assignment]
+            return (
+                (user is None or tags.get("end_user_id") == user)
+                and (number is None or tags.get("vapi_number") == number)
+                and (connection_id is None or c["connection_id"] == connection_id)
+            )
+
+        candidates = list(reversed(added))
         index = None
         if user is not None and (match := USER.fullmatch(user)):
             index = int(match.group(1))
@@ -209,8 +245,13 @@ def create_app(behaviour: Behaviour) -> Starlette:
         if connection_id is not None and (match := CONNECTION.fullmatch(connection_id)):
             index = int(match.group(1)) if index is None or index == int(match.group(1)) else -1
         if index is not None and 0 <= index < behaviour.users:
-            found.append(connection(index, behaviour.tagged))
-        return found
+            candidates.append(generated(index))
+        # A PATCH may have given a generated connection tags its name does not predict.
+        seen = {c["connection_id"] for c in candidates}
+        for name in retagged:
+            if name not in seen and (match := CONNECTION.fullmatch(name)) and int(match.group(1)) < behaviour.users:
+                candidates.append(generated(int(match.group(1))))
+        return [c for c in candidates if wanted(c)]
 
     def create(connection_id: str, tags: dict[str, str], integration: str = INTEGRATION) -> bytes:
         """A new connection with `tags` (keys lowercased, as Nango stores them); its `creation` webhook body."""
@@ -226,6 +267,37 @@ def create_app(behaviour: Behaviour) -> Starlette:
             "authMode": "OAUTH2", "environment": "prod", "tags": raw["tags"],
         }  # fmt: skip
         return orjson.dumps(webhook)
+
+    async def patch_connection(request: Request) -> Response:
+        """Nango's `PATCH /connections/{connectionId}` (packages/server/lib/controllers/connection/connectionId/
+        patchConnection.ts): the body's `tags` replace the connection's whole tag object."""
+        stats.requests += 1
+        if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
+            stats.unauthorised += 1
+            return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
+        key = request.query_params.get("provider_config_key")
+        if not key:
+            return error(400, "invalid_query_params", "provider_config_key is required")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return error(400, "invalid_body", "not JSON")
+        tags = body.get("tags") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or set(body) - {"tags", "end_user"} or not _valid_tags(tags):
+            return error(400, "invalid_body", "tags must be an object of at most 10 string values")
+        if key != INTEGRATION:
+            return error(400, "unknown_provider_config", "Provider does not exists")
+        connection_id = request.path_params["connection_id"]
+        (found,) = find(None, None, connection_id) or (None,)
+        if found is None:
+            return error(404, "not_found", "Failed to find connection")
+        if tags is not None:
+            stored = {str(k).lower(): v for k, v in tags.items()}  # Nango stores keys lowercased
+            if found in added:
+                found["tags"] = stored
+            else:
+                retagged[connection_id] = stored
+        return answer(200, {"success": True})
 
     async def connect(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -265,15 +337,10 @@ def create_app(behaviour: Behaviour) -> Starlette:
     async def graph_proxy(request: Request) -> Response:
         """Nango's proxy in front of a fake Microsoft Graph: the request as Nango forwards it (its own headers
         and the `Nango-Proxy-*` ones), answered from the in-memory calendars of tests/graph_fakes.py."""
-        nonlocal graph
         if request.headers.get("authorization") != f"Bearer {behaviour.secret_key}":
             return Response(orjson.dumps({"error": {"code": "unknown_environment"}}), 401)
         if graph is None:
-            import respx
-
-            from tests.graph_fakes import FakeGraph
-
-            graph = FakeGraph(respx.MockRouter(assert_all_called=False))
+            return Response(orjson.dumps({"error": {"code": "invalid_request", "message": "start with --graph"}}), 400)
         url = f"https://nango.test{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
         forwarded = httpx.Request(request.method, url, headers=request.headers.raw, content=await request.body())
         reply = await graph.resolve(forwarded)
@@ -290,6 +357,7 @@ def create_app(behaviour: Behaviour) -> Starlette:
     return Starlette(
         routes=[
             Route("/connections", connections, methods=["GET"]),
+            Route("/connections/{connection_id}", patch_connection, methods=["PATCH"]),
             Route("/_stats", stats_endpoint, methods=["GET"]),
             Route("/_reset", reset, methods=["POST"]),
             Route("/_connect", connect, methods=["POST"]),
@@ -311,6 +379,9 @@ def main() -> None:
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--rate-limit", type=int, default=1_000_000)
     parser.add_argument("--tagged", action="store_true", help="every connection carries a vapi_number tag")
+    parser.add_argument(
+        "--graph", action="store_true", help="answer /proxy/v1.0/... as Microsoft Graph (tests/graph_fakes.py)"
+    )
     parser.add_argument("--fail-page", type=int, default=None, help="this list page fails --fail-times times first")
     parser.add_argument("--fail-times", type=int, default=0)
     parser.add_argument("--fail-status", type=int, default=429)
@@ -331,6 +402,7 @@ def main() -> None:
         fail_status=args.fail_status,
         retry_after=args.retry_after,
         webhook_url=args.webhook_url,
+        graph=args.graph,
         secret_key=args.secret_key,
     )
     uvicorn.run(

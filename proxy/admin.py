@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from proxy.config import Config, ConfigError, read_config_text
+from proxy.config import Agency, Config, ConfigError, read_config_text
 from proxy.config.yamlsource import Path, format_path, parse_document
 from proxy.numbers import mask_number
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from proxy.nango.client import Connection, NangoClient
     from proxy.nango.index import ConnectionIndex
 
-__all__ = ["add_commands", "add_tenant_option", "check_nango", "run_with_client", "yaml_location"]
+__all__ = ["add_commands", "add_tenant_option", "check_nango", "run_with_client", "servable_agency", "yaml_location"]
 
 Loader = Callable[[str, str | None], Config | None]  # (file, tenant of an agency file) -> the config
 
@@ -80,8 +80,10 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
     from proxy.nango.index import ConnectionIndex
 
     by_user: dict[str, list[Connection]] = {}
+    index = ConnectionIndex()
     async for page in client.list_connections_pages():
         for found_connection in page:
+            index.add(found_connection)
             if found_connection.user_id is not None:
                 by_user.setdefault(found_connection.user_id, []).append(found_connection)
     missing = 0
@@ -102,14 +104,37 @@ async def connections(config: Config, args: argparse.Namespace, client: NangoCli
             state, detail = "missing", f"run: vapi-calendar-proxy connect-link{tenant} --user {user.id}"
             missing += 1
         print(f"{user.id}\t{user.name}\t{state}\t{detail}\t{kind}")
-    print(f"{len(config.users) - missing}/{len(config.users)} users can book", file=sys.stderr)
+    total = len(config.users)
     if config.nango.tag_routing is not None:
-        index = ConnectionIndex()
-        for conns in by_user.values():
-            for conn in conns:
-                index.add(conn)
+        tagged = _tag_routed_users(config, index)
+        for user_id, (conn, lines) in sorted(tagged.items()):
+            name = conn.route.name if conn.route is not None and conn.route.name else user_id
+            state, detail = "connected", conn.connection_id
+            if not conn.healthy:
+                state, detail = "error", f"{conn.connection_id} needs reconnecting"
+                missing += 1
+            kind = config.nango.kind_of(conn.integration, conn.provider)
+            print(f"{user_id}\t{name}\t{state}\t{detail} (tags: {', '.join(lines)})\t{kind}")
+        total += len(tagged)
+        print(f"{total - missing}/{total} users can book ({len(tagged)} routed by connection tags)", file=sys.stderr)
         _print_conflicts(index)
+    else:
+        print(f"{total - missing}/{total} users can book", file=sys.stderr)
     return 0
+
+
+def _tag_routed_users(config: Config, index: ConnectionIndex) -> dict[str, tuple[Connection, list[str]]]:
+    """Users that only connection tags route (a YAML user is listed as such): user -> (the connection that
+    routes their lines, those lines)."""
+    yaml_users = {user.nango_user_id for user in config.users.values()}
+    tagged: dict[str, tuple[Connection, list[str]]] = {}
+    for kind in ("to", "phone_number_id"):
+        for value in sorted(index.lines(kind)):
+            conn = index.line(kind, value)
+            if conn is None or conn.user_id in yaml_users:
+                continue
+            tagged.setdefault(conn.user_id or conn.connection_id, (conn, []))[1].append(value)
+    return tagged
 
 
 def _print_conflicts(index: ConnectionIndex) -> int:
@@ -149,8 +174,12 @@ async def numbers(config: Config, args: argparse.Namespace, client: NangoClient)
         provider = config.nango.kind_of(conn.integration, conn.provider)
         print(f"{kind}\t{value}\t{conn.connection_id}\t{conn.user_id or '-'}\t{state}\t{provider}")
     conflicts = _print_conflicts(index)
-    print(f"{len(lines)} lines routed by tags, {conflicts} conflict(s)", file=sys.stderr)
+    print(f"{_counted(len(lines), 'line')} routed by tags, {conflicts} conflict(s)", file=sys.stderr)
     return 0
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def yaml_location(config: Config, path: Path, file: str = "") -> str:
@@ -193,7 +222,10 @@ async def check_nango(config: Config, client: NangoClient) -> int:
             else:
                 routed += 1
     conflicts = _print_conflicts(index)
-    print(f"tags: {routed} lines routed by Nango connection tags, {shadowed} shadowed by YAML, {conflicts} conflict(s)")
+    print(
+        f"tags: {_counted(routed, 'line')} routed by Nango connection tags, {shadowed} shadowed by YAML, "
+        f"{conflicts} conflict(s)"
+    )
     return 1 if conflicts else 0
 
 
@@ -290,3 +322,21 @@ def _line_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phone-number-id", metavar="ID", help="Vapi's phone-number id (tag nango.tag_routing.phone_number_id_tag)"
     )
+
+
+def servable_agency(agency: Agency, args: argparse.Namespace) -> Agency | None:
+    """An agency starts only with every tenant valid and authenticated (a reload may later keep one
+    tenant's last good config; at start there is none), and in one worker process per replica."""
+    from proxy.reload import NO_AUTH
+
+    if not args.insecure:
+        agency = agency.without_unauthenticated(NO_AUTH)
+    if agency.errors:
+        for issue in agency.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{agency.file}: {len(agency.errors)} tenant(s) invalid; not started", file=sys.stderr)
+        return None
+    if args.workers > 1:
+        print("error: an agency file is served by one worker per replica: scale with replicas", file=sys.stderr)
+        return None
+    return agency

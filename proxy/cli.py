@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from proxy import __version__
-from proxy.admin import add_commands, add_tenant_option
+from proxy.admin import add_commands, add_tenant_option, servable_agency
 from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.config.sections import redis_url_location
 from proxy.numbers import normalize_number
@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 def _print_errors(path: str, exc: ConfigError) -> None:
     for issue in exc.issues:
         print(f"error: {issue}", file=sys.stderr)
-    print(f"{path}: {len(exc.issues)} error(s); not loaded", file=sys.stderr)
+    for warning in exc.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    shown = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
+    print(f"{path}: {len(exc.issues)} error(s){shown}; not loaded", file=sys.stderr)
+
+
+def _warn(config: Config) -> None:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _load_any(path: str, *, one_shot: bool = False) -> Config | Agency | None:
@@ -65,8 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if isinstance(loaded, Agency):
         return _check_agency(loaded, args)
     config = loaded
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn(config)
     _check_summary(config)
     if not config.auth.configured:
         print("warning: no authentication configured: `serve` refuses to start without --insecure", file=sys.stderr)
@@ -97,15 +104,18 @@ def _check_summary(config: Config) -> None:
         print(f"nango integrations: {listed}{note}")
     if (tags := config.nango.tag_routing) is not None:
         keys = ", ".join(f"{role}={key}" for role, key in tags.keys)
-        print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
+        if config.nango.secret_key is None:
+            # What `serve` does with this file in this environment: no Nango client, so no tag is ever read.
+            print(f"tag routing: off: nango.secret_key is empty, so no line is routed by connection tags ({keys})")
+        else:
+            print(f"tag routing: on ({keys}); tagged lines are routed after YAML rules, before a YAML default")
 
 
 def _check_agency(agency: Agency, args: argparse.Namespace) -> int:
     """Every tenant checked; every error of every tenant listed, each with its file and line."""
     failed = len(agency.errors)
     for tenant, config in agency.tenants.items():
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        _warn(config)
         _check_summary(config)
         if not config.auth.configured:
             print(f"error: tenant {tenant}: no Vapi authentication configured (auth)", file=sys.stderr)
@@ -161,6 +171,12 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         resolution = await service.resolve(config, message)
         await directory.aclose()
     route = resolution.match.route if resolution.match is not None else None
+    warnings = []
+    if route is not None and route.calendar.mode == "proxy" and config.nango.secret_key is None:
+        warnings.append(
+            "calendar mode proxy without nango.secret_key: the tools reach Google Calendar through Nango, so every "
+            "tool call of this call would answer that the calendar is not connected"
+        )
     return {
         "rule": resolution.rule,
         "route_source": resolution.route_source or _yaml_source(config, resolution.match),
@@ -175,6 +191,7 @@ async def _with_service(config: Config, message: dict[str, object]) -> dict[str,
         "outcome": resolution.outcome,
         "reason": resolution.reason,
         "response": resolution.answer,
+        "warnings": warnings,
     }
 
 
@@ -197,6 +214,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if args.to is None and args.phone_number_id is None and args.caller is None:
         print("error: give at least one of --to, --phone-number-id, --from", file=sys.stderr)
         return 2
+    _warn(config)
     import asyncio
 
     import orjson
@@ -220,7 +238,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     config = _load_any(args.config)
     if isinstance(config, Agency):
-        config = _servable_agency(config, args)
+        config = servable_agency(config, args)
     elif config is not None and not config.auth.configured and not args.insecure:
         print(
             "error: no Vapi authentication configured (auth.vapi_secrets, auth.bearer or auth.hmac); "
@@ -247,24 +265,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level.upper(),
         listener=listener,
     )
-
-
-def _servable_agency(agency: Agency, args: argparse.Namespace) -> Agency | None:
-    """An agency starts only with every tenant valid and authenticated (a reload may later keep one
-    tenant's last good config; at start there is none), and in one worker process per replica."""
-    from proxy.reload import NO_AUTH
-
-    if not args.insecure:
-        agency = agency.without_unauthenticated(NO_AUTH)
-    if agency.errors:
-        for issue in agency.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        print(f"{agency.file}: {len(agency.errors)} tenant(s) invalid; not started", file=sys.stderr)
-        return None
-    if args.workers > 1:
-        print("error: an agency file is served by one worker per replica: scale with replicas", file=sys.stderr)
-        return None
-    return agency
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

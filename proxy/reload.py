@@ -253,6 +253,8 @@ class ConfigWatcher:
         self.target.metrics.config_file_invalid.set(1)
         for issue in exc.issues:
             logger.error("config error", extra={"fields": {"issue": str(issue)}})
+        for warning in exc.warnings:
+            logger.warning("config warning", extra={"fields": {"issue": str(warning)}})
         logger.error(
             "config reload refused; the running config stays",
             extra={"fields": {"reason": reason, "file": self.path, "errors": len(exc.issues), "version": old.version}},

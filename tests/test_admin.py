@@ -180,7 +180,24 @@ def test_check_nango_shows_where_each_route_comes_from(
         f"shadowed: to +14155550100: {config}:11 (routes[0].to) wins over "
         "nango connection conn-c, tag vapi_number=+14155550100"
     ) in out
-    assert "tags: 1 lines routed by Nango connection tags, 1 shadowed by YAML, 0 conflict(s)" in out
+    assert "tags: 1 line routed by Nango connection tags, 1 shadowed by YAML, 0 conflict(s)" in out
     fake.add("conn-b", {"end_user_id": "usr_b", "vapi_number": "+14155550177"})
     assert main(["check", "--config", config, "--nango"]) == 1  # a conflict fails the check
     assert "conflict: to +14155550177 is claimed by conn-a (routes it) and conn-b" in capsys.readouterr().err
+
+
+def test_connections_lists_the_users_tags_route_and_counts_them(
+    fake: FakeNango, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.add("conn-yaml", {"end_user_id": "u_yaml", "vapi_number": "+14155550101"})
+    fake.add("conn-ann", {"end_user_id": "usr_ann", "end_user_display_name": "Ann", "vapi_number": "+14155550177"})
+    fake.add("conn-bob", {"end_user_id": "usr_bob", "vapi_number": "+14155550178"}, errors=AUTH_ERROR)
+    fake.add("conn-none", {"end_user_id": "usr_none"})  # claims no line: nothing routes to it
+    assert main(["connections", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "u_yaml\tYaml User\tconnected\tconn-yaml\tgoogle",
+        "usr_ann\tAnn\tconnected\tconn-ann (tags: +14155550177)\tgoogle",
+        "usr_bob\tusr_bob\terror\tconn-bob needs reconnecting (tags: +14155550178)\tgoogle",
+    ]
+    assert "2/3 users can book (2 routed by connection tags)" in err

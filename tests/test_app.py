@@ -485,3 +485,29 @@ async def test_a_client_that_disconnects_mid_body_gets_a_400_reason_not_a_crash(
     with pytest.raises(BadRequest, match="client disconnected") as info:
         await read_body(request, 1024)
     assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize("case", ["no_connection_in_nango", "fixed_connection_without_nango_key"])
+async def test_a_tool_calls_log_line_and_metric_agree_on_the_calendar_state(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    import msgspec
+
+    config = config_from(PROXY_MODE)
+    if case == "fixed_connection_without_nango_key":
+        # A config `check` refuses; built here as a reload from before that check would have left it.
+        config = dataclasses.replace(config, nango=msgspec.structs.replace(config.nango, secret_key=None))
+    number = "+16505550111" if case == "no_connection_in_nango" else "+16505550100"
+    body = tool_calls_body(number, ("tc-1", "find_open_slots", {}))
+    caplog.set_level(logging.INFO, logger="vapi_calendar_proxy")
+    with respx.mock(base_url=NANGO, assert_all_called=False) as nango:
+        nango.get("/connections").respond(200, json={"connections": []})
+        async with proxy_client(config) as client:
+            answer = (await post(client, body)).json()
+            metrics = (await client.get("/metrics")).text
+    assert "isn't connected" in answer["results"][0]["error"]
+    (record,) = [r for r in caplog.records if r.getMessage() == "tool-calls"]
+    assert record.fields["calendar"] == "not_connected"  # type: ignore[attr-defined]
+    assert 'vapi_proxy_tool_calls_total{result="not_connected",tool="find_open_slots"} 1.0' in metrics

@@ -48,8 +48,22 @@ def test_check_and_resolve_need_no_runtime_secret_but_serve_does(
     assert "warning: " in err and "environment variable VAPI_SERVER_SECRET is not set (serve needs it)" in err
     assert main(["resolve", "--config", EXAMPLE, "--to", "(415) 555-0101"]) == 0
     assert json.loads(capsys.readouterr().out)["user"] == "usr_lee"
-    assert main(["serve", "--config", EXAMPLE]) == 1
+    assert main(["serve", "--config", EXAMPLE, "--port", "0"]) == 1
     assert "error: " in (err := capsys.readouterr().err) and "environment variable VAPI_SERVER_SECRET is not set" in err
+
+
+def test_check_prints_its_warnings_with_its_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VAPI_SERVER_SECRET")
+    broken = tmp_path / "routing.yaml"
+    text = (ROOT / "config.example.yaml").read_text()
+    broken.write_text(text.replace("    user: usr_lee\n", "    user: usr_nobody\n"))
+    assert main(["check", "--config", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "routes[1].user: names no user: 'usr_nobody'" in err
+    assert "warning: " in err and "environment variable VAPI_SERVER_SECRET is not set (serve needs it)" in err
+    assert "1 error(s), 1 warning(s); not loaded" in err
 
 
 def test_check_on_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,3 +189,52 @@ def test_check_loads_neither_the_server_nor_the_nango_client() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script, EXAMPLE], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.splitlines()[-1] == "[] 0"
+
+
+def test_check_says_tag_routing_is_off_without_a_nango_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--config", EXAMPLE]) == 0
+    out = capsys.readouterr().out
+    assert "tag routing: off: nango.secret_key is empty, so no line is routed by connection tags" in out
+    assert "tag routing: on" not in out
+    monkeypatch.setenv("NANGO_SECRET_KEY", "cli-nango-key")
+    assert main(["check", "--config", EXAMPLE]) == 0
+    assert "tag routing: on (number=vapi_number" in capsys.readouterr().out
+
+
+PROXY_MODE = """\
+auth: {vapi_secrets: ["${VAPI_SERVER_SECRET}"]}
+server: {public_url: "https://proxy.example.com"}
+nango: {secret_key: "${NANGO_SECRET_KEY}"}
+calendar: {mode: proxy, tool_server: {credentialId: cred-1}}
+templates:
+  default: {model: {provider: openai, model: gpt-4o}}
+users:
+  - {id: u_fixed, name: Fixed, connection_id: conn-fixed}
+routes:
+  - {to: "+1 415 555 0100", user: u_fixed}
+"""
+
+
+def test_check_and_resolve_say_proxy_mode_cannot_work_without_a_nango_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "routing.yaml"
+    config.write_text(PROXY_MODE)
+    assert main(["check", "--config", str(config)]) == 0  # the key is an unset secret: serve needs it anyway
+    err = capsys.readouterr().err
+    assert "environment variable NANGO_SECRET_KEY is not set (serve needs it)" in err
+    assert "nango.secret_key: is empty, but routes[0] uses calendar mode proxy" in err
+    assert main(["resolve", "--config", str(config), "--to", "+14155550100"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["outcome"] == "assistant" and report["connection_source"] == "fixed"
+    assert report["warnings"] == [
+        "calendar mode proxy without nango.secret_key: the tools reach Google Calendar through Nango, so every "
+        "tool call of this call would answer that the calendar is not connected"
+    ]
+    assert "uses calendar mode proxy" in err
+    config.write_text(PROXY_MODE.replace('"${NANGO_SECRET_KEY}"', '"${NANGO_SECRET_KEY:-}"'))
+    assert main(["check", "--config", str(config)]) == 1  # empty on purpose: refused
+    assert "error: " in (err := capsys.readouterr().err) and "uses calendar mode proxy" in err

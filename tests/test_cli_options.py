@@ -82,3 +82,24 @@ def test_operations_doc_lists_every_command() -> None:
     subparsers = next(a for a in build_parser()._actions if isinstance(a.choices, dict))
     assert isinstance(subparsers.choices, dict)
     assert documented == set(subparsers.choices)
+
+
+def test_the_command_line_synopsis_in_the_docs_lists_every_option() -> None:
+    """docs/operations.md's synopsis: every command, each with every option it takes."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    block = docs.split("## Command line", 1)[1].split("```", 2)[1]
+    synopsis: dict[str, str] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("vapi-calendar-proxy "):
+            command = line.split()[1]
+        synopsis[command] = synopsis.get(command, "") + " " + line
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    assert isinstance(subparsers.choices, dict)
+    assert set(subparsers.choices) <= set(synopsis)
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert re.search(rf"{option}\b(?!-)", synopsis[name]), f"{name} {option}"

@@ -135,11 +135,53 @@ def test_legacy_vapi_keys_are_warnings() -> None:
     ]
 
 
+# Proxy mode's tools reach Google Calendar through Nango: every proxy-mode config needs the key.
+WITH_NANGO = MINIMAL + "nango:\n  secret_key: nango-key-1\n"
+
+
 def test_proxy_mode_needs_a_url_for_the_tools() -> None:
-    errors = errors_of(MINIMAL + "calendar:\n  mode: proxy\n")
+    errors = errors_of(WITH_NANGO + "calendar:\n  mode: proxy\n")
     assert len(errors) == 1 and "server.public_url" in errors[0]
-    config = load(MINIMAL + "calendar:\n  mode: proxy\nserver:\n  public_url: https://proxy.example.com/\n")
+    config = load(WITH_NANGO + "calendar:\n  mode: proxy\nserver:\n  public_url: https://proxy.example.com/\n")
     assert config.routes[0].calendar.tool_server == {"url": "https://proxy.example.com/vapi"}
+
+
+def test_the_tool_server_url_defaults_to_the_public_url_when_only_a_credential_is_set() -> None:
+    public = "server:\n  public_url: https://proxy.example.com\n"
+    config = load(WITH_NANGO + public + "calendar:\n  mode: proxy\n  tool_server: {credentialId: cred-1}\n")
+    assert config.routes[0].calendar.tool_server == {"url": "https://proxy.example.com/vapi", "credentialId": "cred-1"}
+    assert config.warnings == ()
+    written = load(
+        WITH_NANGO + public + "calendar:\n  mode: proxy\n  tool_server: {url: https://tools.example.com/t}\n"
+    )
+    assert written.routes[0].calendar.tool_server == {"url": "https://tools.example.com/t"}
+    assert errors_of(WITH_NANGO + "calendar:\n  mode: proxy\n  tool_server: {credentialId: cred-1}\n") == [
+        "routing.yaml:19: calendar.tool_server.url: is required unless server.public_url is set: the URL Vapi "
+        "sends tool-calls to"
+    ]
+    assert errors_of(WITH_NANGO + public + "calendar:\n  mode: proxy\n  tool_server: {url: ftp://x}\n") == [
+        "routing.yaml:21: calendar.tool_server.url: must be an http(s) URL, got 'ftp://x'"
+    ]
+
+
+def test_proxy_mode_without_a_nango_key_is_refused_even_with_fixed_connection_ids() -> None:
+    text = MINIMAL + "server:\n  public_url: https://proxy.example.com\ncalendar:\n  mode: proxy\n"
+    assert errors_of(text) == [
+        "routing.yaml:1: nango.secret_key: is empty, but routes[0] uses calendar mode proxy, whose tools reach "
+        "Google Calendar through Nango (a fixed connection_id too): set it (NANGO_SECRET_KEY), or use calendar "
+        "mode native"
+    ]
+    keyed = text + "nango:\n  secret_key: ${NANGO_SECRET_KEY}\n"
+    # `check` and `resolve` (secrets optional): the unset variable's warning, and why it matters here.
+    config = parse_config(keyed, "routing.yaml", ENV, secrets_optional=True)
+    assert [w.message for w in config.warnings if w.path == ("nango", "secret_key")] == [
+        "environment variable NANGO_SECRET_KEY is not set (serve needs it)",
+        "is empty, but routes[0] uses calendar mode proxy, whose tools reach Google Calendar through Nango "
+        "(a fixed connection_id too): set it (NANGO_SECRET_KEY), or use calendar mode native",
+    ]
+    with pytest.raises(ConfigError) as served:  # serve: the unset variable is the error
+        parse_config(keyed, "routing.yaml", ENV)
+    assert [issue.message for issue in served.value.issues] == ["environment variable NANGO_SECRET_KEY is not set"]
 
 
 def test_users_without_overrides_share_one_calendar_plan() -> None:
@@ -153,11 +195,24 @@ def test_caller_rule_scoped_to_a_line_and_a_second_default() -> None:
     assert errors_of(text) == ["routing.yaml:17: routes[2].default: a second default route (routes[1] is one)"]
 
 
-def test_kubernetes_configmap_carries_the_example_config() -> None:
+def test_the_kubernetes_routing_file_has_the_examples_settings_and_none_of_its_demo_users() -> None:
     import yaml
 
-    manifest = yaml.safe_load((ROOT / "deploy/kubernetes/configmap.yaml").read_text())
-    assert manifest["data"]["config.yaml"] == (ROOT / "config.example.yaml").read_text()
+    env = {**ENV, "NANGO_SECRET_KEY": "nango-key-1"}
+    example = load_config(ROOT / "config.example.yaml", environ=env)
+    deployed = load_config(ROOT / "deploy/kubernetes/config.yaml", environ=env)
+    assert (deployed.users, deployed.routes) == ({}, ())
+    assert deployed.templates == example.templates and deployed.fallbacks == example.fallbacks
+    assert deployed.nango.tag_routing == example.nango.tag_routing and deployed.auth == example.auth
+    with pytest.raises(ConfigError, match="NANGO_SECRET_KEY is not set"):  # production: the key is required
+        load_config(ROOT / "deploy/kubernetes/config.yaml", environ=ENV)
+    # kubectl apply -k makes the mounted ConfigMap from this very file, under a name that never changes.
+    kustomization = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config.yaml"] and generator["options"]["disableNameSuffixHash"] is True
+    deployment = yaml.safe_load((ROOT / "deploy/kubernetes/deployment.yaml").read_text())
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == generator["name"]
 
 
 MIXED = """\
@@ -241,10 +296,10 @@ def test_errors_in_entries_are_located(broken: str, expected: list[str]) -> None
 
 
 def test_proxy_mode_warns_when_vapi_could_not_authenticate_tool_calls() -> None:
-    base = MINIMAL + "server:\n  public_url: https://proxy.example.com\n"
+    base = WITH_NANGO + "server:\n  public_url: https://proxy.example.com\n"
     warned = load(base + "calendar:\n  mode: proxy\n")
     assert [str(w) for w in warned.warnings] == [
-        "routing.yaml:17: calendar.tool_server: has no credentialId or headers: Vapi's tool calls will carry no "
+        "routing.yaml:19: calendar.tool_server: has no credentialId or headers: Vapi's tool calls will carry no "
         "authentication and be refused (401); set credentialId to your Vapi custom credential"
     ]
     quiet = load(

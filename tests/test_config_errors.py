@@ -86,6 +86,22 @@ def test_tab_indentation_is_explained_in_plain_words() -> None:
     ]
 
 
+def test_an_unquoted_reference_in_a_flow_list_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "auth:\n  bearer:\n    tokens: [${MY_BEARER_TOKEN}]\ntemplates: {default: {model: {provider: openai}}}\n"
+    expected = (
+        "routing.yaml:3: (top level): invalid YAML: expected ',' or ']', but got '{': inside [ ] or { } a { starts "
+        'a mapping; quote it: "${MY_BEARER_TOKEN}"'
+    )
+    assert errors(text) == [expected]
+    config = tmp_path / "routing.yaml"  # check reads it with the fast reader first: the same words
+    config.write_text(text)
+    assert main(["check", "--config", str(config)]) == 1
+    assert expected.removeprefix("routing.yaml") in capsys.readouterr().err
+    fixed = text.replace("[${MY_BEARER_TOKEN}]", '["${MY_BEARER_TOKEN}"]')
+    quoted = parse_config(fixed, "routing.yaml", {"MY_BEARER_TOKEN": "t0k3n"})
+    assert quoted.auth.bearer is not None and len(quoted.auth.bearer.tokens) == 1
+
+
 MINIMAL = """\
 auth: {vapi_secrets: ["${VAPI_SECRET:-${LEGACY_SECRET}}"]}
 templates: {default: {model: {provider: openai, model: gpt-4o}}}

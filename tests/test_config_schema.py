@@ -117,3 +117,83 @@ def test_fallback_fields_are_documented() -> None:
     schema = json.loads(json_schema_text())
     fields = schema["$defs"]["FallbackModel"]["properties"]
     assert "Each is `{" + ", ".join(fields) + "}`" in DOCS
+
+
+def schema_errors(document: object) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads((ROOT / "config.schema.json").read_text()))
+    return [error.message for error in validator.iter_errors(document)]
+
+
+def test_the_example_validates_against_the_schema() -> None:
+    import jsonschema
+    import yaml
+
+    jsonschema.Draft202012Validator.check_schema(json.loads((ROOT / "config.schema.json").read_text()))
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    assert example["nango"]["base_url"] == "${NANGO_BASE_URL:-https://api.nango.dev}"
+    assert schema_errors(example) == []
+
+
+MINIMAL = {"templates": {"default": {"model": {"provider": "openai", "model": "gpt-4o"}}}}
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("nango", "base_url", "${NANGO_BASE_URL}"),
+        ("nango", "base_url", "${NANGO_BASE_URL:-https://api.nango.dev}"),
+        ("server", "path", "${VAPI_PATH:-/vapi}"),
+        ("server", "public_url", "${PUBLIC_URL}"),
+        ("calendar", "mode", "${CALENDAR_MODE:-proxy}"),
+        ("calendar", "declare", "${DECLARE}"),
+    ],
+)
+def test_a_reference_is_accepted_in_a_constrained_string(section: str, key: str, value: str) -> None:
+    assert schema_errors({**MINIMAL, section: {key: value}}) == []
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("nango", "base_url", "ftp://nango"), ("server", "path", "vapi"), ("calendar", "mode", "nativ")],
+)
+def test_a_constrained_string_is_still_checked(section: str, key: str, value: str) -> None:
+    assert schema_errors({**MINIMAL, section: {key: value}}) != []
+
+
+@pytest.mark.parametrize(
+    ("server", "tool_server"),
+    [
+        ({"public_url": "https://proxy.example.com"}, {"credentialId": "cred-1"}),
+        ({}, {"credentialId": "cred-1"}),
+        ({}, {"url": "https://tools.example.com/vapi", "credentialId": "cred-1"}),
+        ({"public_url": "https://proxy.example.com"}, {"url": "ftp://tools.example.com"}),
+        ({"public_url": "https://proxy.example.com"}, {"credentialId": ""}),
+        ({"public_url": "https://proxy.example.com"}, {"url": "${TOOLS_URL}", "timeoutSeconds": 15}),
+    ],
+)
+def test_check_and_the_schema_agree_on_the_tool_server(
+    server: dict[str, str],
+    tool_server: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    monkeypatch.setenv("TOOLS_URL", "https://tools.example.com/vapi")
+
+    document = {
+        **MINIMAL,
+        "auth": {"vapi_secrets": ["s3cret-value-123"]},
+        "nango": {"secret_key": "nango-key-1"},
+        "server": server,
+        "calendar": {"mode": "proxy", "tool_server": tool_server},
+        "users": [{"id": "u1", "name": "One", "connection_id": "conn-1"}],
+        "routes": [{"to": "+14155550100", "user": "u1"}],
+    }
+    config = tmp_path / "routing.yaml"
+    config.write_text(yaml.safe_dump(document))
+    checked = main(["check", "--config", str(config)]) == 0
+    assert checked == (schema_errors(document) == []), capsys.readouterr().err

@@ -14,14 +14,29 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from msgspec import UNSET
 
 from proxy.config.calendar import WorkingHours
-from proxy.config.models import CalendarLayer, FallbackModel, FallbacksModel, NangoSettings, WorkingHoursModel
+from proxy.config.models import (
+    CalendarLayer,
+    FallbackModel,
+    FallbacksModel,
+    NangoSettings,
+    ServerSettings,
+    WorkingHoursModel,
+)
 from proxy.config.snapshot import Fallback, Fallbacks, Route, RoutingTable
 from proxy.config.tags import tag_key_problem
 from proxy.config.validate import did_you_mean
 from proxy.config.yamlsource import ConfigIssue, Document, Path, format_path
 from proxy.numbers import normalize_number
 
-__all__ = ["Report", "build_routing_table", "calendar_layer", "fallbacks", "zone"]
+__all__ = [
+    "Report",
+    "build_routing_table",
+    "calendar_layer",
+    "fallbacks",
+    "proxy_mode_needs_nango",
+    "tool_server",
+    "zone",
+]
 
 LEGACY_ASSISTANT_KEYS = {
     ("serverUrl",): "use server.url",
@@ -173,6 +188,47 @@ def tag_routing(nango: NangoSettings, report: Report, document: Document) -> Non
         report.error(
             document, path, "set number_tag or phone_number_id_tag (the tag keys that carry a user's Vapi line)"
         )
+
+
+def tool_server(
+    written: Mapping[str, object] | None, server: ServerSettings, report: Report, document: Document
+) -> Mapping[str, object] | None:
+    """The Vapi server object proxy mode's tools call: `calendar.tool_server` as written, its `url` by default
+    `<server.public_url><server.path>` (so setting only `credentialId` is enough); None when there is neither."""
+    path: Path = ("calendar", "tool_server", "url")
+    default = server.public_url + server.path if server.public_url is not None else None
+    if written is None:
+        return {"url": default} if default is not None else None
+    credential = written.get("credentialId")
+    if credential is not None and not (isinstance(credential, str) and credential):
+        report.error(document, ("calendar", "tool_server", "credentialId"), "must be the id of a Vapi credential")
+    url = written.get("url")
+    if url is None:
+        if default is None:
+            message = "is required unless server.public_url is set: the URL Vapi sends tool-calls to"
+            report.error(document, path, message)
+            return written
+        return {"url": default, **{key: value for key, value in written.items() if key != "url"}}
+    if not (isinstance(url, str) and url.startswith(("https://", "http://"))):
+        report.error(document, path, f"must be an http(s) URL, got {document.show(path, url)}")
+    return written
+
+
+def proxy_mode_needs_nango(nango: NangoSettings, proxied: list[Route], report: Report, document: Document) -> None:
+    """Proxy mode's tools read and write Google Calendar through Nango's proxy, fixed connection_id or not:
+    without the secret key every tool call would tell the caller the calendar is not connected."""
+    if nango.secret_key is not None:
+        return
+    path: Path = ("nango", "secret_key")
+    routes = f"{proxied[0].name} and {len(proxied) - 1} more use" if len(proxied) > 1 else f"{proxied[0].name} uses"
+    message = (
+        f"is empty, but {routes} calendar mode proxy, whose tools reach Google Calendar through Nango "
+        "(a fixed connection_id too): set it (NANGO_SECRET_KEY), or use calendar mode native"
+    )
+    if document.explained_by_unset(path):
+        report.warn(document, path, message)  # check, resolve: the unset variable is a warning there too
+    else:
+        report.error(document, path, message)
 
 
 def build_routing_table(

@@ -36,6 +36,13 @@ def expand(value: str, environ: Mapping[str, str]) -> Expansion:
     return result
 
 
+def first_reference(text: str) -> str | None:
+    """The name of the first `${NAME}` in `text` (for a message: never its value)."""
+    start = text.find("${")
+    found = _NAME.match(text, start + 2) if start >= 0 else None
+    return found.group() if found is not None else None
+
+
 class _Malformed(Exception):
     pass
 

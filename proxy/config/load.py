@@ -22,14 +22,16 @@ from proxy.config.checks import (
     build_routing_table,
     calendar_layer,
     fallbacks,
+    proxy_mode_needs_nango,
     tag_routing,
+    tool_server,
     warn_legacy,
     zone,
 )
 from proxy.config.entries import Context, Entries, EntryModels, entries, texts
 from proxy.config.fastyaml import read as read_with_rapidyaml
 from proxy.config.files import config_version, current_version, expand_includes, read_config_text
-from proxy.config.models import AuthSettings, ConfigFile, IncludedFile, RouteModel, UserModel
+from proxy.config.models import AuthSettings, ConfigFile, IncludedFile, NangoSettings, RouteModel, UserModel
 from proxy.config.restart import keep_running_redis, keep_running_values
 from proxy.config.snapshot import AgencyFile, CalendarPlan, Config, Fallbacks, Route, TenantScope
 from proxy.config.validate import INVALID, Validator, decode_hook, did_you_mean
@@ -167,6 +169,7 @@ class ConfigBuilder:
         self.report = Report(issues=list(document.issues))
         self.plans: dict[tuple[int, ...], CalendarPlan] = {}
         self.tool_server: Mapping[str, object] | None = None
+        self.nango = NangoSettings()
         self.broken_users: set[str] = set()
 
     def build(self, running: Config | None) -> Config:
@@ -211,11 +214,8 @@ class ConfigBuilder:
         base_fallbacks = fallbacks(top["fallbacks"], Fallbacks(), templates, report, document, ("fallbacks",))
         global_calendar = top["calendar"]
         global_layer = calendar_layer(global_calendar, report, document, ("calendar",))
-        self.tool_server = global_calendar.tool_server or None
-        if self.tool_server is not None and not isinstance(self.tool_server.get("url"), str):
-            report.error(document, ("calendar", "tool_server", "url"), "is required: the URL Vapi sends tool-calls to")
-        if self.tool_server is None and server.public_url is not None:
-            self.tool_server = {"url": server.public_url + server.path}
+        self.tool_server = tool_server(global_calendar.tool_server, server, report, document)
+        self.nango = nango
         self.unset_variables(document)
 
         sources = [(document, users_raw, routes_raw)]
@@ -260,7 +260,11 @@ class ConfigBuilder:
             report.error(conflict.document or document, conflict.path, conflict.message)
         report.issues.extend(self.models.issues)
         if report.issues:
-            raise ConfigError(sorted(report.issues, key=lambda issue: (issue.file != document.file, issue.line or 0)))
+
+            def order(issue: ConfigIssue) -> tuple[bool, int]:
+                return issue.file != document.file, issue.line or 0
+
+            raise ConfigError(sorted(report.issues, key=order), sorted(report.warnings, key=order))
         return Config(
             file=document.file,
             version=config_version(self.text, *self.included_texts),
@@ -370,6 +374,7 @@ class ConfigBuilder:
         proxied = [route for route in routes if route.calendar.mode == "proxy"]
         if not proxied:
             return
+        proxy_mode_needs_nango(self.nango, proxied, self.report, self.main)
         tool_server = self.tool_server
         if tool_server is None:
             for route in proxied:

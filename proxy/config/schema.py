@@ -29,6 +29,9 @@ def json_schema() -> dict[str, Any]:
             calendar[name]["default"] = info.default
     for definition in definitions.values():
         definition.pop("title", None)
+    _describe_tool_server(definitions)
+    for definition in definitions.values():
+        _accept_references(definition)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "vapi-calendar-proxy routing file",
@@ -43,6 +46,65 @@ def schema_hook(kind: type) -> dict[str, Any]:
     if kind is Secrets or kind is Addresses:
         return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     raise NotImplementedError
+
+
+# A string holding a `${NAME}` or `${NAME:-default}` reference (proxy.config.environment): the loader checks
+# the value it expands to, so an editor must not flag the reference itself (a pattern, an enum).
+REFERENCE = r"\$\{[A-Za-z_][A-Za-z0-9_]*(\}|:-)"
+_REFERENCE = {"type": "string", "pattern": REFERENCE}
+
+
+def _accept_references(node: object) -> None:
+    """Every string the file may constrain (a pattern, a choice of values) also accepts a `${VAR}` reference."""
+    if isinstance(node, list):
+        for item in node:
+            _accept_references(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _accept_references(value)
+    if "pattern" in node and node.get("type") == "string":
+        node["anyOf"] = [{"pattern": node.pop("pattern")}, {"pattern": REFERENCE}]
+    elif (choices := node.get("enum")) and all(isinstance(choice, str) for choice in choices):
+        node["anyOf"] = [{"enum": node.pop("enum")}, _REFERENCE]
+
+
+def _describe_tool_server(definitions: dict[str, Any]) -> None:
+    """`calendar.tool_server` is Vapi's Server object, passed on as written: the keys `check` looks at are
+    described (others pass), and its url is required only without `server.public_url`, as `check` says."""
+    tool_server = definitions["GlobalCalendar"]["properties"]["tool_server"]
+    tool_server["anyOf"] = [
+        {
+            "type": "object",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "pattern": "^https?://",
+                    "description": "where Vapi sends the tools' tool-calls (default: server.public_url + server.path)",
+                },
+                "credentialId": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "the Vapi custom credential Vapi authenticates the tool-calls with",
+                },
+            },
+        },
+        {"type": "null"},
+    ]
+    definitions["ConfigFile"]["if"] = {
+        "required": ["calendar"],
+        "properties": {
+            "calendar": {
+                "required": ["tool_server"],
+                "properties": {"tool_server": {"type": "object", "not": {"required": ["url"]}}},
+            }
+        },
+    }
+    definitions["ConfigFile"]["then"] = {
+        "required": ["server"],
+        "properties": {"server": {"required": ["public_url"], "properties": {"public_url": {"type": "string"}}}},
+    }
 
 
 def json_schema_text() -> str:

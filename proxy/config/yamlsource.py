@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import yaml
 
-from proxy.config.environment import Expansion, expand
+from proxy.config.environment import Expansion, expand, first_reference
 
 Path = tuple[str | int, ...]
 
@@ -40,10 +40,12 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """A config that must not be served. Carries every issue found, not only the first."""
+    """A config that must not be served. Carries every issue found, not only the first, and the warnings
+    found with them (an unset secret variable's warning may be the reason for an error elsewhere)."""
 
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    def __init__(self, issues: list[ConfigIssue], warnings: list[ConfigIssue] | None = None) -> None:
         self.issues = issues
+        self.warnings = warnings or []
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
@@ -148,6 +150,9 @@ def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> str:
                 "invalid YAML: this line is indented with a tab character; YAML allows only spaces for "
                 "indentation (replace the tab with spaces, and set your editor to insert spaces)"
             )
+        # `tokens: [${TOKEN}]`: inside [ ] or { } a `{` starts a mapping, so the reference must be quoted.
+        if "got '{'" in str(exc.problem) and (name := first_reference(line)) is not None:
+            return f'invalid YAML: {exc.problem}: inside [ ] or {{ }} a {{ starts a mapping; quote it: "${{{name}}}"'
     return f"invalid YAML: {exc.problem}"
 
 

@@ -287,13 +287,21 @@ class CallService:
                     "call_id": call.call_id,
                     "user": ctx.user_id or None,
                     "rule": f"{match.route.name} ({match.rule})" if match is not None else "-",
-                    "calendar": "connected" if connection_id else "none",
+                    # The state the tools acted on, named as vapi_proxy_tool_calls_total counts it.
+                    "calendar": calendar_state(ctx),
                     "provider": kind if connection_id else None,
                     "latency_ms": round((self._clock() - started) * 1000, 2),
                 }
             },
         )
         return answer
+
+
+def calendar_state(ctx: CalendarContext) -> str:
+    """What the tools found: no route, no usable connection (none found, or no Nango key to reach it), or one."""
+    if not ctx.user_id:
+        return "no_route"
+    return "connected" if ctx.connection_id is not None else "not_connected"
 
 
 def _tool_call_key(message: Json) -> str:
