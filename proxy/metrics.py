@@ -8,15 +8,16 @@ are summed over every worker that ever ran, gauges show the largest value among 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Self
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess, values
 from prometheus_client import Counter as _Counter
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "render_tenants"]
 
 # Vapi drops an assistant-request after 7.5 s: buckets are dense below that and stop just above it.
 # Gauges across workers: the largest value among the live ones (each worker has its own index and config).
@@ -209,3 +210,48 @@ class Metrics:
             flush()
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+# Agency mode: the deployment's own series, unlabelled beside the tenants' (the listener's refusals, the
+# agency file's reloads); every other series is a tenant's.
+DEPLOYMENT_FAMILIES = frozenset(
+    {"vapi_proxy_connections_refused", "vapi_proxy_config_reloads", "vapi_proxy_config_file_invalid"}
+)
+
+
+class _TenantLabelled:
+    """A collector of every tenant's registry with a `tenant` label added, one family per metric name;
+    the label's values are the configured tenants' ids, so its cardinality is theirs."""
+
+    def __init__(self, deployment: Metrics, tenants: Mapping[str, Metrics]) -> None:
+        self.deployment = deployment
+        self.tenants = tenants
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+
+        def add(family: Metric, tenant: str | None) -> None:
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                labels = sample.labels if tenant is None else {"tenant": tenant, **sample.labels}
+                merged.samples.append(sample._replace(labels=labels))
+
+        for family in self.deployment.registry.collect():
+            if family.name in DEPLOYMENT_FAMILIES:
+                add(family, None)
+        for tenant, metrics in sorted(self.tenants.items()):
+            for family in metrics.registry.collect():
+                add(family, tenant)
+        return iter(families.values())
+
+
+def render_tenants(deployment: Metrics, tenants: Mapping[str, Metrics]) -> bytes:
+    """/metrics in agency mode (one process: `serve` runs an agency file with one worker)."""
+    for metrics in (deployment, *tenants.values()):
+        for flush in metrics.before_render:
+            flush()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_TenantLabelled(deployment, tenants))
+    return generate_latest(registry)

@@ -18,9 +18,9 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
-from proxy.config import Config, ConfigError, ConfigIssue, parse_config, read_config_text
+from proxy.config import Agency, Config, ConfigError, ConfigIssue, load_deployment, parse_config, read_config_text
 from proxy.config.files import current_version, expand_includes
 from proxy.metrics import Metrics
 
@@ -39,7 +39,7 @@ NO_AUTH = "no Vapi authentication configured (vapi_secrets, bearer or hmac); ref
 
 
 class Reloadable(Protocol):
-    """What the watcher reloads: `proxy.app.Runtime`."""
+    """What the watcher reloads: `proxy.runtime.Runtime`."""
 
     config: Config
     config_error: ConfigError | None
@@ -47,6 +47,17 @@ class Reloadable(Protocol):
     insecure: bool
 
     def apply(self, config: Config) -> None: ...
+
+
+class ReloadableAgency(Protocol):
+    """What the watcher reloads in agency mode: `proxy.runtime.Tenants`."""
+
+    config: Agency
+    config_error: ConfigError | None
+    metrics: Metrics
+    insecure: bool
+
+    async def apply(self, agency: Agency) -> None: ...
 
 
 def fingerprint(path: str) -> Fingerprint | None:
@@ -69,8 +80,15 @@ def release_memory(*, collect: bool = False) -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-def watched_fingerprint(config: Config) -> Fingerprint:
-    """What changes when the main file, an included file, or the set of files an include matches does."""
+def watched_fingerprint(config: Config | Agency) -> Fingerprint:
+    """What changes when the main file, an included file, or the set of files an include matches does;
+    for an agency file, also each tenant's file and the files it includes."""
+    if isinstance(config, Agency):
+        files = [config.file, *(source.file for source in config.sources.values() if source.file is not None)]
+        return (
+            tuple((name, fingerprint(name)) for name in files),
+            *(watched_fingerprint(tenant) for tenant in config.tenants.values() if tenant.include_patterns),
+        )
     names = (config.files[0], *expand_includes(config.files[0], config.include_patterns)) if config.files else ()
     return tuple((name, fingerprint(name)) for name in names)
 
@@ -79,7 +97,7 @@ class ConfigWatcher:
     """Reloads `path` into `target` when the file changes (every `server.reload_poll_seconds`, 0 = off)
     and on SIGHUP, from `start()` until its task is cancelled."""
 
-    def __init__(self, path: str, target: Reloadable) -> None:
+    def __init__(self, path: str, target: Reloadable | ReloadableAgency) -> None:
         self.path = path
         self.target = target
         self._wake = asyncio.Event()
@@ -123,7 +141,10 @@ class ConfigWatcher:
     async def reload(self, reason: str, *, quiet: bool = False) -> ReloadResult:
         """Read, validate and (when valid and different) apply the file. Never raises ConfigError."""
         async with self._lock:
-            old = self.target.config
+            if isinstance(self.target.config, Agency):
+                return await self._reload_agency(reason, quiet)
+            target = self.target
+            old = target.config
             self._seen = watched_fingerprint(old)
             try:
                 if await asyncio.to_thread(current_version, old) == old.version:
@@ -135,7 +156,7 @@ class ConfigWatcher:
                     raise ConfigError([ConfigIssue(self.path, None, ("auth",), NO_AUTH)])
                 if new.version == old.version:
                     return self._unchanged(reason, quiet)
-                self.target.apply(new)
+                target.apply(new)
             except ConfigError as exc:
                 return self._invalid(reason, old, exc)
             except Exception as exc:  # any failure is an invalid reload: counted, alerting, the old config stays
@@ -169,6 +190,54 @@ class ConfigWatcher:
                 )
             return "ok"
 
+    async def _reload_agency(self, reason: str, quiet: bool) -> ReloadResult:
+        """An agency file: tenant by tenant. An invalid tenant keeps its running config (or, new, does not
+        start) while the others are applied; only an invalid agency file itself keeps everything."""
+        target = cast(ReloadableAgency, self.target)
+        old = target.config
+        self._seen = watched_fingerprint(old)
+        try:
+            new = await asyncio.to_thread(load_deployment, self.path, os.environ, running=old)
+            if not isinstance(new, Agency):
+                message = "no longer holds tenants: serving it as one business needs a restart"
+                raise ConfigError([ConfigIssue(self.path, None, ("tenants",), message)])
+        except ConfigError as exc:
+            return self._invalid(reason, old, exc)
+        except Exception as exc:  # as for one config: the running tenants stay
+            logger.exception("config reload failed")
+            issue = ConfigIssue(self.path, None, (), f"could not be applied ({type(exc).__name__})")
+            return self._invalid(reason, old, ConfigError([issue]))
+        if not target.insecure:
+            new = new.without_unauthenticated(NO_AUTH)
+        same = new.tenants.keys() == old.tenants.keys() and all(new.tenants[t] is c for t, c in old.tenants.items())
+        await target.apply(new)
+        self._seen = watched_fingerprint(new)
+        target.config_error = None
+        for tenant, error in sorted(new.errors.items()):
+            for issue in error.issues:
+                logger.error("config error", extra={"fields": {"tenant": tenant, "issue": str(issue)}})
+        if same and not new.errors:
+            return self._unchanged(reason, quiet)
+        result: ReloadResult = "invalid" if new.errors else "ok"
+        target.metrics.config_reloads.labels(result).inc()
+        target.metrics.config_file_invalid.set(1 if new.errors else 0)
+        fields = {
+            "reason": reason,
+            "tenants": len(new.tenants),
+            "started": sorted(new.tenants.keys() - old.tenants.keys()),
+            "stopped": sorted(old.sources.keys() - new.sources.keys()),
+            "invalid": sorted(new.errors),
+        }
+        logger.info("config reloaded", extra={"fields": fields})
+        if new.restart_needed:
+            logger.warning(
+                "config reloaded, but these settings keep their running values until a restart",
+                extra={"fields": {"keys": list(new.restart_needed)}},
+            )
+        del old
+        await asyncio.to_thread(release_memory)
+        return result
+
     def _unchanged(self, reason: str, quiet: bool) -> ReloadResult:
         # Also the way back from an invalid edit to the running content: the error is gone.
         self.target.config_error = None
@@ -178,7 +247,7 @@ class ConfigWatcher:
             logger.info("config unchanged", extra={"fields": {"reason": reason, "version": self.target.config.version}})
         return "unchanged"
 
-    def _invalid(self, reason: str, old: Config, exc: ConfigError) -> ReloadResult:
+    def _invalid(self, reason: str, old: Config | Agency, exc: ConfigError) -> ReloadResult:
         self.target.config_error = exc
         self.target.metrics.config_reloads.labels("invalid").inc()
         self.target.metrics.config_file_invalid.set(1)

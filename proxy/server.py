@@ -19,12 +19,13 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from proxy.agency import create_agency_app
 from proxy.app import create_app
-from proxy.config import Config, load_config
+from proxy.config import Agency, Config, ConfigError, load_deployment
 from proxy.http.connections import ConnectionLimits, LimitedConfig, connection_cap
 from proxy.http.uvicorn_hooks import lane_status, missing, run_workers
 from proxy.logs import LogFormat, configure_logging
-from proxy.runtime import Runtime
+from proxy.runtime import Runtime, Tenants
 from proxy.startup import StartupListener, loaded_summary
 
 CONFIG_ENV = "VAPI_CALENDAR_PROXY_CONFIG"
@@ -43,7 +44,9 @@ class Drain:
     uvicorn's own shutdown close the listener and wait for in-flight requests. A second signal calls
     `stop(signal, True)` at once."""
 
-    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, stop: Callable[[int, bool], object]) -> None:
+    def __init__(
+        self, runtime: Runtime | Tenants, loop: asyncio.AbstractEventLoop, stop: Callable[[int, bool], object]
+    ) -> None:
         self.runtime = runtime
         self.loop = loop
         self.stop = stop
@@ -69,7 +72,7 @@ class Drain:
 class DrainingServer(uvicorn.Server):
     """uvicorn's Server, its signals routed to the `Drain`. The process exits 0 after a clean drain."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime | Tenants) -> None:
         super().__init__(config)
         self.runtime = runtime
         self._drain: Drain | None = None
@@ -92,12 +95,12 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def drain_timeout(config: Config) -> int:
+def drain_timeout(config: Config | Agency) -> int:
     """uvicorn's graceful-shutdown budget (whole seconds): 0 cancels in-flight requests at once."""
     return math.ceil(config.server.drain_seconds)
 
 
-def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
+def uvicorn_config(config: Config | Agency, app: object, **kwargs: Any) -> LimitedConfig:
     """uvicorn's settings from the `server:` section: connection limits, keep-alive, forwarded headers."""
     server = config.server
     cap = connection_cap(server.max_connections)
@@ -138,7 +141,7 @@ def uvicorn_config(config: Config, app: object, **kwargs: Any) -> LimitedConfig:
 
 
 def serve(
-    config: Config,
+    config: Config | Agency,
     *,
     host: str,
     port: int,
@@ -164,9 +167,12 @@ def serve(
         with shared_metrics_directory():
             run_workers(multi)
         return 0
-    app = create_app(config, insecure=insecure, config_path=config.file)
+    if isinstance(config, Agency):
+        app = create_agency_app(config, insecure=insecure, config_path=config.file)
+    else:
+        app = create_app(config, insecure=insecure, config_path=config.file)
     uv_config = uvicorn_config(config, app, host=host, port=port, lifespan="on")
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     server = DrainingServer(uv_config, runtime)
     server.run(sockets=None if listener is None else [listener.handoff()])
     return 0
@@ -192,7 +198,14 @@ def app_from_environment() -> Starlette:
     """The app of one worker process (`serve --workers N`, or uvicorn run directly, as bench/run.py does)."""
     configure_logging(os.environ.get(LOG_FORMAT_ENV, "json"), os.environ.get(LOG_LEVEL_ENV, "INFO"))  # type: ignore[arg-type]
     path = os.environ[CONFIG_ENV]
-    app = create_app(load_config(path), insecure=bool(os.environ.get(INSECURE_ENV)), config_path=path)
+    insecure = bool(os.environ.get(INSECURE_ENV))
+    loaded = load_deployment(path)
+    if isinstance(loaded, Agency):
+        if loaded.errors:  # as `serve`: an agency starts with every tenant valid
+            raise ConfigError(loaded.issues)
+        app = create_agency_app(loaded, insecure=insecure, config_path=path)
+    else:
+        app = create_app(loaded, insecure=insecure, config_path=path)
     drain_on_signals(app)
     freeze_startup_objects()
     return app
@@ -209,7 +222,7 @@ def drain_on_signals(app: Starlette) -> None:
     """The `Drain` for a server we do not construct (uvicorn's workers run its plain Server): while the app
     runs, a handler in front of uvicorn's own drains on the first SIGTERM/SIGINT and passes the signal on to
     uvicorn when the drain ends (a second one passes at once)."""
-    runtime: Runtime = app.state.runtime
+    runtime: Runtime | Tenants = app.state.runtime
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ import threading
 
 import orjson
 
-from proxy.config import Config
+from proxy.config import Agency, Config
 
 # Bounds for what a probe may send before the real server runs: one short request line, quickly.
 MAX_REQUEST_BYTES = 4096
@@ -103,8 +103,11 @@ def probe_response(request_line: bytes) -> bytes:
     return head.encode() + content
 
 
-def loaded_summary(config: Config, *, insecure: bool) -> dict[str, object]:
+def loaded_summary(config: Config | Agency, *, insecure: bool) -> dict[str, object]:
     """What the start-up log line says was loaded: enough to spot a wrong file or missing secret."""
+    if isinstance(config, Agency):
+        users = sum(len(tenant.users) for tenant in config.tenants.values())
+        return {"config": config.file, "version": config.version, "tenants": len(config.tenants), "users": users}
     auth = config.auth
     methods = [
         name

@@ -501,7 +501,7 @@ async def test_a_tool_calls_log_line_and_metric_agree_on_the_calendar_state(
         config = dataclasses.replace(config, nango=msgspec.structs.replace(config.nango, secret_key=None))
     number = "+16505550111" if case == "no_connection_in_nango" else "+16505550100"
     body = tool_calls_body(number, ("tc-1", "find_open_slots", {}))
-    caplog.set_level(logging.INFO, logger="vapi_calendar_proxy")
+    caplog.set_level(logging.INFO, logger="proxy")
     with respx.mock(base_url=NANGO, assert_all_called=False) as nango:
         nango.get("/connections").respond(200, json={"connections": []})
         async with proxy_client(config) as client:

@@ -8,7 +8,7 @@ import pytest
 
 from proxy.cli import main
 from proxy.config import Agency, Config, ConfigError, load_deployment
-from tests.helpers import ACME_FILE, AGENCY_FILE, SHARED_NUMBER, write_agency
+from tests.helpers import ACME_FILE, AGENCY_FILE, BOBS_SECRET, SHARED_NUMBER, write_agency
 
 
 def agency_at(path: Path, running: Agency | None = None) -> Agency:
@@ -126,3 +126,15 @@ def test_resolve_takes_a_tenant(tmp_path: Path, capsys: pytest.CaptureFixture[st
     single = str(tmp_path / "tenants" / "acme.yaml")
     assert main(["resolve", "--config", single, "--tenant", "acme", "--to", SHARED_NUMBER]) == 1
     assert "has no tenants" in capsys.readouterr().err
+
+
+def test_serve_starts_an_agency_whole_in_one_worker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_agency(tmp_path, AGENCY_FILE.replace("Europe/London", "Europe/Lundon"))
+    assert main(["serve", "--config", str(path), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "tenants.bobs.users[0].timezone: unknown IANA timezone" in err and "1 tenant(s) invalid" in err
+    path = write_agency(tmp_path, AGENCY_FILE.replace(f"vapi_secrets: {BOBS_SECRET}", "vapi_secrets: []"))
+    assert main(["serve", "--config", str(path), "--port", "0"]) == 1
+    assert "tenants.bobs.auth: no Vapi authentication configured" in capsys.readouterr().err
+    assert main(["serve", "--config", str(write_agency(tmp_path)), "--workers", "2"]) == 1
+    assert "one worker per replica" in capsys.readouterr().err

@@ -216,9 +216,9 @@ async def test_a_call_the_lane_declined_is_not_decided_again_by_the_asgi_fast_pa
         bodies: list[bytes] = []
         answer = fast_path.answer
 
-        def counted(body: bytes, started: float | None = None) -> bytes | None:
+        def counted(body: bytes, started: float | None = None, **where: Any) -> bytes | None:
             bodies.append(body)
-            answer_bytes: bytes | None = answer(body, started)
+            answer_bytes: bytes | None = answer(body, started, **where)
             return answer_bytes
 
         fast_path.answer = counted

@@ -1,5 +1,5 @@
 """Issue 20 finding 6: the Google requests each tool waits for one after another (what a caller hears as
-silence is that many round trips). Counted by the fake (`FakeGoogle.in_sequence`); bench/round_trips_google.py
+silence is that many round trips). Counted by the fake (`FakeGoogle.in_sequence`); bench/google_round_trips.py
 measures the same at 150 ms per request."""
 
 from __future__ import annotations

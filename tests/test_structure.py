@@ -15,7 +15,7 @@ MAX_LINES = 400
 # Top to bottom: a module imports its own layer or the ones below it, never one above. Entry points wire
 # everything; leaves use nothing of ours. A name is a package (with its modules) or one top-level module.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "admin", "server", "app", "reload", "runtime", "startup"),
+    ("__main__", "cli", "offline", "admin", "server", "app", "agency", "reload", "runtime", "startup"),
     ("http",),
     ("vapi",),
     ("shared",),
@@ -271,3 +271,12 @@ def test_an_io_module_reached_from_config_is_reported_with_its_chain(tmp_path: P
         },
     )
     assert io_imports(package) == ["proxy.config.snapshot -> proxy.nango -> httpx"]
+
+
+def test_every_sub_package_is_installed() -> None:
+    """A non-editable install (the image's) ships only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(path.parent / "__init__.py") for path in PROXY.rglob("__init__.py")}
+    assert packages <= listed, sorted(packages - listed)

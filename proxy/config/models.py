@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, UnsetType, field
 
+from proxy.config.redis import RedisSection
 from proxy.config.sections import (
     HMAC_PLACEHOLDERS,
     Addresses,
@@ -21,7 +22,6 @@ from proxy.config.sections import (
     HmacPlan,
     Model,
     NangoSettings,
-    RedisSection,
     Secrets,
     ServerSettings,
     TagRouting,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import msgspec
@@ -69,6 +69,18 @@ class Agency:
 
     def __repr__(self) -> str:
         return f"Agency(file={self.file!r}, tenants={sorted(self.tenants)}, errors={sorted(self.errors)})"
+
+    def without_unauthenticated(self, message: str) -> Agency:
+        """This agency with each tenant that has no Vapi authentication moved to `errors`: served, it would
+        answer every call 401 (`serve` and a reload refuse it, `--insecure` aside)."""
+        refused = {tenant: config for tenant, config in self.tenants.items() if not config.auth.configured}
+        if not refused:
+            return self
+        errors = dict(self.errors)
+        for tenant, config in refused.items():
+            errors[tenant] = ConfigError([ConfigIssue(config.file, None, ("tenants", tenant, "auth"), message)])
+        tenants = {tenant: config for tenant, config in self.tenants.items() if tenant not in refused}
+        return replace(self, tenants=tenants, errors=errors)
 
     @property
     def issues(self) -> list[ConfigIssue]:

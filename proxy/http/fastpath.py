@@ -51,12 +51,13 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.config import Config, Route
+from proxy.config import Config
 from proxy.http.lane import LANE_DECLINED
+from proxy.http.prepared import PreparedBudget, PreparedSnapshot
 from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
-from proxy.vapi.assistant import calendar_answer_format, clock_fragments
+from proxy.vapi.assistant import clock_fragments
 from proxy.vapi.messages import call_keys
 
 if TYPE_CHECKING:
@@ -77,55 +78,10 @@ ASSISTANT_REQUEST = "assistant-request"
 SECRET_HEADER = b"x-vapi-secret"
 CONTENT_LENGTH = b"content-length"
 CONNECTION_KEY = b"__connection_id__"
-# Prepared answers kept per snapshot, in bytes, before they are dropped and rebuilt on demand: a routing
-# file of 100,000 users must not grow by one answer per user ever called.
-PREPARED_BYTES_LIMIT = 32 * 1_048_576
 MASKED_NUMBERS = 4096
 FLUSH_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
-
-
-class _Prepared:
-    """One route's answer, ready to fill in, and what its call line says about the route."""
-
-    __slots__ = ("fixed_connection", "format", "rules", "timezone", "user_id")
-
-    def __init__(self, config: Config, route: Route) -> None:
-        self.format = calendar_answer_format(config, route)
-        self.timezone = route.user.timezone
-        self.user_id = route.user.id
-        connection_id = route.user.connection_id
-        self.fixed_connection = orjson.dumps(connection_id)[1:-1] if connection_id is not None else None
-        self.rules: dict[str, str] = {}
-
-
-class _Snapshot:
-    """What the fast path derives from one config snapshot."""
-
-    __slots__ = ("config", "max_body", "prepared", "prepared_bytes", "secrets")
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.max_body = config.server.max_body_bytes
-        # Empty without shared secrets (bearer, HMAC or insecure only): the general path takes every call.
-        self.secrets = tuple(str(secret).encode() for secret in config.auth.shared_secrets)
-        self.prepared: dict[int, _Prepared] = {}  # by id(route): routes live exactly as long as the snapshot
-        self.prepared_bytes = 0
-
-    def __repr__(self) -> str:  # never the secrets
-        return f"_Snapshot(version={self.config.version!r}, prepared={len(self.prepared)})"
-
-    def route(self, route: Route) -> _Prepared:
-        prepared = self.prepared.get(id(route))
-        if prepared is None:
-            prepared = _Prepared(self.config, route)
-            if self.prepared_bytes + len(prepared.format) > PREPARED_BYTES_LIMIT:
-                self.prepared.clear()
-                self.prepared_bytes = 0
-            self.prepared[id(route)] = prepared
-            self.prepared_bytes += len(prepared.format)
-        return prepared
 
 
 class _Counts:
@@ -173,22 +129,66 @@ class FastPathApp(Starlette):
             await super().__call__(scope, receive, send)
 
     def add_fast_path(self, runtime: Runtime, call_log: CallLog, *, path: str) -> None:
-        self.fast_path = FastPath(runtime, functools.partial(Starlette.__call__, self), call_log, path=path)
+        """Answer warm calls on `path` from `runtime`; called once per agency tenant, each on its own path."""
+        if self.fast_path is None:
+            self.fast_path = FastPath(None, functools.partial(Starlette.__call__, self), call_log, path=path)
+        self.fast_path.serve(path, runtime, call_log)
+
+
+class _Served:
+    """What the fast path keeps for one path's runtime (one agency tenant): the current snapshot's
+    derivations, the counts not yet handed to its metrics, and its call log."""
+
+    __slots__ = ("budget", "call_log", "counts", "runtime", "snapshot")
+
+    def __init__(self, runtime: Runtime, call_log: CallLog, budget: PreparedBudget) -> None:
+        self.runtime = runtime
+        self.call_log = call_log
+        self.budget = budget
+        self.counts = _Counts(runtime.metrics)
+        self.snapshot: PreparedSnapshot | None = None
+
+    def snapshot_now(self) -> PreparedSnapshot:
+        config = self.runtime.config
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.config is not config:
+            if snapshot is not None:
+                snapshot.drop()  # a reloaded config: the old snapshot's answers leave the budget
+            snapshot = self.snapshot = PreparedSnapshot(config, self.budget)
+        return snapshot
 
 
 class FastPath:
-    """ASGI: answers warm assistant-requests on `path`; passes every other request to `general`."""
+    """ASGI: answers warm assistant-requests on the paths it serves (`path` for `runtime`, and any added
+    by `serve`); passes every other request to `general`."""
 
-    def __init__(self, runtime: Runtime, general: ASGIApp, call_log: CallLog, *, path: str) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime | None, general: ASGIApp, call_log: CallLog, *, path: str) -> None:
         self.general = general
         self.path = path
-        self._call_log = call_log
-        self._snapshot: _Snapshot | None = None
+        self.served: dict[str, _Served] = {}
+        self.budget = PreparedBudget()
+        self.budget.drop = self._drop_prepared
+        if runtime is not None:
+            self.serve(path, runtime, call_log)
         self._clock: Callable[[], float] = time.perf_counter
-        self._counts = _Counts(runtime.metrics)
         # Called lines repeat call after call; masking one is a regex and a format.
         self._mask = functools.lru_cache(maxsize=MASKED_NUMBERS)(mask_number)
+
+    def serve(self, path: str, runtime: Runtime, call_log: CallLog) -> None:
+        self.served[path] = _Served(runtime, call_log, self.budget)
+
+    def stop_serving(self, path: str) -> None:
+        served = self.served.pop(path, None)
+        if served is not None:
+            served.counts.flush()
+            if served.snapshot is not None:
+                served.snapshot.drop()
+
+    def _drop_prepared(self) -> None:
+        for served in self.served.values():
+            if served.snapshot is not None:
+                served.snapshot.drop()
+        self.budget.used = 0  # what dropped snapshots still counted, too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -199,11 +199,12 @@ class FastPath:
             await self.general(scope, receive, send)
             return
         started = self._clock()
-        body, replay = await _read_body(receive, self._snapshot_now().max_body)
+        path = scope["path"]
+        body, replay = await _read_body(receive, self.served[path].snapshot_now().max_body)
         if replay is not None:
             await self.general(scope, replay, send)
             return
-        answer = self.answer(body, started)
+        answer = self.answer(body, started, path=path)
         if answer is None:
             await self.general(scope, _replayed([{"type": "http.request", "body": body}], receive), send)
             return
@@ -212,30 +213,27 @@ class FastPath:
         await send({"type": "http.response.body", "body": answer})
 
     def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        """Whether a request with this head may be a warm call: the path, POST, and the shared secret."""
-        if path != self.path or method != "POST":
+        """Whether a request with this head may be a warm call: a served path, POST, and its shared secret."""
+        served = self.served.get(path)
+        if served is None or method != "POST":
             return False
-        return self.runtime.service is not None and self._authenticated(headers, self._snapshot_now())
+        return served.runtime.service is not None and self._authenticated(headers, served.snapshot_now())
 
-    def answer(self, body: bytes, started: float | None = None) -> bytes | None:
+    def answer(self, body: bytes, started: float | None = None, *, path: str | None = None) -> bytes | None:
         """The answer to a whole body whose head `takes` accepted; None hands the call to the general path."""
-        snapshot = self._snapshot_now()
+        served = self.served.get(self.path if path is None else path)
+        if served is None:
+            return None  # its tenant stopped serving between head and body: the general path says so
+        snapshot = served.snapshot_now()
         if len(body) > snapshot.max_body:
             return None
         try:
-            return self._answer(snapshot, body, self._clock() if started is None else started)
+            return self._answer(served, snapshot, body, self._clock() if started is None else started)
         except Exception:  # a bug here must cost the call nothing: the general path answers it
             logger.exception("fast path failed; the general path answers")
             return None
 
-    def _snapshot_now(self) -> _Snapshot:
-        config = self.runtime.config
-        snapshot = self._snapshot
-        if snapshot is None or snapshot.config is not config:
-            snapshot = self._snapshot = _Snapshot(config)
-        return snapshot
-
-    def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: _Snapshot) -> bool:
+    def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: PreparedSnapshot) -> bool:
         """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
         if not snapshot.secrets:
             return False
@@ -261,7 +259,7 @@ class FastPath:
             matched |= hmac.compare_digest(secret, presented)
         return matched
 
-    def _answer(self, snapshot: _Snapshot, body: bytes, started: float) -> bytes | None:
+    def _answer(self, served: _Served, snapshot: PreparedSnapshot, body: bytes, started: float) -> bytes | None:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -274,7 +272,7 @@ class FastPath:
         if found is None:
             return None
         route, rule = found
-        service = self.runtime.service
+        service = served.runtime.service
         assert service is not None
         if rule == "default" and service.directory.lines is not None:
             return None  # tag routing: the line's Nango tags may route it before the YAML default
@@ -295,11 +293,11 @@ class FastPath:
         values[CONNECTION_KEY] = prepared.fixed_connection or orjson.dumps(connection_id)[1:-1]
         answer: bytes = prepared.format % values
         elapsed = self._clock() - started
-        self._counts.count(event, elapsed)
+        served.counts.count(event, elapsed)
         rule_text = prepared.rules.get(rule)
         if rule_text is None:
             rule_text = prepared.rules[rule] = f"{route.name} ({rule})"
-        self._call_log.info(
+        served.call_log.info(
             ASSISTANT_REQUEST,
             {
                 "call_id": call_id,

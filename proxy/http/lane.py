@@ -40,7 +40,7 @@ class FastLane(Protocol):
 
     def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool: ...
 
-    def answer(self, body: bytes) -> bytes | None: ...
+    def answer(self, body: bytes, *, path: str) -> bytes | None: ...
 
 
 class FastLaneProtocol(UvicornProtocol):
@@ -88,7 +88,8 @@ class FastLaneProtocol(UvicornProtocol):
             return True  # nobody to answer; the ASGI app would only see the disconnect
         if not self._lane_may_write():
             return False
-        answer = lane.answer(self.body(request))
+        # The body read so far; the path: each agency tenant has its own.
+        answer = lane.answer(self.body(request), path=self.head(request)[1])
         if answer is None:
             self.mark(request, LANE_DECLINED)
             return False

@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.config.sections import RedisSection, redis_url_location, redis_url_problem
+from proxy.config.redis import RedisSection, redis_url_location, redis_url_problem
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 

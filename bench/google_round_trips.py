@@ -1,8 +1,8 @@
 """Calendar round trips per tool: how many Google requests each tool waits for one after another, and how long
 its answer takes when every request takes --latency-ms (Google behind Nango's proxy: about 150 ms).
 
-    python bench/round_trips_google.py             # 150 ms per request, 3 runs per tool
-    python bench/round_trips_google.py --latency-ms 400 --repeat 5
+    python bench/google_round_trips.py                    # 150 ms per request, 3 runs per tool
+    python bench/google_round_trips.py --latency-ms 400 --repeat 5
 
 Each tool call runs in this process against tests/google_fakes.py's FakeGoogle (Google Calendar's semantics,
 requests validated as Google does), which sleeps the latency on every request and logs when each was sent
