@@ -267,10 +267,7 @@ class NangoSettings(Model, frozen=True, kw_only=True):
     base_url: Annotated[str, doc("self-hosted Nango: your URL", pattern="^https?://")] = "https://api.nango.dev"
     secret_key: Annotated[
         Secret | None,
-        doc(
-            "Nango secret key (${NANGO_SECRET_KEY}); empty disables Nango: only fixed connection_ids in calendar "
-            "mode native work"
-        ),
+        doc("Nango secret key (${NANGO_SECRET_KEY}); empty: no Nango, only fixed connection_ids in native mode"),
     ] = None
     integration_id: Annotated[str, doc("the integration's unique key in Nango", min_length=1)] = "google-calendar"
     user_tag: Annotated[str, doc("the connection tag holding your user id", min_length=1)] = "end_user_id"
