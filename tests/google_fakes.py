@@ -44,6 +44,7 @@ from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.secret import Secret
 from tests.google_discovery import request_problems
+from tests.helpers import longest_chain
 from tests.nango_fakes import BASE_URL, INTEGRATION, SECRET_KEY
 
 
@@ -243,13 +244,7 @@ class FakeGoogle:
         return [e for e in self.events.values() if e["status"] != "cancelled"]
 
     def in_sequence(self) -> int:
-        """The most requests that ran one after another (each sent after the one before was answered): what
-        a tool's answer waits for at the fake's latency per request."""
-        depth: list[int] = []
-        done = sorted(self.log, key=lambda entry: entry[1])
-        for i, (_, sent, _) in enumerate(done):
-            depth.append(1 + max((depth[j] for j in range(i) if done[j][2] <= sent), default=0))
-        return max(depth, default=0)
+        return longest_chain(self.log)
 
     def blocking(self) -> list[tuple[datetime, datetime]]:
         """What freeBusy reports busy (see the module doc)."""

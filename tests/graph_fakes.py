@@ -40,6 +40,7 @@ from proxy.calendar.windowszones import zone_named
 from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.secret import Secret
+from tests.helpers import longest_chain
 from tests.nango_fakes import BASE_URL, SECRET_KEY
 
 OUTLOOK_INTEGRATION = "outlook-calendar"
@@ -191,6 +192,7 @@ class FakeGraph:
         self.throttle: dict[str, int] = {}
         self.latency = latency
         self.bodies: list[dict[str, Any]] = []
+        self.log: list[tuple[str, float, float]] = []  # (op, sent, answered) on the loop's clock
         self.clock = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
         self._ids = itertools.count(1)
         self._router = mock
@@ -265,7 +267,17 @@ class FakeGraph:
         delay = self.latency() if callable(self.latency) else self.latency
         await asyncio.sleep(delay * share)
 
+    def in_sequence(self) -> int:
+        return longest_chain(self.log)
+
     async def _serve(self, op: str, request: httpx.Request, work: Callable[[], httpx.Response]) -> httpx.Response:
+        sent = asyncio.get_running_loop().time()
+        try:
+            return await self._answer(op, request, work)
+        finally:
+            self.log.append((op, sent, asyncio.get_running_loop().time()))
+
+    async def _answer(self, op: str, request: httpx.Request, work: Callable[[], httpx.Response]) -> httpx.Response:
         await self._wait(0.5)
         if not request.headers.get("connection-id") or not request.headers.get("provider-config-key"):
             return httpx.Response(400, json={"error": {"code": "missing_connection_id", "message": "Missing"}})

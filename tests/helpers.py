@@ -49,6 +49,16 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: f
         await asyncio.sleep(0.01)
 
 
+def longest_chain(log: list[tuple[str, float, float]]) -> int:
+    """The most requests in `log` (op, sent, answered) that ran one after another, each sent after the one
+    before was answered: what a tool's answer waits for at a fake's latency per request."""
+    depth: list[int] = []
+    done = sorted(log, key=lambda entry: entry[1])
+    for i, (_, sent, _) in enumerate(done):
+        depth.append(1 + max((depth[j] for j in range(i) if done[j][2] <= sent), default=0))
+    return max(depth, default=0)
+
+
 def vapi_sample(name: str) -> dict[str, Any]:
     """A Vapi request body from tests/fixtures/vapi (composites of Vapi's published spec)."""
     data: dict[str, Any] = json.loads((FIXTURES / "vapi" / f"{name}.json").read_text())

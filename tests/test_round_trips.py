@@ -1,17 +1,21 @@
-"""Issue 20 finding 6: the Google requests each tool waits for one after another (what a caller hears as
-silence is that many round trips). Counted by the fake (`FakeGoogle.in_sequence`); bench/google_round_trips.py
+"""The calendar requests each tool waits for one after another (what a caller hears as silence is that many
+round trips), on Google and on Microsoft Graph. Counted by the fakes (`in_sequence`); bench/round_trips.py
 measures the same at 150 ms per request."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 import respx
 
 from proxy.config.calendar import CalendarSettings
+from proxy.metrics import Metrics
+from proxy.vapi.tools import answer_tool_calls
 from tests.google_fakes import FakeGoogle
-from tests.test_tools import REFERENCE, answer, booked, ctx, message
+from tests.graph_fakes import FakeGraph, make_outlook
+from tests.test_tools import NOW, REFERENCE, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 
@@ -55,3 +59,27 @@ async def test_a_year_of_busy_calendar_is_searched_in_two_steps_within_freebusys
     assert google.freebusy.call_count == 7  # 15 days, then six windows of at most 60 days at once
     # Every window within the range freeBusy accepts (the fake refuses past FREEBUSY_MAX_DAYS, as Google does).
     assert google.most_in_flight == 6 and all(c.response.status_code == 200 for c in google.freebusy.calls)
+
+
+OUTLOOK_STEPS: list[tuple[tuple[str, dict[str, Any]], int]] = [
+    (("check_availability", {"start": "2026-03-03T09:00:00-05:00", "end": "2026-03-03T17:00:00-05:00"}), 1),
+    (("find_open_slots", {}), 1),
+    (("book_appointment", {"start": "2026-03-03T14:00:00-05:00", "name": "Sam"}), 3),
+    (("reschedule_appointment", {"new_start": "2026-03-03T15:00:00-05:00"}), 3),
+    (("cancel_appointment", {}), 2),
+]
+
+
+async def test_each_tool_waits_for_as_few_requests_on_graph_as_on_google() -> None:
+    """Issue 21: the same targets on Microsoft Graph; each step works on what the one before left (the
+    reschedule and cancel find the booking this call made)."""
+    counted: list[int] = []
+    async with respx.mock(assert_all_called=False) as mock, httpx.AsyncClient() as http:
+        graph = FakeGraph(mock, latency=LATENCY)
+        for call, _ in OUTLOOK_STEPS:
+            graph.log.clear()
+            answer = await answer_tool_calls(message(call), ctx(), make_outlook(http), Metrics(), now=NOW, timeout=5)
+            [result] = answer["results"]  # type: ignore[index]
+            assert "result" in result and not result["result"].startswith("I can't"), result
+            counted.append(graph.in_sequence())
+    assert counted == [most for _, most in OUTLOOK_STEPS]
