@@ -190,7 +190,8 @@ def normalise_tags(tags: object) -> dict[str, str]:
 
 @dataclass
 class FakeNango:
-    """An in-memory Nango environment with one integration, as an httpx transport."""
+    """An in-memory Nango environment as an httpx transport: `integration` is the default one, `add` can put a
+    connection in another (`provider` then names Nango's provider, e.g. "microsoft")."""
 
     integration: str = INTEGRATION
     connections: list[dict[str, Any]] = field(default_factory=list)
@@ -209,13 +210,19 @@ class FakeNango:
         return httpx.AsyncClient(transport=self.transport())
 
     def add(
-        self, connection_id: str, tags: dict[str, str], *, errors: list[dict[str, str]] | None = None
+        self,
+        connection_id: str,
+        tags: dict[str, str],
+        *,
+        errors: list[dict[str, str]] | None = None,
+        integration: str | None = None,
+        provider: str = "google-calendar",
     ) -> dict[str, Any]:
         """A connection as if made through a Connect session with `tags`; newest so far."""
         self._serial += 1
         created = datetime(2026, 10, 1, tzinfo=UTC) + timedelta(minutes=self._serial)
         raw = connection_json(connection_id, None, created=created.isoformat().replace("+00:00", "Z"), errors=errors)
-        raw["id"] = self._serial
+        raw |= {"id": self._serial, "provider_config_key": integration or self.integration, "provider": provider}
         raw["tags"] = normalise_tags(tags)
         self.connections.append(raw)
         return raw
@@ -263,10 +270,11 @@ class FakeNango:
             return self._list(query)
         if request.method == "POST" and path == "/connect/sessions":
             return self._session(json.loads(request.content))
-        if path.startswith("/connections/") and query.get("provider_config_key") != self.integration:
+        known = {self.integration} | {c["provider_config_key"] for c in self.connections}
+        if path.startswith("/connections/") and query.get("provider_config_key") not in known:
             return httpx.Response(400, json=error_body("unknown_provider_config"))
         conn = self.find(unquote(path.removeprefix("/connections/")))
-        if conn is None:
+        if conn is None or conn["provider_config_key"] != query.get("provider_config_key"):
             return httpx.Response(404, json=error_body("not_found"))
         if request.method == "PATCH":
             try:

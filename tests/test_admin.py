@@ -134,6 +134,26 @@ def test_assign_moves_a_number_and_keeps_every_other_tag(
     assert [r.url.params["provider_config_key"] for r in patches] == ["google-calendar"] * 2
 
 
+def test_assign_writes_an_outlook_connections_tags_in_its_own_integration(
+    fake: FakeNango, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two = CONFIG.replace(
+        "  tag_routing:",
+        "  integrations: [{id: google-calendar, provider: google}, {id: outlook-calendar, provider: microsoft}]\n"
+        "  tag_routing:",
+    ).replace("templates:", "calendar: {tool_server: {url: https://proxy.example.com/vapi}}\ntemplates:")
+    path = tmp_path / "two.yaml"
+    path.write_text(two)
+    fake.add("conn-g", {"end_user_id": "usr_g", "vapi_number": "+14155550177"})
+    fake.add("conn-o", {"end_user_id": "usr_o"}, integration="outlook-calendar", provider="microsoft")
+    assert main(["assign", "--config", str(path), "--connection", "conn-o", "--number", "+14155550177"]) == 0
+    assert "removed from conn-g" in capsys.readouterr().err
+    assert fake.find("conn-o")["tags"] == {"end_user_id": "usr_o", "vapi_number": "+14155550177"}  # type: ignore[index]
+    assert fake.find("conn-g")["tags"] == {"end_user_id": "usr_g"}  # type: ignore[index]
+    patches = [(r.url.path, r.url.params["provider_config_key"]) for r in fake.requests if r.method == "PATCH"]
+    assert patches == [("/connections/conn-o", "outlook-calendar"), ("/connections/conn-g", "google-calendar")]
+
+
 def test_assign_refuses_to_go_over_nangos_ten_tags(
     fake: FakeNango, config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

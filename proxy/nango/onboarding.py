@@ -96,26 +96,41 @@ async def create_connect_session(
     return await client.request("connect_session", "POST", "/connect/sessions", parse, json=body)
 
 
-async def read_tags(client: NangoClient, connection_id: str) -> dict[str, str]:
-    """The connection's whole tag object, as Nango holds it now."""
+@dataclass(frozen=True)
+class TaggedConnection:
+    """A connection's whole tag object as Nango holds it now, and the integration it belongs to (a tag write
+    names it: the connection id alone is not unique across integrations)."""
 
-    def parse(body: object) -> dict[str, str]:
+    integration: str
+    tags: Mapping[str, str]
+
+
+async def read_tags(client: NangoClient, connection_id: str) -> TaggedConnection:
+    """The connection's tags, looked up across the config's integrations."""
+    ours = client.settings.integration_ids()
+
+    def parse(body: object) -> TaggedConnection:
         connections = body.get("connections") if isinstance(body, dict) else None
         if not isinstance(connections, list):
             raise ValueError("no connections list")
         for raw in connections:
-            if isinstance(raw, dict) and raw.get("connection_id") == connection_id:
-                tags = raw.get("tags") or {}
-                if not isinstance(tags, dict):
-                    raise ValueError("tags is not an object")
-                return {str(k): str(v) for k, v in tags.items()}
-        raise OnboardingError(f"no connection {connection_id!r} in integration {client.settings.integration_id!r}")
+            if not (isinstance(raw, dict) and raw.get("connection_id") == connection_id):
+                continue
+            integration = raw.get("provider_config_key")
+            if len(ours) > 1 and integration not in ours:
+                continue
+            tags = raw.get("tags") or {}
+            if not isinstance(tags, dict):
+                raise ValueError("tags is not an object")
+            found = integration if isinstance(integration, str) else ours[0]
+            return TaggedConnection(found, {str(k): str(v) for k, v in tags.items()})
+        raise OnboardingError(f"no connection {connection_id!r} in integration {' or '.join(map(repr, ours))}")
 
-    params = {"integrationId": client.settings.integration_id, "connectionId": connection_id}
+    params = {**client.scope(), "connectionId": connection_id}
     return await client.request("read_tags", "GET", "/connections", parse, params=params)
 
 
-async def write_tags(client: NangoClient, connection_id: str, tags: Mapping[str, str]) -> None:
+async def write_tags(client: NangoClient, connection: str, integration: str, tags: Mapping[str, str]) -> None:
     """Replace the connection's tags with `tags` (Nango's PATCH replaces the whole object)."""
     if len(tags) > TAG_MAX_COUNT:
         raise OnboardingError(f"{len(tags)} tags; Nango allows {TAG_MAX_COUNT} per connection")
@@ -124,8 +139,8 @@ async def write_tags(client: NangoClient, connection_id: str, tags: Mapping[str,
         if not (isinstance(body, dict) and body.get("success") is True):
             raise ValueError("not a success answer")
 
-    path = f"/connections/{quote(connection_id, safe='')}"
-    params = {"provider_config_key": client.settings.integration_id}
+    path = f"/connections/{quote(connection, safe='')}"
+    params = {"provider_config_key": integration}
     await client.request("patch_tags", "PATCH", path, parse, params=params, json={"tags": dict(tags)})
 
 
@@ -147,7 +162,8 @@ async def assign_line(
     wanted = routing_tags(routing, number, phone_number_id)
     if not wanted or routing is None:
         raise OnboardingError("give --number or --phone-number-id (and configure nango.tag_routing)")
-    current = await read_tags(client, connection_id)
+    target = await read_tags(client, connection_id)
+    current = target.tags
     merged = {**current, **wanted}
     if len(merged) > TAG_MAX_COUNT:
         raise OnboardingError(
@@ -159,10 +175,10 @@ async def assign_line(
         for conn in await client.find_line_connections(key, value):
             if conn.connection_id != connection_id:
                 holders[conn.connection_id] = conn
-    await write_tags(client, connection_id, merged)
+    await write_tags(client, connection_id, target.integration, merged)
     for other in holders:
-        tags = await read_tags(client, other)
-        kept = {key: value for key, value in tags.items() if not (key in wanted and wanted[key] == value)}
-        if kept != tags:
-            await write_tags(client, other, kept)
+        held = await read_tags(client, other)
+        kept = {key: value for key, value in held.tags.items() if not (key in wanted and wanted[key] == value)}
+        if kept != held.tags:
+            await write_tags(client, other, held.integration, kept)
     return Assignment(connection_id, merged, tuple(sorted(holders)))
