@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.config import Config, ConfigError, NangoSettings
+from proxy.http.bodies import read_body
 from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.fastpath import FastPathApp
 from proxy.http.lane import FAST_LANE
@@ -49,21 +50,8 @@ def json_response(content: object, status_code: int = 200, *, close: bool = Fals
     return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BadRequest(f"body larger than {limit} bytes", 413)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(f"body larger than {limit} bytes", 413)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise BadRequest("client disconnected before sending the whole body") from None
-    return b"".join(chunks)
+async def read_request_body(request: Request, config: Config) -> bytes:
+    return await read_body(request.receive, config.server.max_body_bytes, request.headers.get("content-length"))
 
 
 async def read_unauthenticated(request: Request, config: Config, holder: Runtime | Tenants) -> bytes:
@@ -76,7 +64,7 @@ async def read_unauthenticated(request: Request, config: Config, holder: Runtime
     if not holder.unauthenticated_reads.enter(client, config.server.max_unauthenticated_body_reads):
         raise BadRequest("too many unauthenticated requests in progress; retry shortly", 503)
     try:
-        return await read_body(request, config.server.max_body_bytes)
+        return await read_request_body(request, config)
     finally:
         holder.unauthenticated_reads.leave(client)
 
@@ -102,7 +90,7 @@ async def answer_vapi(runtime: Runtime, request: Request, holder: Runtime | Tena
                 auth_settings, method=request.method, url=url, headers=request.headers, body=body, now=time.time()
             )
         elif result.ok:
-            body = await read_body(request, config.server.max_body_bytes)
+            body = await read_request_body(request, config)
     except BadRequest as exc:
         return json_response({"error": exc.reason}, exc.status_code, close=result is None)
     if not result.ok:

@@ -12,10 +12,12 @@ class Secret:
     cannot compare secrets the unsafe way by accident.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_encoded", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        # Encoded once: every request presenting a credential is compared with it.
+        self._encoded = value.encode("utf-8", "surrogateescape")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('**********')"
@@ -29,7 +31,7 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
+        return hmac.compare_digest(self._encoded, other._encoded)
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -37,4 +39,4 @@ class Secret:
     def matches(self, candidate: str | bytes) -> bool:
         """Constant-time comparison against untrusted input."""
         raw = candidate.encode("utf-8", "surrogateescape") if isinstance(candidate, str) else candidate
-        return hmac.compare_digest(self._value.encode(), raw)
+        return hmac.compare_digest(self._encoded, raw)

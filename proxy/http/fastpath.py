@@ -12,12 +12,14 @@ whole body: proxy/http/lane.py); a call it turned down there arrives marked (`LA
 scope) and goes to the general path at once, not decided twice. As an ASGI callable it serves any other
 ASGI server the same way.
 
-What it skips, and why that is safe:
+It shares with the general path everything that decides: the shared-secret verdict
+(proxy.vapi.auth.shared_secret_verdict), the body reader (proxy.http.bodies), the message parser
+(proxy.vapi.messages.parse_message) and the call line (proxy.vapi.messages.call_line). What it skips, and
+why that is safe:
 - Starlette (routing, Request, Response): it serves one path and one method, and writes the two ASGI
-  messages Starlette's `Response` would write.
-- `authenticate()`'s header index and result object: one pass over the raw headers for exactly one
-  X-Vapi-Secret, compared in constant time with every configured shared secret (pre-encoded once per
-  config snapshot). The body is read only after that check passes.
+  messages Starlette's `Response` would write (`send_json`).
+- `authenticate()`'s header index and result object: one pass over the raw headers collects the
+  X-Vapi-Secret values and checks the declared length. The body is read only after that check passes.
 - `call_context` (a contextvar for the call id of other log lines): nothing here logs but the call
   line, which carries the call id itself, and nothing awaits but `receive()`.
 - `resolve()`'s datetime, `InboundCall`, `Match` and `Resolution` objects: plain values instead.
@@ -28,10 +30,11 @@ What it skips, and why that is safe:
   handed over in one `inc(n)` before /metrics renders and at least once a second (`_Counts`); the call
   line is one `orjson.dumps` through `CallLog`, not a logging record.
 
-Everything unusual takes the general path, with the body (if read) replayed to it: bearer or HMAC
-authentication, a missing, wrong or repeated secret (failures are logged and counted in one place),
-insecure mode, a declared or actual body over `server.max_body_bytes`, a client that disconnects, a
-body that is not a JSON object with an assistant-request message, an unknown number (or, with tag
+A body that grows past `server.max_body_bytes` or ends in a disconnect is refused here as the general
+path refuses it (413 or 400, the same reader's reason). Everything else unusual takes the general path,
+with the body (if read) replayed to it: bearer or HMAC authentication, a missing, wrong or repeated
+secret (failures are logged and counted in one place), insecure mode, a declared length over the limit,
+a body that is not a JSON object with an assistant-request message, an unknown number (or, with tag
 routing on, one only the YAML default routes: the line's Nango tags may claim it), a connection that
 is not already known and healthy (cold, negative, unhealthy: Nango and the deadline live there), and
 any exception. Only the `assistant-request` label is ever counted here.
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -49,16 +51,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.config import Config
+from proxy.http.bodies import declared_too_large, read_body, replayed, send_json
 from proxy.http.lane import LANE_DECLINED
 from proxy.http.prepared import PreparedBudget, PreparedSnapshot
 from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
 from proxy.vapi.assistant import clock_fragments
-from proxy.vapi.messages import call_keys
+from proxy.vapi.auth import shared_secret_verdict
+from proxy.vapi.messages import BadRequest, call_keys, call_line, parse_message
 
 if TYPE_CHECKING:
     from proxy.vapi.service import CallService
@@ -200,17 +204,16 @@ class FastPath:
             return
         started = self._clock()
         path = scope["path"]
-        body, replay = await _read_body(receive, self.served[path].snapshot_now().max_body)
-        if replay is not None:
-            await self.general(scope, replay, send)
+        try:
+            body = await read_body(receive, self.served[path].snapshot_now().max_body)
+        except BadRequest as exc:  # authenticated: refused as the general path refuses it, connection kept
+            await send_json(send, exc.status_code, {"error": exc.reason})
             return
         answer = self.answer(body, started, path=path)
         if answer is None:
-            await self.general(scope, _replayed([{"type": "http.request", "body": body}], receive), send)
+            await self.general(scope, replayed([{"type": "http.request", "body": body}], receive), send)
             return
-        headers = [(b"content-length", b"%d" % len(answer)), (b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, 200, answer)
 
     def takes(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """Whether a request with this head may be a warm call: a served path, POST, and its shared secret."""
@@ -234,40 +237,28 @@ class FastPath:
             return None
 
     def _authenticated(self, headers: Iterable[tuple[bytes, bytes]], snapshot: PreparedSnapshot) -> bool:
-        """Exactly one X-Vapi-Secret equal to a shared secret, and a declared length within the limit."""
+        """The shared secret's verdict (proxy.vapi.auth, as the general path decides it) on the X-Vapi-Secret
+        values, collected in one pass over the raw headers, and a declared length within the limit."""
         if not snapshot.secrets:
             return False
-        presented: bytes | None = None
-        seen = 0
+        presented: list[bytes] = []
         for name, value in headers:
             # ASGI servers lower-case header names; the lower() only matters for one that does not.
             if len(name) == 13 and name.lower() == SECRET_HEADER:
-                presented = value
-                seen += 1
-            elif (
-                len(name) == 14
-                and name.lower() == CONTENT_LENGTH
-                and (not value.isdigit() or int(value) > snapshot.max_body)
-            ):
+                presented.append(value)
+            elif len(name) == 14 and name.lower() == CONTENT_LENGTH and declared_too_large(value, snapshot.max_body):
                 return False
-        if seen != 1 or presented is None:
-            return False
-        presented = presented.strip(b" \t")
-        matched = False
-        for secret in snapshot.secrets:
-            # Every secret is compared, so the time taken does not say which one matched.
-            matched |= hmac.compare_digest(secret, presented)
-        return matched
+        return shared_secret_verdict(snapshot.secrets, presented) == "ok"
 
     def _answer(self, served: _Served, snapshot: PreparedSnapshot, body: bytes, started: float) -> bytes | None:
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            message = parse_message(body)
+        except BadRequest:
+            return None  # the general path refuses it with the reason
+        if message["type"] != ASSISTANT_REQUEST:
             return None
-        message = payload.get("message") if type(payload) is dict else None
-        if type(message) is not dict or message.get("type") != ASSISTANT_REQUEST:
-            return None
-        call_id, to, phone_number_id, caller = call_keys(message)
+        keys = call_keys(message)
+        _, to, phone_number_id, caller = keys
         found = snapshot.config.routing.find(to, phone_number_id, caller)
         if found is None:
             return None
@@ -297,54 +288,20 @@ class FastPath:
         rule_text = prepared.rules.get(rule)
         if rule_text is None:
             rule_text = prepared.rules[rule] = f"{route.name} ({rule})"
-        served.call_log.info(
-            ASSISTANT_REQUEST,
-            {
-                "call_id": call_id,
-                "to": self._mask(to),
-                "from": self._mask(caller),
-                "phone_number_id": phone_number_id,
-                "rule": rule_text,
-                "user": prepared.user_id,
-                "connection": _SOURCES[event],
-                "provider": "google",  # the directory's `warm` holds back every other calendar API
-                "outcome": "assistant",
-                "reason": "ok",
-                "latency_ms": round(elapsed * 1000, 2),
-            },
+        line = call_line(
+            keys,
+            rule=rule_text,
+            user=prepared.user_id,
+            connection=_SOURCES[event],
+            provider="google",  # the directory's `warm` holds back every other calendar API
+            outcome="assistant",
+            reason="ok",
+            elapsed=elapsed,
+            mask=self._mask,
         )
+        served.call_log.info(ASSISTANT_REQUEST, line)
         return answer
 
 
 # The call line's "connection" field: where the directory says the id came from (proxy.nango.directory.Source).
 _SOURCES = {"fixed": "fixed", "index_hit": "index", "hit": "cache"}
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, Receive | None]:
-    """The whole body, or (b"", a receive that replays what was read) when the general path must take over:
-    the body grew past `limit` (it answers 413) or the client went away (it answers 400)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            read = {"type": "http.request", "body": b"".join(chunks), "more_body": True}
-            return b"", _replayed([read, message], receive)
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit:
-            return b"", _replayed([{"type": "http.request", "body": b"".join(chunks), "more_body": True}], receive)
-        if not message.get("more_body", False):
-            return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), None
-
-
-def _replayed(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` as if nothing had been read: `messages` first, then the real thing."""
-
-    async def replay() -> Message:
-        if messages:
-            return messages.pop(0)
-        return await receive()
-
-    return replay

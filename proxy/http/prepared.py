@@ -52,7 +52,7 @@ class PreparedSnapshot:
         self.budget = budget
         self.max_body = config.server.max_body_bytes
         # Empty without shared secrets (bearer, HMAC or insecure only): the general path takes every call.
-        self.secrets = tuple(str(secret).encode() for secret in config.auth.shared_secrets)
+        self.secrets = config.auth.shared_secrets
         self.prepared: dict[int, PreparedAnswer] = {}  # by id(route): routes live exactly as long as the snapshot
         self.prepared_bytes = 0
 

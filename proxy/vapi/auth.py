@@ -31,6 +31,7 @@ __all__ = [
     "authenticate",
     "authenticate_headers",
     "hmac_signature",
+    "shared_secret_verdict",
 ]
 
 SHARED_SECRET_HEADER = "x-vapi-secret"
@@ -163,13 +164,20 @@ def _matches_any(secrets: tuple[Secret, ...], candidate: bytes) -> bool:
     return matched
 
 
+def shared_secret_verdict(secrets: tuple[Secret, ...], presented: list[bytes]) -> str:
+    """ "ok", "missing", "duplicate" or "mismatch" for the X-Vapi-Secret values a request sent (as received:
+    optional whitespace around each is not part of it). Every answer path decides with this one function;
+    each only collects the values from its own view of the headers."""
+    if not presented:
+        return "missing"
+    if len(presented) > 1:
+        return "duplicate"
+    return "ok" if _matches_any(secrets, presented[0].strip(_OWS)) else "mismatch"
+
+
 def _check_shared_secret(secrets: tuple[Secret, ...], fields: dict[str, list[bytes]]) -> AuthResult:
-    value = _single(fields, SHARED_SECRET_HEADER)
-    if isinstance(value, str):
-        return AuthResult(False, "shared_secret", value)
-    if _matches_any(secrets, value):
-        return AuthResult(True, "shared_secret", "ok")
-    return AuthResult(False, "shared_secret", "mismatch")
+    verdict = shared_secret_verdict(secrets, fields.get(SHARED_SECRET_HEADER, []))
+    return AuthResult(verdict == "ok", "shared_secret", verdict)
 
 
 def _check_bearer(plan: BearerPlan, fields: dict[str, list[bytes]]) -> AuthResult:

@@ -6,12 +6,12 @@ read, each defensively: a wrong type anywhere yields "unknown", never an excepti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 
 from proxy.config.snapshot import InboundCall
-from proxy.numbers import route_key
+from proxy.numbers import mask_number, route_key
 
 MAX_ID_LENGTH = 200
 
@@ -124,3 +124,33 @@ def inbound_call(message: Mapping[str, object]) -> InboundCall:
     """Routing keys of the message's call: called line, its Vapi id, and the caller."""
     call_id, to, phone_number_id, caller = call_keys(message)
     return InboundCall(call_id=call_id, to=to, phone_number_id=phone_number_id, caller=caller)
+
+
+def call_line(
+    keys: tuple[str, str | None, str | None, str | None],
+    *,
+    rule: str,
+    user: str | None,
+    connection: str | None,
+    provider: str | None,
+    outcome: str,
+    reason: str,
+    elapsed: float,
+    mask: Callable[[str | None], str | None] = mask_number,
+) -> dict[str, object]:
+    """The fields of the one log line each assistant-request leaves, whichever path answered it: `keys` as
+    `call_keys` gives them, numbers masked (`mask`: the fast path passes a cached `mask_number`)."""
+    call_id, to, phone_number_id, caller = keys
+    return {
+        "call_id": call_id,
+        "to": mask(to),
+        "from": mask(caller),
+        "phone_number_id": phone_number_id,
+        "rule": rule,
+        "user": user,
+        "connection": connection,
+        "provider": provider,
+        "outcome": outcome,
+        "reason": reason,
+        "latency_ms": round(elapsed * 1000, 2),
+    }

@@ -31,10 +31,9 @@ from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
 from proxy.nango.directory import ConnectionDirectory, Lookup
 from proxy.nango.lines import LineMatch, route_source, tagged_route
-from proxy.numbers import mask_number
 from proxy.secret import Secret
 from proxy.vapi.assistant import LAST_RESORT_ERROR, calendar_assistant, fallback_answer, proxied
-from proxy.vapi.messages import inbound_call
+from proxy.vapi.messages import call_line, inbound_call
 from proxy.vapi.tools import CalendarContext, answer_tool_calls, failed_results, not_served_results, owns_any
 
 # Vapi waits 20 s for a tool by default (server.timeoutSeconds); answer well inside that.
@@ -212,22 +211,17 @@ class CallService:
         self.metrics.assistant_request_latency.observe(elapsed)
         call = resolution.call
         route = resolution.match.route if resolution.match is not None else None
-        self.call_log.info(
-            "assistant-request",
-            {
-                "call_id": call.call_id,
-                "to": mask_number(call.to),
-                "from": mask_number(call.caller),
-                "phone_number_id": call.phone_number_id,
-                "rule": resolution.rule,
-                "user": route.user.id if route is not None else None,
-                "connection": resolution.connection_source,
-                "provider": resolution.provider or None,
-                "outcome": resolution.outcome,
-                "reason": resolution.reason,
-                "latency_ms": round(elapsed * 1000, 2),
-            },
+        line = call_line(
+            (call.call_id, call.to, call.phone_number_id, call.caller),
+            rule=resolution.rule,
+            user=route.user.id if route is not None else None,
+            connection=resolution.connection_source,
+            provider=resolution.provider or None,
+            outcome=resolution.outcome,
+            reason=resolution.reason,
+            elapsed=elapsed,
         )
+        self.call_log.info("assistant-request", line)
         return resolution.body
 
     async def tool_calls(self, config: Config, message: Json) -> Json:
