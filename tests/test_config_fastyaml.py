@@ -143,6 +143,10 @@ def test_rapidyaml_is_used_only_where_it_reads_what_the_walker_reads(
         "id: [08:]\n",
         "id: {a: x, :b: y}\n",
         'a: "${BROKEN"\nb: 2001-13-45\n',  # the walker must report the reference, not fail on the date
+        # Entries after the first, whose keys are known by then: the list's shortcut must still look.
+        *(f"users:\n  - {{id: a, name: b}}\n  - {{id: c, name: {plain}}}\n" for plain in ("yes", "1:30", "~", "+1")),
+        "users:\n  - id: a\n    name: b\n  - id: c\n    name: ${BROKEN\n",
+        "users:\n  - {id: a, name: b}\n  - {id: c, name: [x, yes]}\n",
     ],
 )
 def test_what_rapidyaml_would_read_differently_is_left_to_the_walker(text: str) -> None:
@@ -159,6 +163,8 @@ def test_what_rapidyaml_would_read_differently_is_left_to_the_walker(text: str) 
         "name: AT&T\ngreeting: goodbye!\nwhy: 2*3\n# a *comment* & more!\n",
         "a: ${SET}\nb: x${UNSET}y\nc: ${EMPTY:-fallback}\n",
         "prompt: |\n  Hello!\n  Line two: AT&T!\n\nfolded: >-\n  a\n  b\n",
+        'users:\n  - {id: a, name: b}\n  - {id: c, name: "${SET}", to: "+16502000000"}\n  - {id: d, name: "a #b"}\n',
+        'routes:\n  - {to: "+16502000000", user: a}\n  - {to: "+16502000001", user: b, n: 3}\n',
     ],
 )
 def test_plain_files_are_read_by_rapidyaml_as_the_walker_reads_them(text: str) -> None:

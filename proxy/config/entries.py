@@ -30,7 +30,7 @@ from proxy.config.snapshot import (
 )
 from proxy.config.validate import INVALID, Validator, did_you_mean
 from proxy.config.yamlsource import ConfigIssue, Document, Path
-from proxy.numbers import route_key
+from proxy.numbers import E164_PATTERN, route_key
 
 __all__ = ["Context", "Entries", "EntryModels", "entries", "texts"]
 
@@ -209,7 +209,7 @@ class Entries:
             own.assistant,
             own.variables,
         )
-        old = self.running_users.get(model.id)
+        old = self.running_users.get(model.id) if self.running_users else None
         users[model.id] = old if old is not None and old == user else user
         if own.calendar is not _NO_LAYER or own_fallbacks is not context.fallbacks:
             self.layers[model.id] = (own.calendar, own_fallbacks)
@@ -225,8 +225,10 @@ class Entries:
             return None
         report, context, users = self.report, self.context, self.users
         to = model.to
-        if type(to) is str and model.phone_number_id is None and model.caller is None and (key := route_key(to)):
-            keys = [KeyEntry("to", key, (*path, "to"))]  # most routes: one called number
+        if type(to) is str and model.phone_number_id is None and model.caller is None:
+            # Most routes: one called number, most often written in E.164 already (one regex, no calls).
+            key = to if _E164(to) else route_key(to)
+            keys = [KeyEntry("to", key, (*path, "to"))] if key else self.keys(document, path, model)
         else:
             keys = self.keys(document, path, model)
         own = self.overrides(document, path, model, context.templates)
@@ -329,6 +331,9 @@ def _same_route(old: Route, new: Route) -> bool:
         and old.keys == new.keys
         and old.overrides == new.overrides
     )
+
+
+_E164 = E164_PATTERN.fullmatch
 
 
 def texts(values: Mapping[str, object]) -> dict[str, str]:

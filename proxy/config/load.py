@@ -247,7 +247,8 @@ class ConfigBuilder:
                     routes.append(route)
                     if source is not document:
                         origin[id(route)] = source
-        self.proxy_mode_checks(routes)
+        if any(plan.mode == "proxy" for plan in builder.plans.values()):  # every route's plan is one of these
+            self.proxy_mode_checks(routes)
         if nango.has_microsoft() and self.tool_server is None:
             report.error(
                 document,
