@@ -226,3 +226,14 @@ def test_a_broken_file_is_reported_by_the_walker_with_lines_and_no_rapidyaml_noi
         for line in expected:
             assert f"error: {path}{line}" in err.splitlines(), err
         assert "ERROR" not in err and "parse_engine" not in err
+
+
+def test_json_longer_than_the_first_buffer_is_written_again_whole() -> None:
+    import ryml
+
+    text = "".join(f"key{i}: value{i}\n" for i in range(20)).encode()
+    tree = ryml.Tree()
+    ryml.parse_in_arena(text, tree)
+    short = fastyaml._json_of(ryml, tree, tree.root_id(), 0)  # a 64-byte first buffer
+    assert len(short) > 64
+    assert orjson.loads(short) == {f"key{i}": f"value{i}" for i in range(20)}
