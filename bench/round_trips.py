@@ -31,7 +31,7 @@ from proxy.metrics import Metrics
 from proxy.vapi.tools import answer_tool_calls
 from tests.google_fakes import FakeGoogle, make_calendar
 from tests.graph_fakes import FakeGraph, make_outlook
-from tests.test_tools import ctx, message
+from tests.vapi.test_tools import ctx, message
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=NY)

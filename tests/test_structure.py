@@ -280,3 +280,15 @@ def test_every_sub_package_is_installed() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {module_name(path.parent / "__init__.py") for path in PROXY.rglob("__init__.py")}
     assert packages <= listed, sorted(packages - listed)
+
+
+def test_the_tests_mirror_the_packages() -> None:
+    """tests/<package>/ for every sub-package of proxy/ and for nothing else; a test module of a package's
+    module lives there, not at the top (the top holds the entry points', leaves' and whole-app tests)."""
+    packages = {path.parent.name for path in PROXY.glob("*/__init__.py")}
+    folders = {path.parent.name for path in (ROOT / "tests").glob("*/__init__.py")}
+    assert folders == packages
+    for package in packages:
+        modules = {path.stem for path in (PROXY / package).glob("*.py")} - {"__init__"}
+        misplaced = [f"tests/test_{module}.py" for module in modules if (ROOT / "tests" / f"test_{module}.py").exists()]
+        assert not misplaced, f"belong in tests/{package}/: {misplaced}"

@@ -4,7 +4,7 @@ A warm call (the caller's line routed, the user's Nango connection already known
 microseconds of real work; the machinery around it (Starlette's request and response objects and its
 ASGI hops, stdlib logging, `labels()`, datetimes and result objects) cost ten times that. This one ASGI
 callable answers that call with the bytes the general path (proxy.app -> proxy.vapi.service) would send,
-and hands everything else to the general path unchanged. tests/test_fastpath.py sends the suite's
+and hands everything else to the general path unchanged. tests/http/test_fastpath.py sends the suite's
 request cases through both and compares the answers, status and headers byte for byte.
 
 Under `serve` the protocol asks it first, without any ASGI cycle (`takes` on the head, `answer` on the

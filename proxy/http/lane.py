@@ -9,7 +9,7 @@ and then answered in place with the bytes the ASGI path would have sent, uvicorn
 LANE_BODY_BYTES, a call that is not warm, an `Expect: 100-continue`, an app other than the served one,
 such as uvicorn's 503 under `limit_concurrency`, a server with uvicorn's access log on, which only
 the ASGI cycle writes, a peer that is not reading its answers: writing paused) starts the ASGI app as
-usual, with the body already read. tests/test_lane.py
+usual, with the body already read. tests/http/test_lane.py
 compares the two over real sockets.
 """
 

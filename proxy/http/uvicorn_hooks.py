@@ -4,7 +4,7 @@ The fast lane (proxy.http.lane) and the connection limits (proxy.http.connection
 httptools protocol, which has no public extension API. `UvicornProtocol` is the one subclass of it: the
 lane and the limits override its named hooks and read its state through its methods, never uvicorn's
 names. The names relied on are listed below (HOOKS, PROTOCOL_STATE, CYCLE_STATE, FLOW_STATE);
-tests/test_uvicorn_hooks.py names each one and asserts what is assumed of it on the installed uvicorn.
+tests/http/test_uvicorn_hooks.py names each one and asserts what is assumed of it on the installed uvicorn.
 
 `missing()` says which of them the installed uvicorn lacks (uvicorn before 0.45 has no
 `_start_asgi_task`: the lane would never be asked). `serve` then logs a warning naming them, and

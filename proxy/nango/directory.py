@@ -161,7 +161,7 @@ class ConnectionDirectory:
     def warm(self, user_id: str) -> tuple[str, str] | None:
         """A healthy connection id already held (index, then cache) and the cache event that `lookup` would
         count for it ("index_hit" or "hit"); None for anything else. Counts nothing (proxy.http.fastpath does)."""
-        # `_known` and `_answer` without their Lookup object; tests/test_fastpath.py holds the two in step.
+        # `_known` and `_answer` without their Lookup object; tests/http/test_fastpath.py holds the two in step.
         conn = self._indexer.index.user(user_id)
         event = "index_hit"
         if conn is None:

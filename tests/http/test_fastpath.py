@@ -27,9 +27,10 @@ from proxy.http.fastpath import FastPath
 from proxy.runtime import Runtime
 from proxy.secret import Secret
 from proxy.vapi.auth import hmac_signature
-from tests import test_app, test_hostile
+from tests import test_app
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, serving, vapi_sample
+from tests.http import test_hostile
 from tests.routing_files import routing_yaml
 
 pytestmark = pytest.mark.anyio

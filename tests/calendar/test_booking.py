@@ -1,7 +1,7 @@
 """Issue 10: proxy-mode bookings are never phantom, never double, and only the caller who booked can move them.
 
 One regression test per finding, against the Google Calendar fake (tests/google_fakes.py), which validates
-requests as Google's v3 API does. Findings 3, 4 and the tool-call bounds are in tests/test_tool_bounds.py.
+requests as Google's v3 API does. Findings 3, 4 and the tool-call bounds are in tests/calendar/test_tool_bounds.py.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from proxy.calendar.claim import booking_id, first_created
 from proxy.calendar.google import to_event
 from proxy.config.calendar import CalendarSettings
 from proxy.metrics import Metrics
+from tests.calendar.test_tool_bounds import CONFIG
 from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle, make_calendar
 from tests.helpers import VAPI_SECRET, config_from, proxy_client
-from tests.test_tool_bounds import CONFIG
-from tests.test_tools import CALL_ID, answer, booked, ctx, message
+from tests.vapi.test_tools import CALL_ID, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pytest
 from proxy.cli import main
 from proxy.config.schema import json_schema, json_schema_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "docs" / "configuration.md").read_text()
 
 

@@ -18,7 +18,7 @@ from proxy.app import create_app
 from tests.helpers import config_from, eventually, serving
 from tests.nango_fakes import auth_webhook
 from tests.redis_server import RedisServer
-from tests.test_replicas import PAGE_SIZE, FakeNango, Replica, call, config_text, credential, user, webhook
+from tests.shared.test_replicas import PAGE_SIZE, FakeNango, Replica, call, config_text, credential, user, webhook
 
 pytestmark = pytest.mark.anyio
 

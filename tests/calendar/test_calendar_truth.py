@@ -1,7 +1,8 @@
 """Issue 20: what the tools say and do matches the calendar, as Google counts it and as a caller hears it.
 
-One regression test per finding, against the Google Calendar fake (tests/google_fakes.py). The booking bounds
-(finding 4) are in tests/test_booking_bounds.py; the round trips (finding 6) in tests/test_round_trips.py.
+One regression test per finding, against the Google Calendar fake (tests/google_fakes.py). The booking
+bounds (finding 4) are in tests/calendar/test_booking_bounds.py; the round trips (finding 6) in
+tests/calendar/test_round_trips.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from proxy.metrics import Metrics
 from proxy.vapi.tools import answer_tool_calls
 from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle, google_event, invitation, make_calendar, working_location
-from tests.test_tools import CALL_ID, NY, answer, booked, ctx, message
+from tests.vapi.test_tools import CALL_ID, NY, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 

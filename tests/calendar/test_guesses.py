@@ -16,17 +16,17 @@ from proxy.metrics import Metrics
 from proxy.secret import Secret
 from proxy.shared import RedisSettings, SharedStore
 from proxy.shared.guesses import SharedWrongGuesses
+from tests.calendar.test_booking import a_bookable_slot
+from tests.calendar.test_tool_bounds import CONFIG, tool_calls
 from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle
 from tests.helpers import VAPI_SECRET, config_from, proxy_client
 from tests.redis_server import RedisServer
-from tests.test_booking import a_bookable_slot
-from tests.test_tool_bounds import CONFIG, tool_calls
-from tests.test_tools import booked
+from tests.vapi.test_tools import booked
 
 pytestmark = pytest.mark.anyio
 
-CALLER = "+14155550123"  # the caller of tests.test_tool_bounds.tool_calls
+CALLER = "+14155550123"  # the caller of tests.calendar.test_tool_bounds.tool_calls
 REFERENCE = "246813"
 NO_MORE_TRIES = "That booking reference didn't match again, so I can't change appointments on this call."
 

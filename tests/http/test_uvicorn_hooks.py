@@ -29,11 +29,11 @@ from proxy.http.uvicorn_hooks import (
 )
 from proxy.server import uvicorn_config
 from tests.helpers import config_from, serving
-from tests.test_connections import StalledTransport, config_yaml
+from tests.http.test_connections import StalledTransport, config_yaml
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Everything the proxy names of uvicorn's private API: a new use must be added here and to the module.
 NAMED = {
     "HttpToolsProtocol._start_asgi_task",

@@ -17,7 +17,7 @@ from tests.contract import assert_tool_calls_response
 from tests.google_fakes import FakeGoogle, make_calendar
 from tests.helpers import VAPI_SECRET, config_from, proxy_client
 from tests.nango_fakes import BASE_URL
-from tests.test_tools import NOW, ctx, message
+from tests.vapi.test_tools import NOW, ctx, message
 
 pytestmark = pytest.mark.anyio
 

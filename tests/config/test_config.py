@@ -7,7 +7,7 @@ import pytest
 
 from proxy.config import Config, ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {"VAPI_SERVER_SECRET": "s3cret-value-123"}
 
 MINIMAL = """\
@@ -315,7 +315,7 @@ def test_the_version_a_reload_checks_first_is_the_version_the_files_load_as(
 
     monkeypatch.setenv("VAPI_SERVER_SECRET", "s")
     main = tmp_path / "routing.yaml"
-    example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text()
+    example = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
     users = "users:\r\n  - {id: usr_more, name: More \u00e9}\r\n"
     main.write_bytes((example.replace("\n", "\r\n") + "include: [more.yaml]\r\n").encode())  # CRLF, as on Windows
     (tmp_path / "more.yaml").write_bytes(users.encode())

@@ -18,7 +18,7 @@ from proxy.shared.signing import Signer
 from tests.helpers import eventually
 from tests.nango_fakes import auth_webhook
 from tests.redis_server import RedisServer
-from tests.test_replicas import FakeNango, Replica, call, credential, replicas, user, webhook
+from tests.shared.test_replicas import FakeNango, Replica, call, credential, replicas, user, webhook
 
 pytestmark = pytest.mark.anyio
 

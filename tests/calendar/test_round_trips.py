@@ -15,7 +15,7 @@ from proxy.metrics import Metrics
 from proxy.vapi.tools import answer_tool_calls
 from tests.google_fakes import FakeGoogle
 from tests.graph_fakes import FakeGraph, make_outlook
-from tests.test_tools import NOW, REFERENCE, answer, booked, ctx, message
+from tests.vapi.test_tools import NOW, REFERENCE, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from proxy.metrics import Metrics
 from proxy.secret import Secret
 from proxy.shared import RedisSettings
 from tests.helpers import config_from, eventually, serving
+from tests.nango.test_tagrouting import answer, authorization, call, config_text
 from tests.nango_fakes import FakeNango
 from tests.redis_server import RedisServer
-from tests.test_tagrouting import answer, authorization, call, config_text
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from proxy.http.connections import CONNECTION_REFUSALS
 from proxy.http.lane import FAST_LANE, LANE_BODY_BYTES
 from proxy.server import drain_on_signals, uvicorn_config
 from tests.helpers import VAPI_SECRET, free_port, vapi_sample
-from tests.test_connections import KEEPALIVE_TIMEOUT, NUMBER, config_yaml
+from tests.http.test_connections import KEEPALIVE_TIMEOUT, NUMBER, config_yaml
 
 pytestmark = pytest.mark.anyio
 

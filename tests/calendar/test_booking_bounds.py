@@ -14,7 +14,7 @@ from proxy.calendar.abuse import MARK, NAME_CHARS, NOTES_CHARS
 from proxy.config import ConfigError, parse_config
 from proxy.config.calendar import CalendarSettings
 from tests.google_fakes import FakeGoogle
-from tests.test_tools import CALLER, answer, booked, ctx, message
+from tests.vapi.test_tools import CALLER, answer, booked, ctx, message
 
 pytestmark = pytest.mark.anyio
 

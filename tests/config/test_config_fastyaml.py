@@ -18,7 +18,7 @@ from proxy.cli import main
 from proxy.config import fastyaml, load_config, parse_config
 from proxy.config.yamlsource import ConfigError, parse_document
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {"SET": "value-of-set", "EMPTY": ""}
 
 

@@ -13,7 +13,7 @@ from proxy.config.snapshot import Config
 from proxy.metrics import Metrics
 from proxy.shared import RedisSettings, SharedStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL_CONFIG = "templates:\n  default: {model: {provider: openai, model: gpt-4o}}\n"
 
 

@@ -18,11 +18,11 @@ from proxy.config.schema import json_schema
 from proxy.nango.client import MAX_CONCURRENT_REQUESTS
 from proxy.vapi.service import TOOL_CALLS_TIMEOUT_SECONDS
 from tests.google_fakes import FakeGoogle
-from tests.test_tools import CALL_ID, CALLER, answer, message
+from tests.vapi.test_tools import CALL_ID, CALLER, answer, message
 
 pytestmark = pytest.mark.anyio
 
-PAGE = (Path(__file__).resolve().parent.parent / "docs" / "booking.md").read_text(encoding="utf-8")
+PAGE = (Path(__file__).resolve().parents[2] / "docs" / "booking.md").read_text(encoding="utf-8")
 
 
 def section(title: str) -> str:

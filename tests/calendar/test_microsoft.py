@@ -20,7 +20,7 @@ from proxy.metrics import Metrics
 from proxy.vapi.tools import answer_tool_calls
 from tests.contract import assert_tool_calls_response
 from tests.graph_fakes import FakeGraph, Invalid, check_event_body, graph_error, make_outlook
-from tests.test_tools import NOW, ctx, message
+from tests.vapi.test_tools import NOW, ctx, message
 
 pytestmark = pytest.mark.anyio
 
