@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
@@ -172,13 +172,15 @@ def create_app(
     config_path: str | None = None,
     fast_path: bool = True,
     redis: RedisSettings | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """The ASGI app. `http_client` lets tests inject a transport; by default the app owns one.
     `fast_path=False` leaves out proxy.http.fastpath (tests compare the two). `redis`: the shared state of
-    several replicas; by default the config's `redis` section, then `REDIS_URL` (neither: none).
+    several replicas; by default the config's `redis` section, then `REDIS_URL` (neither: none). `clock`: what
+    the Nango directory's caches and breaker count time with (tests move one by hand).
     An agency file's app is `proxy.agency.create_agency_app`."""
     redis_settings = redis if redis is not None else RedisSettings.from_config(config.redis, os.environ)
-    runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure)
+    runtime = Runtime(config=config, metrics=metrics or Metrics(), insecure=insecure, clock=clock)
     runtime.metrics.set_config_version(config.version)
     runtime.metrics.deadline.set(config.server.deadline_seconds)
     call_log = CallLog.for_logger(logging.getLogger(CALL_LOGGER))

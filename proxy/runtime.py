@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ class Runtime:
     watcher: ConfigWatcher | None = None
     cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # What the directory's caches, breaker and index refresh count time with (tests move it by hand).
+    clock: Callable[[], float] = time.monotonic
 
     def start(self, http: httpx.AsyncClient, call_log: CallLog, redis: RedisSettings) -> None:
         """Build the Nango client, directory, service and (with Redis) shared state around the snapshot;
@@ -55,7 +58,7 @@ class Runtime:
         nango = self.config.nango
         gate = RequestGate.for_settings(nango)  # one cap for Nango lookups and calendar tools alike
         client = NangoClient(http, nango, self.metrics, gate=gate) if nango.secret_key else None
-        self.directory = ConnectionDirectory(client, nango, self.metrics)
+        self.directory = ConnectionDirectory(client, nango, self.metrics, clock=self.clock)
         self.service = CallService(self.directory, self.metrics, http=http, call_log=call_log, gate=gate)
         with tenant_context(self.config.tenant):  # tasks copy the context: their lines name the tenant
             if redis.enabled:

@@ -24,6 +24,7 @@ import pytest
 from proxy.nango.client import MAX_CONCURRENT_REQUESTS, TOTAL_TIMEOUT_READS
 from tests.contract import assert_assistant_request_response
 from tests.helpers import VAPI_SECRET, config_from, free_port, proxy_client, vapi_sample
+from tests.nango_fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -153,11 +154,13 @@ class FakeNango:
 
 
 @contextlib.asynccontextmanager
-async def proxy_and_nango() -> AsyncIterator[tuple[httpx.AsyncClient, FakeNango]]:
+async def proxy_and_nango(clock: FakeClock | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, FakeNango]]:
+    """`clock`: the directory's, moved by the test (the deadline and timeouts stay on real time)."""
     nango = FakeNango()
     await nango.start()
+    options = {"clock": clock} if clock is not None else {}
     try:
-        async with proxy_client(config_from(config_text(nango.port))) as client:
+        async with proxy_client(config_from(config_text(nango.port)), **options) as client:
             yield client, nango
     finally:
         await nango.stop()
@@ -255,10 +258,11 @@ async def test_slow_drip_within_the_read_timeout_is_cut_by_the_deadline_and_then
 
 async def test_every_fault_serves_the_stale_connection_when_there_is_one() -> None:
     faulty = USERS[: len(FAULTS)]
-    async with proxy_and_nango() as (client, nango):
+    clock = FakeClock()
+    async with proxy_and_nango(clock) as (client, nango):
         for user in faulty:
             assert authorization_id((await call(client, user))[0]) == f"conn-{user}"
-        await asyncio.sleep(1.05)  # cache_ttl_seconds: 1, so the next lookups go to Nango
+        clock.advance(1.05)  # cache_ttl_seconds: 1, so the next lookups go to Nango
         # 429s last: once the budget is spent, every lookup after them is skipped, not sent.
         ordered = sorted(zip(faulty, FAULTS.items(), strict=True), key=lambda item: item[1][0].startswith("429"))
         for user, (name, (fault, _)) in ordered:
@@ -271,9 +275,10 @@ async def test_every_fault_serves_the_stale_connection_when_there_is_one() -> No
 
 
 async def test_connection_refused_serves_the_stale_connection() -> None:
-    async with proxy_and_nango() as (client, nango):
+    clock = FakeClock()
+    async with proxy_and_nango(clock) as (client, nango):
         assert authorization_id((await call(client, "u1"))[0]) == "conn-u1"
-        await asyncio.sleep(1.05)
+        clock.advance(1.05)  # past the cache's TTL
         await nango.stop()
         answer, elapsed = await call(client, "u1")
         metrics = (await client.get("/metrics")).text

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from proxy.config import config_version
+from proxy.http.fastpath import FLUSH_SECONDS
 from tests.helpers import VAPI_SECRET, eventually, running_proxy, vapi_sample, wait_for_exit
 from tests.nango_fakes import connection_json
 from tests.routing_files import NUMBER, kubernetes_mount, kubernetes_swap, replace_file, routing_yaml
@@ -223,7 +224,9 @@ async def test_workers_count_into_one_metrics_page_drain_on_sigterm_and_lose_no_
 
         # Whichever worker answers the scrape sees every worker's counts (the other's within a second).
         await eventually(all_counted, timeout=5)
-        await asyncio.sleep(1.1)
+        # Another flush (every FLUSH_SECONDS in each worker process, on its own clock: real time is what is
+        # tested here) must not hand any count over twice.
+        await asyncio.sleep(FLUSH_SECONDS + 0.1)
         for _ in range(4):
             assert await all_counted()
 
