@@ -44,7 +44,7 @@ __all__ = ["ConnectionLimits", "LimitedConfig", "LimitedHttpToolsProtocol", "con
 # a config file being read.
 FD_RESERVE = 128
 # The lifespan state key under which the app hands its refusal counter (a prometheus Counter by kind).
-CONNECTION_REFUSALS = "vapi_calendar_proxy.connection_refusals"
+CONNECTION_REFUSALS = "proxy.connection_refusals"
 # Requests a client may send ahead of the answers (HTTP/1.1 pipelining); Vapi and browsers send none.
 MAX_PIPELINED = 16
 

@@ -23,10 +23,10 @@ from proxy.http.uvicorn_hooks import ASGIApp, Request, UvicornProtocol
 __all__ = ["FAST_LANE", "LANE_DECLINED", "FastLane", "FastLaneProtocol"]
 
 # The lifespan state key under which the app hands its `FastLane` to the protocol.
-FAST_LANE = "vapi_calendar_proxy.fast_lane"
+FAST_LANE = "proxy.fast_lane"
 # The scope key of a request the lane's `FastLane` turned down (its head or its body): the same FastLane,
 # called again as the ASGI app, passes it straight to the general path instead of deciding it twice.
-LANE_DECLINED = "vapi_calendar_proxy.lane_declined"
+LANE_DECLINED = "proxy.lane_declined"
 # Bodies the lane waits for: a longer one goes to the app as it streams (uvicorn pauses reading at
 # READ_HIGH_WATER, 64 KiB, and only the app's `receive()` resumes it).
 LANE_BODY_BYTES = 32_768
