@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from proxy.config import Agency, Config, ConfigError, read_config_text
+from proxy.config import Config, ConfigError, read_config_text
 from proxy.config.yamlsource import Path, format_path, parse_document
 from proxy.numbers import mask_number
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from proxy.nango.client import Connection, NangoClient
     from proxy.nango.index import ConnectionIndex
 
-__all__ = ["add_commands", "add_tenant_option", "check_nango", "run_with_client", "servable_agency", "yaml_location"]
+__all__ = ["add_commands", "add_tenant_option", "check_nango", "run_with_client", "yaml_location"]
 
 Loader = Callable[[str, str | None], Config | None]  # (file, tenant of an agency file) -> the config
 
@@ -322,21 +322,3 @@ def _line_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phone-number-id", metavar="ID", help="Vapi's phone-number id (tag nango.tag_routing.phone_number_id_tag)"
     )
-
-
-def servable_agency(agency: Agency, args: argparse.Namespace) -> Agency | None:
-    """An agency starts only with every tenant valid and authenticated (a reload may later keep one
-    tenant's last good config; at start there is none), and in one worker process per replica."""
-    from proxy.reload import NO_AUTH
-
-    if not args.insecure:
-        agency = agency.without_unauthenticated(NO_AUTH)
-    if agency.errors:
-        for issue in agency.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        print(f"{agency.file}: {len(agency.errors)} tenant(s) invalid; not started", file=sys.stderr)
-        return None
-    if args.workers > 1:
-        print("error: an agency file is served by one worker per replica: scale with replicas", file=sys.stderr)
-        return None
-    return agency

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
@@ -25,17 +24,15 @@ from proxy.app import (
     answer_vapi,
     answer_webhook,
     config_error_summary,
-    http_client_for,
     json_response,
-    lifespan_state,
     livez,
     readiness,
+    serving_lifespan,
 )
 from proxy.config import Agency
 from proxy.http.fastpath import FastPathApp
 from proxy.logs import CALL_LOGGER, CallLog, tenant_context
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics, render_tenants
-from proxy.reload import ConfigWatcher
 from proxy.runtime import Runtime, Tenants
 from proxy.shared import RedisSettings
 
@@ -99,23 +96,17 @@ def create_agency_app(
     def call_log(tenant: str) -> CallLog:
         return CallLog.for_logger(calls, tenant)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        owns_client = http_client is None
-        http = http_client or http_client_for(*(config.nango for config in agency.tenants.values()))
+    def start(http: httpx.AsyncClient) -> None:
         tenants.start(http, call_log, redis)
-        if config_path is not None:
-            tenants.watcher = ConfigWatcher(config_path, tenants)
-            tenants.background.append(await tenants.watcher.start())
-        try:
-            yield lifespan_state(app, tenants.metrics)
-        finally:
-            await tenants.stop()
-            if owns_client:
-                await http.aclose()
-            for runtime in tenants.runtimes.values():
-                runtime.metrics.close()
-            tenants.metrics.close()
+
+    def closed() -> None:
+        for runtime in tenants.runtimes.values():
+            runtime.metrics.close()
+        tenants.metrics.close()
+
+    def lifespan(app: Starlette) -> contextlib.AbstractAsyncContextManager[dict[str, object]]:
+        nango = [config.nango for config in agency.tenants.values()]
+        return serving_lifespan(app, tenants, http_client, nango, start, closed, config_path)
 
     server = agency.server
     app = FastPathApp(

@@ -204,22 +204,15 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        owns_client = http_client is None
-        http = http_client or http_client_for(runtime.config.nango)
+    def start(http: httpx.AsyncClient) -> None:
         runtime.start(http, call_log, redis_settings)
-        if config_path is not None:
-            runtime.watcher = ConfigWatcher(config_path, runtime)
-            runtime.background.append(await runtime.watcher.start())
-        try:
-            yield lifespan_state(app, runtime.metrics)
-        finally:
-            await runtime.stop()
-            if owns_client:
-                await http.aclose()
-            call_log.flush()
-            runtime.metrics.close()
+
+    def closed() -> None:
+        call_log.flush()
+        runtime.metrics.close()
+
+    def lifespan(app: Starlette) -> contextlib.AbstractAsyncContextManager[dict[str, object]]:
+        return serving_lifespan(app, runtime, http_client, [runtime.config.nango], start, closed, config_path)
 
     server = config.server
     app = FastPathApp(
@@ -236,6 +229,33 @@ def create_app(
     if fast_path:
         app.add_fast_path(runtime, call_log, path=server.path)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serving_lifespan(
+    app: Starlette,
+    holder: Runtime | Tenants,
+    http_client: httpx.AsyncClient | None,
+    nango: list[NangoSettings],
+    start: Callable[[httpx.AsyncClient], None],
+    closed: Callable[[], None],
+    config_path: str | None,
+) -> AsyncIterator[dict[str, object]]:
+    """The lifespan of one business's app and of an agency's alike: the one shared httpx client (unless a
+    test injects one), `start` with it, the file watched; then stopped in reverse, `closed` last."""
+    owns_client = http_client is None
+    http = http_client or http_client_for(*nango)
+    start(http)
+    if config_path is not None:
+        holder.watcher = ConfigWatcher(config_path, holder)
+        holder.background.append(await holder.watcher.start())
+    try:
+        yield lifespan_state(app, holder.metrics)
+    finally:
+        await holder.stop()
+        if owns_client:
+            await http.aclose()
+        closed()
 
 
 def lifespan_state(app: Starlette, metrics: Metrics) -> dict[str, object]:
