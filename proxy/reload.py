@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -77,7 +78,13 @@ def release_memory(*, collect: bool = False) -> None:
     if collect:
         gc.collect()
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Looked up once, at start-up's trim: find_library runs ldconfig, which held a reload's event loop 60 ms.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def watched_fingerprint(config: Config | Agency) -> Fingerprint:
