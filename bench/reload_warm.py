@@ -30,19 +30,22 @@ sys.path.insert(0, str(BENCH))
 from generate import RoutingOptions  # noqa: E402
 from run import Bench, Process  # noqa: E402
 
+from proxy.config import config_version  # noqa: E402
+
 EDITED = ('name: "User 7"', 'name: "User Seven"')
 
 
 def served_version(proxy: Process) -> object:
     try:
         with urllib.request.urlopen(proxy.url + "/readyz", timeout=5) as response:
-            return json.loads(response.read()).get("config")
+            return json.loads(response.read()).get("config", {}).get("version")
     except OSError:
         return None
 
 
 class Reloader(threading.Thread):
-    """Rewrites the routing file with one user edited, back and forth, each time until the proxy serves it."""
+    """Rewrites the routing file with one user edited, back and forth, each time until the proxy serves that
+    very text (its version), so a reload still running when a round ends cannot be taken for the next one."""
 
     def __init__(self, proxy: Process, path: Path) -> None:
         super().__init__(daemon=True)
@@ -56,18 +59,22 @@ class Reloader(threading.Thread):
     def run(self) -> None:
         texts = (self.edited, self.original)
         while not self.stopping.is_set():
-            before = served_version(self.proxy)
+            text = texts[len(self.seconds) % 2]
             started = time.monotonic()
-            self.path.write_text(texts[len(self.seconds) % 2])
+            self.path.write_text(text)
             while not self.stopping.wait(0.05):
-                if served_version(self.proxy) not in (before, None):
+                if served_version(self.proxy) == config_version(text):
                     self.seconds.append(time.monotonic() - started)
                     break
 
     def stop(self) -> None:
+        """Stop editing; return once the original text is served again (the next round starts settled)."""
         self.stopping.set()
         self.join()
         self.path.write_text(self.original)
+        deadline = time.monotonic() + 120
+        while served_version(self.proxy) != config_version(self.original) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def ratio(row: dict[str, float], base: dict[str, float]) -> dict[str, float]:

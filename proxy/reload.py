@@ -17,8 +17,9 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, Protocol, cast
 
 from proxy.config import Agency, Config, ConfigError, ConfigIssue, load_deployment, parse_config, read_config_text
@@ -35,6 +36,7 @@ Fingerprint = tuple[object, ...]
 # A changed file must look the same twice this far apart before it is read: a save in progress is
 # then read once finished rather than half-written (which would count as an invalid reload).
 SETTLE_SECONDS = 0.05
+LOADING_SWITCH_SECONDS = 0.0005
 
 NO_AUTH = "no Vapi authentication configured (vapi_secrets, bearer or hmac); refusing to serve it"
 
@@ -79,6 +81,20 @@ def release_memory(*, collect: bool = False) -> None:
         gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         _libc().malloc_trim(0)
+
+
+@contextlib.contextmanager
+def _loop_first() -> Iterator[None]:
+    """While a reload parses in its thread, the interpreter switches threads every LOADING_SWITCH_SECONDS
+    instead of every 5 ms: the event loop, back from waiting on its sockets, then waits at most that long
+    for the parsing thread to let go, not 5 ms each time (the convoy effect that cut warm throughput to
+    about a third while a 100k-user file reloaded)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, LOADING_SWITCH_SECONDS))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 @functools.cache
@@ -157,7 +173,8 @@ class ConfigWatcher:
                 if await asyncio.to_thread(current_version, old) == old.version:
                     return self._unchanged(reason, quiet)
                 text = await asyncio.to_thread(read_config_text, self.path)
-                new = await asyncio.to_thread(parse_config, text, self.path, os.environ, running=old)
+                with _loop_first():
+                    new = await asyncio.to_thread(parse_config, text, self.path, os.environ, running=old)
                 if not new.auth.configured and not self.target.insecure:
                     # `serve` refuses to start like this; served, it would answer every call 401.
                     raise ConfigError([ConfigIssue(self.path, None, ("auth",), NO_AUTH)])
@@ -204,7 +221,8 @@ class ConfigWatcher:
         old = target.config
         self._seen = watched_fingerprint(old)
         try:
-            new = await asyncio.to_thread(load_deployment, self.path, os.environ, running=old)
+            with _loop_first():
+                new = await asyncio.to_thread(load_deployment, self.path, os.environ, running=old)
             if not isinstance(new, Agency):
                 message = "no longer holds tenants: serving it as one business needs a restart"
                 raise ConfigError([ConfigIssue(self.path, None, ("tenants",), message)])

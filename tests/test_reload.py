@@ -287,3 +287,32 @@ async def test_a_reload_that_would_drop_all_authentication_is_refused(tmp_path: 
             "bearer or hmac); refusing to serve it"
         )
         assert edition_of(await ask(client)) == "A"
+
+
+async def test_a_reload_parses_with_short_thread_switches_and_restores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the parsing thread runs, the event loop waits at most LOADING_SWITCH_SECONDS for the GIL after
+    its sockets, not the interpreter's 5 ms (the convoy that cut warm throughput during a large reload)."""
+    import sys
+
+    import proxy.reload
+
+    seen: list[float] = []
+    parse = proxy.reload.parse_config
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(proxy.reload, "parse_config", recording)
+    path = tmp_path / "routing.yaml"
+    path.write_text(routing_yaml("A"))
+    before = sys.getswitchinterval()
+    async with watched(path) as (client, runtime):
+        assert runtime.watcher is not None
+        replace_file(path, routing_yaml("B"))
+        assert await runtime.watcher.reload("test") == "ok"
+        assert edition_of(await ask(client)) == "B"
+    assert seen == [proxy.reload.LOADING_SWITCH_SECONDS]
+    assert sys.getswitchinterval() == before
