@@ -15,6 +15,7 @@ import orjson
 
 from proxy.config.calendar import CalendarSettings
 from proxy.config.models import Addresses, CalendarLayer, ConfigFile, IncludedFile, Secrets
+from proxy.config.tenants import MAX_TENANTS, TENANT_ID
 from proxy.secret import Secret
 
 __all__ = ["json_schema", "json_schema_text"]
@@ -30,12 +31,13 @@ def json_schema() -> dict[str, Any]:
     for definition in definitions.values():
         definition.pop("title", None)
     _describe_tool_server(definitions)
+    _describe_agency(definitions)
     for definition in definitions.values():
         _accept_references(definition)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "vapi-calendar-proxy routing file",
-        **main,
+        "title": "vapi-calendar-proxy routing file (one business's, or an agency's with tenants)",
+        "anyOf": [main, {"$ref": "#/$defs/AgencyFile"}],
         "$defs": definitions,
     }
 
@@ -104,6 +106,43 @@ def _describe_tool_server(definitions: dict[str, Any]) -> None:
     definitions["ConfigFile"]["then"] = {
         "required": ["server"],
         "properties": {"server": {"required": ["public_url"], "properties": {"public_url": {"type": "string"}}}},
+    }
+
+
+def _describe_agency(definitions: dict[str, Any]) -> None:
+    """An agency file (proxy.config.tenants): the deployment's version, server and redis, and `tenants`, each
+    `{file: <path>}` or a whole config inline without the deployment's sections."""
+    business = definitions["ConfigFile"]
+    properties = business["properties"]
+    deployment = ("server", "redis")
+    definitions["TenantConfig"] = {
+        "type": "object",
+        "properties": {key: value for key, value in properties.items() if key not in deployment},
+        "required": business.get("required", []),
+        "additionalProperties": False,
+        "description": "a tenant's config inline: a routing file as for one business, without server and redis",
+    }
+    definitions["TenantFile"] = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "minLength": 1, "description": "relative to the agency file"}},
+        "required": ["file"],
+        "additionalProperties": False,
+    }
+    definitions["AgencyFile"] = {
+        "type": "object",
+        "properties": {
+            **{key: properties[key] for key in ("version", *deployment)},
+            "tenants": {
+                "type": "object",
+                "description": "the businesses served, by id (served at <server.path>/<id>)",
+                "minProperties": 1,
+                "maxProperties": MAX_TENANTS,
+                "propertyNames": {"pattern": f"^{TENANT_ID.pattern}$"},
+                "additionalProperties": {"anyOf": [{"$ref": "#/$defs/TenantFile"}, {"$ref": "#/$defs/TenantConfig"}]},
+            },
+        },
+        "required": ["tenants"],
+        "additionalProperties": False,
     }
 
 

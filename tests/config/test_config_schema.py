@@ -24,7 +24,7 @@ def test_the_schema_in_the_repository_is_the_models_schema() -> None:
 def test_schema_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json_schema_text())
-    assert json_schema()["$ref"] == "#/$defs/ConfigFile"
+    assert json_schema()["anyOf"] == [{"$ref": "#/$defs/ConfigFile"}, {"$ref": "#/$defs/AgencyFile"}]
 
 
 def test_the_example_points_editors_at_the_schema() -> None:
@@ -197,3 +197,24 @@ def test_check_and_the_schema_agree_on_the_tool_server(
     config.write_text(yaml.safe_dump(document))
     checked = main(["check", "--config", str(config)]) == 0
     assert checked == (schema_errors(document) == []), capsys.readouterr().err
+
+
+def test_an_agency_file_and_its_tenant_files_validate_against_the_schema(tmp_path: Path) -> None:
+    """What editors see for agency mode: the agency file of the tests (one tenant in a file, one inline) and
+    the tenant's own file validate; what `check` would refuse in them is flagged."""
+    import yaml
+
+    from proxy.config import load_deployment
+    from tests.helpers import write_agency
+
+    agency_path = write_agency(tmp_path)
+    assert load_deployment(str(agency_path)).errors == {}  # what the schema accepts here, check accepts too
+    agency = yaml.safe_load(agency_path.read_text())
+    assert schema_errors(agency) == []
+    assert schema_errors(yaml.safe_load((tmp_path / "tenants" / "acme.yaml").read_text())) == []
+    bad_id = {**agency, "tenants": {"Acme Corp": agency["tenants"]["acme"]}}
+    with_server = {**agency, "tenants": {"bobs": {**agency["tenants"]["bobs"], "server": {"path": "/x"}}}}
+    file_and_more = {**agency, "tenants": {"acme": {"file": "tenants/acme.yaml", "users": []}}}
+    mixed = {**MINIMAL, "tenants": agency["tenants"]}  # one business's keys beside tenants
+    for document in (bad_id, with_server, file_and_more, mixed, {**agency, "tenants": {}}):
+        assert schema_errors(document), document
