@@ -64,7 +64,7 @@ class Runtime:
             if redis.enabled:
                 self.cluster = Cluster(redis, self.directory, client, nango, self.metrics)
                 self.service.locks = self.cluster.user_locks  # bookings: one user at a time, cluster-wide
-                self.service.guesses = self.cluster.guesses  # three wrong references per call, cluster-wide
+                self.service.counts = self.cluster.counts  # per-call bounds, cluster-wide
                 self.background.extend(self.cluster.start())  # the cluster's index replaces the refresher
             elif client is not None and nango.index_refresh_interval > 0:
                 self.background.append(asyncio.create_task(self.directory.run_index_refresher()))

@@ -7,6 +7,9 @@ what a call, and a calling number, can make the calendar do:
 - bookings per call (`max_bookings_per_call`) and per calling number in any 24 hours
   (`max_bookings_per_caller_per_day`), cancelled ones included (each sent its invitation and cancellation);
 - invitations to one address per call (`max_invitations_per_address`);
+- per call, wherever its tool calls land (`CallCounts`): wrong booking references (`MAX_WRONG_PER_CALL`, see
+  `proxy.calendar.references`) and reschedules that e-mail the guests (`MAX_NOTIFIED_MOVES_PER_CALL`: each
+  sends every guest an update from the owner's account);
 - caller-given text: single lines where a line is expected, every field cut to a length, and the whole marked
   in the event as given by the caller and not checked.
 
@@ -20,13 +23,34 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
+from cachetools import TTLCache
+
 from proxy.calendar.provider import Event, Guest, NewEvent
-from proxy.calendar.references import new_reference
+from proxy.calendar.references import MAX_WRONG_PER_CALL, new_reference
 from proxy.config.calendar import CalendarSettings
 
-__all__ = ["MARK", "RECENT", "CallerText", "booking_refusal", "new_booking", "recent_filter"]
+__all__ = [
+    "MARK",
+    "MAX_NOTIFIED_MOVES_PER_CALL",
+    "PER_CALL_LIMITS",
+    "RECENT",
+    "CallCounts",
+    "CallerText",
+    "Counted",
+    "booking_refusal",
+    "new_booking",
+    "recent_filter",
+]
+
+MAX_NOTIFIED_MOVES_PER_CALL = 3
+Counted = Literal["wrong_reference", "notified_move"]
+PER_CALL_LIMITS: dict[Counted, int] = {
+    "wrong_reference": MAX_WRONG_PER_CALL,
+    "notified_move": MAX_NOTIFIED_MOVES_PER_CALL,
+}
 
 # How far back a calling number's bookings count.
 RECENT = timedelta(hours=24)
@@ -125,3 +149,18 @@ def _ids(events: Iterable[Event]) -> set[str]:
 
 def _recent(event: Event, since: datetime) -> bool:
     return event.created is None or event.created >= since  # an unknown age counts as recent
+
+
+class CallCounts:
+    """What each call did that is bounded per call (`PER_CALL_LIMITS`), for an hour; at most `max_calls` calls
+    remembered (oldest dropped). In this process; `proxy.shared.callcounts` counts across replicas."""
+
+    def __init__(self, max_calls: int = 10_000, ttl: float = 3600.0) -> None:
+        self._counts: TTLCache[tuple[Counted, str], int] = TTLCache(maxsize=max_calls, ttl=ttl)
+
+    async def exhausted(self, call_id: str, kind: Counted) -> bool:
+        return self._counts.get((kind, call_id), 0) >= PER_CALL_LIMITS[kind]
+
+    async def record(self, call_id: str, kind: Counted) -> None:
+        """One more of `kind` for the call."""
+        self._counts[kind, call_id] = self._counts.get((kind, call_id), 0) + 1

@@ -16,12 +16,20 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from proxy.calendar.abuse import RECENT, CallerText, booking_refusal, new_booking, recent_filter
+from proxy.calendar.abuse import (
+    MAX_NOTIFIED_MOVES_PER_CALL,
+    RECENT,
+    CallCounts,
+    CallerText,
+    booking_refusal,
+    new_booking,
+    recent_filter,
+)
 from proxy.calendar.claim import Claim, booking_id, claim_slot, contested, holds_slot
 from proxy.calendar.context import CalendarContext
 from proxy.calendar.parallel import both, every
 from proxy.calendar.provider import CalendarProvider, Event
-from proxy.calendar.references import WrongGuesses, normalise, speak_reference
+from proxy.calendar.references import normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
 from proxy.calendar.speech import Voice, join_words, speak_minutes
 
@@ -42,6 +50,10 @@ _NEED_REFERENCE = (
     "given when it was booked. Ask the caller for it."
 )
 _WRONG_REFERENCE = "That booking reference doesn't match an upcoming appointment booked from this phone number."
+_NO_MORE_MOVES = (
+    f"I can move an appointment with guests at most {MAX_NOTIFIED_MOVES_PER_CALL} times on one call: each move "
+    "e-mails them. Anything more has to go through the office directly."
+)
 _NO_MORE_TRIES = (
     "That booking reference didn't match again, so I can't change appointments on this call. "
     "Please contact the office directly."
@@ -74,13 +86,13 @@ class CalendarTools:
         args: dict[str, Any],
         *,
         time_left: Callable[[], float] = lambda: math.inf,
-        guesses: WrongGuesses | None = None,
+        counts: CallCounts | None = None,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.ctx, self.cal, self.conn, self.args = ctx, calendar, connection, args
         self.time_left = time_left
-        self.guesses = guesses if guesses is not None else WrongGuesses()
+        self.counts = counts if counts is not None else CallCounts()
         self.s, self.tz, self.now = ctx.settings, ctx.timezone, now.astimezone(UTC)
         self.earliest = self.now + timedelta(minutes=self.s.min_notice_minutes)
         self.limit = self.now + timedelta(days=self.s.horizon_days)
@@ -222,6 +234,11 @@ class CalendarTools:
             busy = subtract(around, [(old_start, old_end)])
             if is_free(busy, new_start, new_end, buffer=self.buffer):
                 event_id, notify = found.id, found.guests
+                if notify:
+                    # Each move e-mails every guest from the owner's account: a call gets so many, in all.
+                    if await self.counts.exhausted(self.ctx.call_id, "notified_move"):
+                        return Outcome(_NO_MORE_MOVES, "limited")
+                    await self.counts.record(self.ctx.call_id, "notified_move")
                 await self._move(event_id, new_start, new_end, notify=notify)
                 low, high = new_start - self.buffer, new_end + self.buffer
                 if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
@@ -250,7 +267,7 @@ class CalendarTools:
         reference = normalise(raw_reference)
         if raw_reference not in (None, "") and reference is None:
             raise ArgError("the booking reference is the six-digit number given at booking")
-        if reference is not None and await self.guesses.exhausted(call_id):
+        if reference is not None and await self.counts.exhausted(call_id, "wrong_reference"):
             return Outcome(_NO_MORE_TRIES, "forbidden", ok=False)
         if reference is not None and number is not None:
             wanted = {"vapiCallerNumber": number, "vapiBookingRef": reference}
@@ -263,8 +280,8 @@ class CalendarTools:
         )
         mine = [e for e in events if reference is not None or not e.cancelled]
         if reference is not None and not mine:
-            await self.guesses.record(call_id)
-            exhausted = await self.guesses.exhausted(call_id)
+            await self.counts.record(call_id, "wrong_reference")
+            exhausted = await self.counts.exhausted(call_id, "wrong_reference")
             return Outcome(_NO_MORE_TRIES if exhausted else _WRONG_REFERENCE, "forbidden", ok=False)
         matches = [e for e in mine if when is None or e.span()[0] == when]
         if not matches and also_at is not None:  # a retried reschedule: the appointment already moved

@@ -7,8 +7,8 @@ extended properties. A later call must give the number *and* the reference. With
 booking no reference is needed (Vapi's call id cannot be spoofed by the caller).
 
 Guessing is bounded: after `MAX_WRONG_PER_CALL` wrong references a call gets no more tries, so one guess
-in a million per try, three tries per call. `WrongGuesses` counts in this process; replicas sharing a Redis
-count across all of them (`proxy.shared.guesses`), so three tries per call whichever replica answers.
+in a million per try, three tries per call (counted by `proxy.calendar.abuse.CallCounts`, across replicas
+when they share a Redis), whichever replica answers.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from cachetools import TTLCache
-
-__all__ = ["MAX_WRONG_PER_CALL", "WrongGuesses", "new_reference", "normalise", "speak_reference"]
+__all__ = ["MAX_WRONG_PER_CALL", "new_reference", "normalise", "speak_reference"]
 
 LENGTH = 6
 MAX_WRONG_PER_CALL = 3
@@ -43,17 +41,3 @@ def normalise(raw: object) -> str | None:
 def speak_reference(reference: str) -> str:
     """'4 8 2, 9 1 5': digit by digit, in two groups of three, as a person reads a code aloud."""
     return f"{' '.join(reference[:3])}, {' '.join(reference[3:])}"
-
-
-class WrongGuesses:
-    """Wrong references per call id, for an hour; at most `max_calls` calls remembered (oldest dropped)."""
-
-    def __init__(self, max_calls: int = 10_000, ttl: float = 3600.0) -> None:
-        self._counts: TTLCache[str, int] = TTLCache(maxsize=max_calls, ttl=ttl)
-
-    async def exhausted(self, call_id: str) -> bool:
-        return self._counts.get(call_id, 0) >= MAX_WRONG_PER_CALL
-
-    async def record(self, call_id: str) -> None:
-        """One more wrong reference for the call."""
-        self._counts[call_id] = self._counts.get(call_id, 0) + 1

@@ -8,9 +8,9 @@ back to what one replica does on its own while Redis is slow, down or restarted 
 """
 
 from proxy.shared.budget import SharedBreaker, TokenBucket
+from proxy.shared.callcounts import SharedCallCounts
 from proxy.shared.cluster import Cluster
 from proxy.shared.fanout import Announcement, Fanout
-from proxy.shared.guesses import SharedWrongGuesses
 from proxy.shared.index import IndexMeta, IndexStore
 from proxy.shared.locks import Lease, LeasedLock
 from proxy.shared.signing import Signer
@@ -26,9 +26,9 @@ __all__ = [
     "LeasedLock",
     "RedisSettings",
     "SharedBreaker",
+    "SharedCallCounts",
     "SharedStore",
     "SharedUnavailable",
-    "SharedWrongGuesses",
     "Signer",
     "TokenBucket",
 ]

@@ -11,7 +11,7 @@
 - Nango budget and breaker: every Nango request takes a token from the shared bucket, every response feeds
   it; outage-like failures count towards one breaker for the cluster.
 - Bookings: proxy-mode check-and-insert for one user takes a short lease in Redis (`RedisUserLocks`); wrong
-  booking references are counted across replicas (`SharedWrongGuesses`).
+  booking references and notifying reschedules are counted across replicas (`SharedCallCounts`).
 - Trust: announcements and the index are signed with a key from the Nango secret key (`proxy.shared.signing`);
   what does not verify is ignored, so access to Redis alone cannot change what a replica serves.
 Whenever Redis cannot answer in time, each piece does what a replica on its own does.
@@ -38,10 +38,10 @@ from proxy.nango.directory import (
 from proxy.nango.index import ConnectionIndex
 from proxy.nango.ratelimit import BACKGROUND_RESERVE
 from proxy.shared.budget import SharedBreaker, TokenBucket
+from proxy.shared.callcounts import SharedCallCounts
 from proxy.shared.catchup import CatchUp
 from proxy.shared.effects import MAX_ANNOUNCED_CONNECTIONS, entry_of
 from proxy.shared.fanout import Announcement, Fanout
-from proxy.shared.guesses import SharedWrongGuesses
 from proxy.shared.index import IndexMeta, IndexStore, OverlayEntry, apply_overlay, encode_connection
 from proxy.shared.locks import Lease, LeasedLock, RedisUserLocks
 from proxy.shared.signing import Signer
@@ -87,7 +87,7 @@ class Cluster:
         self.bucket = TokenBucket(self.store)
         self.breaker = SharedBreaker(self.store, threshold=BREAKER_THRESHOLD, open_seconds=FAILURE_TTL_SECONDS)
         self.user_locks = RedisUserLocks(self.locks)
-        self.guesses = SharedWrongGuesses(self.store)  # wrong booking references, counted cluster-wide
+        self.counts = SharedCallCounts(self.store)  # what a call may do only so often, counted cluster-wide
         self.catch_up = CatchUp(self.indexes, self._apply_entry, wall_clock=wall_clock)
         self._directory = directory
         self._interval = nango.index_refresh_interval

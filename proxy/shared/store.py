@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 # Operation names that may appear as metric labels: a fixed set keeps the series bounded.
 OPERATIONS = frozenset(
-    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker", "guesses"}
+    {"ping", "lock", "unlock", "index_store", "index_load", "index_put", "publish", "budget", "breaker", "counts"}
 )
 # What `rejected` counts (result "rejected"): values read from Redis that failed their signature.
 SIGNED = frozenset({"announcement", "overlay", "index"})

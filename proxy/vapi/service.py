@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
+from proxy.calendar.abuse import CallCounts
 from proxy.calendar.google import GoogleCalendar
 from proxy.calendar.locks import LocalUserLocks, UserLocks
 from proxy.calendar.microsoft import MicrosoftCalendar
 from proxy.calendar.provider import CalendarProvider
-from proxy.calendar.references import WrongGuesses
 from proxy.config import Config, Fallback, FallbackKind, Route
 from proxy.config.calendar import CalendarSettings
 from proxy.config.providers import ProviderKind
@@ -100,7 +100,7 @@ class CallService:
         # Google requests share the Nango lookups' cap and time budget (they go through Nango's proxy too).
         self.gate = gate
         self.locks: UserLocks = locks if locks is not None else LocalUserLocks()
-        self.guesses = WrongGuesses()  # wrong booking references per call (proxy.calendar.references)
+        self.counts = CallCounts()  # what a call may do only so often (proxy.calendar.abuse)
         # Public: the fast path (proxy.http.fastpath) fills its answers' clock variables from the same clock.
         self.wall_clock = wall_clock
         self._clock = clock
@@ -272,7 +272,7 @@ class CallService:
             timeout=remaining,
             max_calls=config.server.max_tool_calls,
             locks=self.locks,
-            guesses=self.guesses,
+            counts=self.counts,
         )
         logger.info(
             "tool-calls",

@@ -20,12 +20,12 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
+from proxy.calendar.abuse import CallCounts
 from proxy.calendar.booking import ArgError, CalendarTools, Outcome
 from proxy.calendar.claim import booking_id
 from proxy.calendar.context import CalendarContext
 from proxy.calendar.locks import LocalUserLocks, LockTimeout, UserLocks
 from proxy.calendar.provider import CalendarError, CalendarProvider
-from proxy.calendar.references import WrongGuesses
 from proxy.metrics import Metrics
 
 __all__ = [
@@ -179,7 +179,7 @@ async def answer_tool_calls(
     timeout: float = 10.0,
     max_calls: int = MAX_TOOL_CALLS,
     locks: UserLocks | None = None,
-    guesses: WrongGuesses | None = None,
+    counts: CallCounts | None = None,
 ) -> dict[str, object]:
     """Answer every call of a `tool-calls` message, in order, within `timeout` seconds overall.
 
@@ -190,13 +190,13 @@ async def answer_tool_calls(
     """
     results: list[dict[str, object]] = []
     writes = locks if locks is not None else LocalUserLocks()
-    tried = guesses if guesses is not None else WrongGuesses()
+    counted = counts if counts is not None else CallCounts()
     deadline = anyio.current_time() + timeout
 
     async def run(index: int, call: _Call) -> None:
         outcome = Outcome(TOO_SLOW, "timeout", ok=False)
         with anyio.CancelScope(deadline=deadline):
-            outcome = await _answer(call, ctx, calendar, now, writes, deadline, tried)
+            outcome = await _answer(call, ctx, calendar, now, writes, deadline, counted)
         metrics.tool_calls.labels(tool=call.name, result=outcome.label).inc()
         if outcome.label == "unconfirmed":
             # The event may exist without the caller knowing: an admin alerts on this and checks the calendar.
@@ -291,7 +291,7 @@ async def _answer(
     now: datetime,
     writes: UserLocks,
     deadline: float,
-    guesses: WrongGuesses,
+    counts: CallCounts,
 ) -> Outcome:
     if not ctx.user_id:
         text = "This phone number isn't set up with a calendar, so I can't check or book times on this call."
@@ -310,7 +310,7 @@ async def _answer(
             now,
             _arguments(call.arguments),
             time_left=lambda: deadline - anyio.current_time(),
-            guesses=guesses,
+            counts=counts,
         )
         handler = {
             "check_availability": tools.check_availability,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import respx
 
-from proxy.calendar.abuse import MARK, NAME_CHARS, NOTES_CHARS
+from proxy.calendar.abuse import MARK, NAME_CHARS, NOTES_CHARS, CallCounts
 from proxy.config import ConfigError, parse_config
 from proxy.config.calendar import CalendarSettings
 from tests.google_fakes import FakeGoogle
@@ -90,6 +90,37 @@ async def test_invitations_to_one_address_are_bounded_per_call() -> None:
     assert other["result"].startswith("Booked") and no_email["result"].startswith("Booked")
     invited = [json.loads(c.request.content).get("attendees") for c in google.insert.calls]
     assert sum(1 for a in invited if a and a[0]["email"].lower() == "kim@example.com") == 2
+
+
+async def test_an_appointment_with_guests_is_moved_at_most_three_times_a_call() -> None:
+    """Each move of a booking with a guest e-mails them from the owner's account: a call gets three such moves
+    (the count is the call's, whichever replica answers: tests/calendar/test_callcounts.py); a booking without
+    guests e-mails nobody and moves freely."""
+    counts = CallCounts()
+    slots = ["2026-03-03T15:00:00-05:00", "2026-03-03T16:00:00-05:00"]
+    async with respx.mock(assert_all_called=False) as mock:
+        google = FakeGoogle(mock)
+        [booked_] = await answer(message(book(3, 14, email="sam@example.com")), counts=counts)
+        moves = []
+        for i in range(4):
+            move = ("reschedule_appointment", {"new_start": slots[i % 2]})
+            moves.append((await answer(message(move), counts=counts))[0])
+        patches = google.patch.call_count
+        quiet = ctx(call_id="call-without-guests")
+        await answer(message(book(4, 14)), quiet, counts=counts)
+        quiet_moves = [
+            (await answer(message(("reschedule_appointment", {"new_start": f"2026-03-04T{h}:00:00-05:00"})), quiet,
+                          counts=counts))[0]
+            for h in (10, 11, 12, 13)
+        ]  # fmt: skip
+    assert booked_["result"].startswith("Booked")
+    assert all(m["result"].startswith("Done: the appointment is now") for m in moves[:3])
+    assert moves[3]["result"] == (
+        "I can move an appointment with guests at most 3 times on one call: each move e-mails them. "
+        "Anything more has to go through the office directly."
+    )
+    assert patches == 3  # the refused move sent nothing
+    assert all(m["result"].startswith("Done: the appointment is now") for m in quiet_moves)
 
 
 async def test_caller_text_is_cut_to_length_kept_on_its_line_and_marked_as_the_callers() -> None:

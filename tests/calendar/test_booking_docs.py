@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import respx
 
+from proxy.calendar.abuse import MAX_NOTIFIED_MOVES_PER_CALL, CallCounts
 from proxy.calendar.claim import ID_ATTEMPTS, READ_BACK_RESERVE
 from proxy.calendar.google import MAX_LISTED_EVENTS
-from proxy.calendar.references import MAX_WRONG_PER_CALL, WrongGuesses, new_reference
+from proxy.calendar.references import MAX_WRONG_PER_CALL, new_reference
 from proxy.config.calendar import CalendarSettings, WorkingHours
 from proxy.config.schema import json_schema
 from proxy.nango.client import MAX_CONCURRENT_REQUESTS
@@ -66,13 +67,14 @@ async def test_what_a_booking_puts_in_the_calendar_is_what_the_page_says() -> No
 def test_the_numbers_fixed_in_the_code_are_the_codes() -> None:
     table = section("Which numbers are settings")
     (fixed,) = [row for row in table.splitlines() if row.endswith("| fixed in the code, not settings |")]
-    remembered = inspect.signature(WrongGuesses).parameters
+    remembered = inspect.signature(CallCounts).parameters
     facts = [
         f"{TOOL_CALLS_TIMEOUT_SECONDS:g} s for one tool-calls message",
         f"the insert's {READ_BACK_RESERVE:g} s margin",
         f"{ID_ATTEMPTS} attempts per call and slot",
         f"{len(new_reference())}-digit references",
-        f"{MAX_WRONG_PER_CALL} wrong references per call",
+        f"{MAX_WRONG_PER_CALL} wrong references and {MAX_NOTIFIED_MOVES_PER_CALL} moves of an appointment with "
+        "guests per call",
         f"remembered an hour, for {remembered['max_calls'].default:,} calls",
         f"{MAX_CONCURRENT_REQUESTS} Google and Nango requests in flight",
         f"{MAX_LISTED_EVENTS:,} events read per listing",

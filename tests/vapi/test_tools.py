@@ -14,8 +14,8 @@ import pytest
 import respx
 from vapi.types import CreateFunctionToolDto, OpenAiModelToolsItem_Function, ServerMessageToolCalls
 
+from proxy.calendar.abuse import CallCounts
 from proxy.calendar.google import GoogleCalendar
-from proxy.calendar.references import WrongGuesses
 from proxy.config.calendar import CalendarSettings, WorkingHours
 from proxy.metrics import Metrics
 from proxy.vapi.tools import (
@@ -115,10 +115,17 @@ async def answer(
     metrics: Metrics | None = None,
     timeout: float = 5.0,
     calendar: GoogleCalendar | None = None,
+    counts: CallCounts | None = None,
 ) -> list[dict[str, Any]]:
     async with httpx.AsyncClient() as http:
         result = await answer_tool_calls(
-            msg, context or ctx(), calendar or make_calendar(http), metrics or Metrics(), now=NOW, timeout=timeout
+            msg,
+            context or ctx(),
+            calendar or make_calendar(http),
+            metrics or Metrics(),
+            now=NOW,
+            timeout=timeout,
+            counts=counts,
         )
     assert_tool_calls_response(result)
     results: list[dict[str, Any]] = result["results"]  # type: ignore[assignment]
@@ -490,13 +497,13 @@ async def test_three_wrong_references_end_the_guessing_for_that_call() -> None:
     async with respx.mock(assert_all_called=False) as mock:
         google = FakeGoogle(mock)
         google.add(booked("mine00001", "2026-03-04T10:00:00-05:00", "2026-03-04T10:30:00-05:00"))
-        guesses = WrongGuesses()
+        counts = CallCounts()
         async with httpx.AsyncClient() as http:
             calendar = make_calendar(http)
             results = []
             for reference in ("111111", "222222", "333333", REFERENCE):
                 msg = message(("cancel_appointment", {"reference": reference}))
-                answer_ = await answer_tool_calls(msg, ctx(), calendar, Metrics(), now=NOW, guesses=guesses)
+                answer_ = await answer_tool_calls(msg, ctx(), calendar, Metrics(), now=NOW, counts=counts)
                 results.append(answer_["results"][0]["error"])  # type: ignore[index]
     assert (
         results[2]

@@ -11,11 +11,12 @@ import httpx
 import pytest
 import respx
 
+from proxy.calendar.abuse import Counted
 from proxy.calendar.references import MAX_WRONG_PER_CALL
 from proxy.metrics import Metrics
 from proxy.secret import Secret
 from proxy.shared import RedisSettings, SharedStore
-from proxy.shared.guesses import SharedWrongGuesses
+from proxy.shared.callcounts import SharedCallCounts
 from tests.calendar.test_booking import a_bookable_slot
 from tests.calendar.test_tool_bounds import CONFIG, tool_calls
 from tests.contract import assert_tool_calls_response
@@ -23,6 +24,8 @@ from tests.google_fakes import FakeGoogle
 from tests.helpers import VAPI_SECRET, config_from, proxy_client
 from tests.redis_server import RedisServer
 from tests.vapi.test_tools import booked
+
+WRONG: Counted = "wrong_reference"
 
 pytestmark = pytest.mark.anyio
 
@@ -64,19 +67,20 @@ async def test_without_redis_each_replica_still_counts_its_own(redis_server: Red
     one = SharedStore(RedisSettings(url=Secret(redis_server.url)), Metrics())
     other = SharedStore(RedisSettings(url=Secret(redis_server.url)), Metrics())
     try:
-        a, b = SharedWrongGuesses(one), SharedWrongGuesses(other)
-        await a.record("call-1")
-        await b.record("call-1")
-        assert not await a.exhausted("call-1")
-        await b.record("call-1")
-        assert await a.exhausted("call-1") and await b.exhausted("call-1")  # 3 in all: 1 on a, 2 on b
+        a, b = SharedCallCounts(one), SharedCallCounts(other)
+        await a.record("call-1", WRONG)
+        await b.record("call-1", WRONG)
+        assert not await a.exhausted("call-1", WRONG)
+        await b.record("call-1", WRONG)
+        assert await a.exhausted("call-1", WRONG) and await b.exhausted("call-1", WRONG)  # 3 in all: 1 on a, 2 on b
+        assert not await a.exhausted("call-1", "notified_move")  # each kind is counted apart
         redis_server.kill()
         for _ in range(MAX_WRONG_PER_CALL - 1):
-            await a.record("call-2")
-        assert not await a.exhausted("call-2")
-        await a.record("call-2")
-        assert await a.exhausted("call-2")  # Redis gone: this replica's own count still ends it
-        assert not await b.exhausted("call-2")  # and another replica counts its own meanwhile
+            await a.record("call-2", WRONG)
+        assert not await a.exhausted("call-2", WRONG)
+        await a.record("call-2", WRONG)
+        assert await a.exhausted("call-2", WRONG)  # Redis gone: this replica's own count still ends it
+        assert not await b.exhausted("call-2", WRONG)  # and another replica counts its own meanwhile
     finally:
         await one.aclose()
         await other.aclose()
@@ -85,11 +89,11 @@ async def test_without_redis_each_replica_still_counts_its_own(redis_server: Red
 async def test_a_count_reset_in_redis_gives_no_replica_more_than_its_own_tries(redis_server: RedisServer) -> None:
     store = SharedStore(RedisSettings(url=Secret(redis_server.url)), Metrics())
     try:
-        guesses = SharedWrongGuesses(store)
+        counts = SharedCallCounts(store)
         for _ in range(MAX_WRONG_PER_CALL):
-            await guesses.record("call-1")
-        for key in await store.redis.keys(store.key("guesses", "*")):
+            await counts.record("call-1", WRONG)
+        for key in await store.redis.keys(store.key("counts", "*")):
             await store.redis.set(key, b"0")  # whoever can write to Redis resets the count
-        assert await guesses.exhausted("call-1")
+        assert await counts.exhausted("call-1", WRONG)
     finally:
         await store.aclose()
