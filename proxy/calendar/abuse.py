@@ -35,6 +35,7 @@ from proxy.config.calendar import CalendarSettings
 __all__ = [
     "MARK",
     "MAX_NOTIFIED_MOVES_PER_CALL",
+    "NO_MORE_MOVES",
     "PER_CALL_LIMITS",
     "RECENT",
     "CallCounts",
@@ -47,6 +48,10 @@ __all__ = [
 
 MAX_NOTIFIED_MOVES_PER_CALL = 3
 Counted = Literal["wrong_reference", "notified_move"]
+NO_MORE_MOVES = (
+    f"I can move an appointment with guests at most {MAX_NOTIFIED_MOVES_PER_CALL} times on one call: each move "
+    "e-mails them. Anything more has to go through the office directly."
+)
 PER_CALL_LIMITS: dict[Counted, int] = {
     "wrong_reference": MAX_WRONG_PER_CALL,
     "notified_move": MAX_NOTIFIED_MOVES_PER_CALL,
@@ -164,3 +169,10 @@ class CallCounts:
     async def record(self, call_id: str, kind: Counted) -> None:
         """One more of `kind` for the call."""
         self._counts[kind, call_id] = self._counts.get((kind, call_id), 0) + 1
+
+    async def take(self, call_id: str, kind: Counted) -> bool:
+        """Count one more of `kind` if the call has any left; False (nothing counted) when it has none."""
+        if await self.exhausted(call_id, kind):
+            return False
+        await self.record(call_id, kind)
+        return True

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from proxy.calendar.abuse import (
-    MAX_NOTIFIED_MOVES_PER_CALL,
+    NO_MORE_MOVES,
     RECENT,
     CallCounts,
     CallerText,
@@ -29,7 +29,7 @@ from proxy.calendar.claim import Claim, booking_id, claim_slot, contested, holds
 from proxy.calendar.context import CalendarContext
 from proxy.calendar.parallel import both, every
 from proxy.calendar.provider import CalendarProvider, Event
-from proxy.calendar.references import normalise, speak_reference
+from proxy.calendar.references import NEED_REFERENCE, NO_MORE_TRIES, WRONG_REFERENCE, normalise, speak_reference
 from proxy.calendar.slots import Interval, is_free, merge, open_slots, parse_time, subtract, within_working_hours
 from proxy.calendar.speech import Voice, join_words, speak_minutes
 
@@ -45,19 +45,6 @@ _WINDOW = timedelta(days=60)
 _LONGEST = timedelta(hours=8)
 # A time offered at the edge of the notice window stays bookable while the caller makes up their mind.
 _NOTICE_GRACE = timedelta(minutes=15)
-_NEED_REFERENCE = (
-    "To change an appointment booked on an earlier call, I need its booking reference: the six-digit number "
-    "given when it was booked. Ask the caller for it."
-)
-_WRONG_REFERENCE = "That booking reference doesn't match an upcoming appointment booked from this phone number."
-_NO_MORE_MOVES = (
-    f"I can move an appointment with guests at most {MAX_NOTIFIED_MOVES_PER_CALL} times on one call: each move "
-    "e-mails them. Anything more has to go through the office directly."
-)
-_NO_MORE_TRIES = (
-    "That booking reference didn't match again, so I can't change appointments on this call. "
-    "Please contact the office directly."
-)
 
 
 @dataclass(frozen=True)
@@ -234,11 +221,8 @@ class CalendarTools:
             busy = subtract(around, [(old_start, old_end)])
             if is_free(busy, new_start, new_end, buffer=self.buffer):
                 event_id, notify = found.id, found.guests
-                if notify:
-                    # Each move e-mails every guest from the owner's account: a call gets so many, in all.
-                    if await self.counts.exhausted(self.ctx.call_id, "notified_move"):
-                        return Outcome(_NO_MORE_MOVES, "limited")
-                    await self.counts.record(self.ctx.call_id, "notified_move")
+                if notify and not await self.counts.take(self.ctx.call_id, "notified_move"):
+                    return Outcome(NO_MORE_MOVES, "limited")  # each move e-mails every guest: so many a call
                 await self._move(event_id, new_start, new_end, notify=notify)
                 low, high = new_start - self.buffer, new_end + self.buffer
                 if not await contested(self.cal, self.conn, self.s.calendar_id, event_id, low, high):
@@ -268,7 +252,7 @@ class CalendarTools:
         if raw_reference not in (None, "") and reference is None:
             raise ArgError("the booking reference is the six-digit number given at booking")
         if reference is not None and await self.counts.exhausted(call_id, "wrong_reference"):
-            return Outcome(_NO_MORE_TRIES, "forbidden", ok=False)
+            return Outcome(NO_MORE_TRIES, "forbidden", ok=False)
         if reference is not None and number is not None:
             wanted = {"vapiCallerNumber": number, "vapiBookingRef": reference}
         else:
@@ -282,7 +266,7 @@ class CalendarTools:
         if reference is not None and not mine:
             await self.counts.record(call_id, "wrong_reference")
             exhausted = await self.counts.exhausted(call_id, "wrong_reference")
-            return Outcome(_NO_MORE_TRIES if exhausted else _WRONG_REFERENCE, "forbidden", ok=False)
+            return Outcome(NO_MORE_TRIES if exhausted else WRONG_REFERENCE, "forbidden", ok=False)
         matches = [e for e in mine if when is None or e.span()[0] == when]
         if not matches and also_at is not None:  # a retried reschedule: the appointment already moved
             matches = [e for e in mine if e.span()[0] == also_at]
@@ -290,7 +274,7 @@ class CalendarTools:
             return matches[0]
         if not matches:
             if reference is None and number is not None:
-                return Outcome(_NEED_REFERENCE, "reference_needed", ok=False)
+                return Outcome(NEED_REFERENCE, "reference_needed", ok=False)
             at = f" at {self._say(when)}" if when else ""
             return Outcome(f"I couldn't find an upcoming appointment{at} booked on this call.", "not_found")
         spoken = join_words([self._say(e.span()[0]) for e in matches], "and")

@@ -16,11 +16,29 @@ from __future__ import annotations
 import re
 import secrets
 
-__all__ = ["MAX_WRONG_PER_CALL", "new_reference", "normalise", "speak_reference"]
+__all__ = [
+    "MAX_WRONG_PER_CALL",
+    "NEED_REFERENCE",
+    "NO_MORE_TRIES",
+    "WRONG_REFERENCE",
+    "new_reference",
+    "normalise",
+    "speak_reference",
+]
 
 LENGTH = 6
 MAX_WRONG_PER_CALL = 3
 _SEPARATORS = re.compile(r"[\s\-.,#]+")
+# What the caller hears: a reference is needed, it did not match, no more tries on this call.
+NEED_REFERENCE = (
+    "To change an appointment booked on an earlier call, I need its booking reference: the six-digit number "
+    "given when it was booked. Ask the caller for it."
+)
+WRONG_REFERENCE = "That booking reference doesn't match an upcoming appointment booked from this phone number."
+NO_MORE_TRIES = (
+    "That booking reference didn't match again, so I can't change appointments on this call. "
+    "Please contact the office directly."
+)
 
 
 def new_reference() -> str:
