@@ -10,7 +10,8 @@ connection ids, so no Nango is needed), then for each case measures what a real 
 - header: one peer at a time tries to send a `--header-mb` MB header, reconnecting when it is cut off, for
   `--duration` s; meanwhile `/livez` is timed on a kept-alive connection every 10 ms (p50/p99/max), and
   the server's RSS is sampled every 20 ms (growth = peak - before).
-- idle: `--connections` connections, half idle and half with half a request head, are opened at once
+- idle: `--connections` connections from eight addresses (127.0.0.2-9), half idle and half with half a
+  request head, are opened at once
   (with `--nofile 1024`, the server gets the open-file limit of a default Debian shell or container);
   reported: when the server has closed them (the last one, seconds after opening), and the latency of an
   authenticated assistant-request on a fresh connection every 50 ms meanwhile, with any errors.
@@ -371,7 +372,10 @@ def case_idle(target: Server, connections: int, wait: float) -> dict[str, object
         socks = []
         selector = selectors.DefaultSelector()
         for index in range(connections):
-            sock = socket.create_connection(target.address, timeout=10)
+            # From eight addresses, as many peers would come: one address holds at most
+            # server.max_connections_per_address (250), a bound of its own.
+            source = (f"127.0.0.{2 + index % 8}", 0)
+            sock = socket.create_connection(target.address, timeout=10, source_address=source)
             if index % 2:
                 sock.sendall(b"POST /vapi HTTP/1.1\r\nHost: bench\r\nContent-Type: appl")  # half a head
             sock.setblocking(False)
