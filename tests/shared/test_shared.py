@@ -382,3 +382,37 @@ async def test_user_locks_serialise_one_user_across_replicas_and_fall_back_to_lo
         started = time.perf_counter()
         async with other.hold("usr_1", timeout=1.0):  # Redis gone: this replica's lock alone, at once
             assert time.perf_counter() - started < 0.2
+
+
+async def test_two_replicas_at_a_bounds_edge_let_exactly_one_booking_through(redis_server: RedisServer) -> None:
+    """A call's third booking sent to two replicas at once (each booking another slot): the bound is counted
+    from the calendar under the user's lock, which Redis holds across replicas, so one books and one hears
+    the bound. Without the shared lock both would read two bookings and both would insert."""
+    import httpx
+    import respx
+
+    from proxy.vapi.tools import answer_tool_calls
+    from tests.google_fakes import FakeGoogle, make_calendar
+    from tests.vapi.test_tools import NOW, ctx, message
+
+    async with (
+        store_on(redis_server) as one_store,
+        store_on(redis_server) as other_store,
+        respx.mock(assert_all_called=False) as mock,
+        httpx.AsyncClient() as http,
+    ):
+        google = FakeGoogle(mock, latency=0.02)  # each request takes a while: the two overlap
+        replicas = [RedisUserLocks(LeasedLock(one_store)), RedisUserLocks(LeasedLock(other_store))]
+
+        async def book(hour: int, locks: RedisUserLocks) -> str:
+            args = {"start": f"2026-03-03T{hour:02d}:00:00-05:00", "name": "Sam"}
+            answer = await answer_tool_calls(
+                message(("book_appointment", args)), ctx(), make_calendar(http), Metrics(), now=NOW, locks=locks
+            )
+            return str(answer["results"][0].get("result"))  # type: ignore[index]
+
+        assert (await book(9, replicas[0])).startswith("Booked")
+        assert (await book(10, replicas[1])).startswith("Booked")
+        third = await asyncio.gather(book(11, replicas[0]), book(12, replicas[1]))
+    assert sorted(answer[:8] for answer in third) == ["Booked w", "I can bo"], third
+    assert len(google.live()) == 3
