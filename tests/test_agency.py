@@ -295,7 +295,7 @@ async def test_prepared_answers_are_bounded_across_all_tenants(tmp_path: Path, m
         for path, secret in (("/vapi/acme", ACME_SECRET), ("/vapi/bobs", BOBS_SECRET)):
             await client.post(path, content=call(), headers={"X-Vapi-Secret": secret})  # warm: connection known
             assert fast_path.answer(call(), path=path) is not None  # the route's answer prepared
-        sizes = [len(served.snapshot.prepared) for served in fast_path.served.values() if served.snapshot]
+        sizes = [len(served.snapshot.formats) for served in fast_path.served.values() if served.snapshot]
         assert sizes == [1, 1] and fast_path.budget.used > 0
         one_answer = fast_path.budget.used // 2
         # Room for one answer in the whole process: preparing the other tenant's drops the first's.
@@ -303,5 +303,5 @@ async def test_prepared_answers_are_bounded_across_all_tenants(tmp_path: Path, m
         fast_path._drop_prepared()
         for path in ("/vapi/acme", "/vapi/bobs", "/vapi/acme"):
             assert fast_path.answer(call(), path=path) is not None
-            kept = sum(len(served.snapshot.prepared) for served in fast_path.served.values() if served.snapshot)
+            kept = sum(len(served.snapshot.formats) for served in fast_path.served.values() if served.snapshot)
             assert kept == 1 and fast_path.budget.used <= prepared.PREPARED_BYTES_LIMIT

@@ -23,9 +23,10 @@ why that is safe:
 - `call_context` (a contextvar for the call id of other log lines): nothing here logs but the call
   line, which carries the call id itself, and nothing awaits but `receive()`.
 - `resolve()`'s datetime, `InboundCall`, `Match` and `Resolution` objects: plain values instead.
-- Rendering the assistant: each route's answer is prepared once per config snapshot with its static
-  variables filled in (`calendar_answer_format`); a call only fills in the clock variables (formatted
-  once per time zone and minute) and the JSON-escaped connection id.
+- Rendering the assistant: answers are prepared once per config snapshot as formats shared by every
+  route of the same shape (proxy/http/prepared.py); a call fills in the route's own values (user id and
+  name, route name), the clock variables (formatted once per time zone and minute) and the JSON-escaped
+  connection id.
 - `labels()` and a prometheus-client call per count: the counters are added up in plain integers and
   handed over in one `inc(n)` before /metrics renders and at least once a second (`_Counts`); the call
   line is one `orjson.dumps` through `CallLog`, not a logging record.
@@ -60,7 +61,7 @@ from proxy.http.prepared import PreparedBudget, PreparedSnapshot
 from proxy.logs import CallLog
 from proxy.metrics import Metrics
 from proxy.numbers import mask_number
-from proxy.vapi.assistant import clock_fragments
+from proxy.vapi.assistant import clock_fragments, route_fills
 from proxy.vapi.auth import shared_secret_verdict
 from proxy.vapi.messages import BadRequest, call_keys, call_line, parse_message
 
@@ -278,20 +279,18 @@ class FastPath:
             if warm is None:
                 return None
             connection_id, event = warm
-        prepared = snapshot.route(route)
+        answer_format = snapshot.format_for(route)
         minute = int(service.wall_clock()) // 60
-        values = dict(clock_fragments(prepared.timezone, minute))
-        values[CONNECTION_KEY] = prepared.fixed_connection or orjson.dumps(connection_id)[1:-1]
-        answer: bytes = prepared.format % values
+        values = dict(clock_fragments(route.user.timezone, minute))
+        values.update(route_fills(route))
+        values[CONNECTION_KEY] = orjson.dumps(connection_id)[1:-1]
+        answer: bytes = answer_format % values
         elapsed = self._clock() - started
         served.counts.count(event, elapsed)
-        rule_text = prepared.rules.get(rule)
-        if rule_text is None:
-            rule_text = prepared.rules[rule] = f"{route.name} ({rule})"
         line = call_line(
             keys,
-            rule=rule_text,
-            user=prepared.user_id,
+            rule=f"{route.name} ({rule})",
+            user=route.user.id,
             connection=_SOURCES[event],
             provider="google",  # the directory's `warm` holds back every other calendar API
             outcome="assistant",

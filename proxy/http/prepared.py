@@ -1,39 +1,37 @@
-"""Prepared answers: per config snapshot, each route's assistant answer built once and filled in per call,
-under one byte budget for the process (every agency tenant's snapshots share it)."""
+"""Prepared answers: per config snapshot, each shape of assistant answer built once and filled in per call,
+under one byte budget for the process (every agency tenant's snapshots share it).
+
+Routes with the same template, overrides, calendar plan and variables answer with the same format; what
+differs between them (the user's id and name, the route's name: `route_fills`), the clock and the
+connection id are filled in per call. So a routing file of 100,000 users holds a few formats, not one per
+user called: nothing is kept per route, and the budget bounds only what distinct shapes cost.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
-
 from proxy.config import Config, Route
 from proxy.vapi.assistant import calendar_answer_format
 
-__all__ = ["PREPARED_BYTES_LIMIT", "PreparedAnswer", "PreparedBudget", "PreparedSnapshot"]
+__all__ = ["PREPARED_BYTES_LIMIT", "PreparedBudget", "PreparedSnapshot", "shape_key"]
 
-# Prepared answers kept per snapshot, in bytes, before they are dropped and rebuilt on demand: a routing
-# file of 100,000 users must not grow by one answer per user ever called.
+# Prepared formats kept, in bytes, before they are dropped and rebuilt on demand: a file whose every user
+# has variables of their own has a shape per user.
 PREPARED_BYTES_LIMIT = 32 * 1_048_576
 
+ShapeKey = tuple[str, tuple[int, ...], int, int]
 
-class PreparedAnswer:
-    """One route's answer, ready to fill in, and what its call line says about the route."""
 
-    __slots__ = ("fixed_connection", "format", "rules", "timezone", "user_id")
-
-    def __init__(self, config: Config, route: Route) -> None:
-        self.format = calendar_answer_format(config, route)
-        self.timezone = route.user.timezone
-        self.user_id = route.user.id
-        connection_id = route.user.connection_id
-        self.fixed_connection = orjson.dumps(connection_id)[1:-1] if connection_id is not None else None
-        self.rules: dict[str, str] = {}
+def shape_key(route: Route) -> ShapeKey:
+    """What a route's format depends on besides `route_fills`: by identity, as the snapshot keeps the objects
+    (routes without variables of their own share the config's, and plans are shared as the config builds them)."""
+    return route.template, tuple(map(id, route.overrides)), id(route.calendar), id(route.variables)
 
 
 class PreparedBudget:
-    """The bytes of prepared answers kept by every snapshot the fast path serves (in agency mode, every
-    tenant's): one bound for the process, however many tenants. Past it, every snapshot drops its answers."""
+    """The bytes of prepared formats kept by every snapshot the fast path serves (in agency mode, every
+    tenant's): one bound for the process, however many tenants. Past it, every snapshot drops its formats."""
 
     __slots__ = ("drop", "used")
 
@@ -45,7 +43,7 @@ class PreparedBudget:
 class PreparedSnapshot:
     """What the fast path derives from one config snapshot."""
 
-    __slots__ = ("budget", "config", "max_body", "prepared", "prepared_bytes", "secrets")
+    __slots__ = ("budget", "config", "formats", "formats_bytes", "max_body", "secrets")
 
     def __init__(self, config: Config, budget: PreparedBudget) -> None:
         self.config = config
@@ -53,24 +51,25 @@ class PreparedSnapshot:
         self.max_body = config.server.max_body_bytes
         # Empty without shared secrets (bearer, HMAC or insecure only): the general path takes every call.
         self.secrets = config.auth.shared_secrets
-        self.prepared: dict[int, PreparedAnswer] = {}  # by id(route): routes live exactly as long as the snapshot
-        self.prepared_bytes = 0
+        self.formats: dict[ShapeKey, bytes] = {}
+        self.formats_bytes = 0
 
     def __repr__(self) -> str:  # never the secrets
-        return f"PreparedSnapshot(version={self.config.version!r}, prepared={len(self.prepared)})"
+        return f"PreparedSnapshot(version={self.config.version!r}, formats={len(self.formats)})"
 
-    def route(self, route: Route) -> PreparedAnswer:
-        prepared = self.prepared.get(id(route))
-        if prepared is None:
-            prepared = PreparedAnswer(self.config, route)
-            if self.budget.used + len(prepared.format) > PREPARED_BYTES_LIMIT:
-                self.budget.drop()
-            self.prepared[id(route)] = prepared
-            self.prepared_bytes += len(prepared.format)
-            self.budget.used += len(prepared.format)
-        return prepared
+    def format_for(self, route: Route) -> bytes:
+        key = shape_key(route)
+        answer_format = self.formats.get(key)
+        if answer_format is None:
+            answer_format = calendar_answer_format(self.config, route)
+            if self.budget.used + len(answer_format) > PREPARED_BYTES_LIMIT:
+                self.budget.drop()  # every snapshot's formats, this one's included
+            self.formats[key] = answer_format
+            self.formats_bytes += len(answer_format)
+            self.budget.used += len(answer_format)
+        return answer_format
 
     def drop(self) -> None:
-        self.budget.used -= self.prepared_bytes
-        self.prepared.clear()
-        self.prepared_bytes = 0
+        self.budget.used -= self.formats_bytes
+        self.formats.clear()
+        self.formats_bytes = 0

@@ -260,7 +260,11 @@ def calendar_assistant(config: Config, route: Route, connection_id: str, now: da
 
 
 def _calendar_internal(route: Route, connection_id: str) -> dict[str, str]:
-    return {CONNECTION_ID: connection_id, ROUTE_NAME: route.name, CREDENTIAL_NAME: f"calendar {route.user.id}"[:40]}
+    return {CONNECTION_ID: connection_id, ROUTE_NAME: route.name, CREDENTIAL_NAME: _credential_name(route.user.id)}
+
+
+def _credential_name(user_id: str) -> str:
+    return f"calendar {user_id}"[:40]
 
 
 # Stand-ins for the per-call values while a route's answer is turned into a format; random per process,
@@ -269,21 +273,38 @@ _MARK = secrets.token_hex(8)
 CLOCK_VARIABLES = tuple(_clock_variables(ZoneInfo("UTC"), 0))
 
 
+# The route's own values in a calendar answer: left as placeholders too, so every route whose template,
+# overrides, calendar and variables are the same shares one format (100,000 users: a few formats, not 100,000).
+ROUTE_VALUES = ("user_id", "user_name", ROUTE_NAME, CREDENTIAL_NAME)
+ROUTE_KEY, CREDENTIAL_KEY = ROUTE_NAME.encode(), CREDENTIAL_NAME.encode()
+
+
 def calendar_answer_format(config: Config, route: Route) -> bytes:
-    """`calendar_assistant`'s answer for this route as a bytes %-format: everything filled in but the clock
-    variables (`%(today)s`, ...) and `%(__connection_id__)s`, whose JSON-escaped values `clock_fragments`
-    and the caller supply. Built from the same pieces, so the bytes are the same as calendar_assistant's."""
-    names = (*CLOCK_VARIABLES, CONNECTION_ID)
+    """`calendar_assistant`'s answer for routes of this route's shape as a bytes %-format: everything filled in
+    but the clock variables (`%(today)s`, ...), `%(__connection_id__)s` and the route's own values
+    (`ROUTE_VALUES`), whose JSON-escaped values `clock_fragments`, the caller and `route_fills` supply. Built
+    from the same pieces, so the bytes are the same as calendar_assistant's."""
+    names = (*CLOCK_VARIABLES, CONNECTION_ID, *ROUTE_VALUES)
     marks = {name: f"\x00{_MARK}{name}\x00" for name in names}
-    user = route.user
-    variables = _fill(route.variables, user.id, user.name, {name: marks[name] for name in CLOCK_VARIABLES})
-    answer = prepare_calendar_assistant(config, route).answer(
-        variables, _calendar_internal(route, marks[CONNECTION_ID])
-    )
+    clock = {name: marks[name] for name in CLOCK_VARIABLES}
+    variables = _fill(route.variables, marks["user_id"], marks["user_name"], clock)
+    internal = {name: marks[name] for name in (CONNECTION_ID, ROUTE_NAME, CREDENTIAL_NAME)}
+    answer = prepare_calendar_assistant(config, route).answer(variables, internal)
     answer = answer.replace(b"%", b"%%")
     for name in names:
         answer = answer.replace(orjson.dumps(marks[name])[1:-1], b"%%(%s)s" % name.encode())
     return answer
+
+
+def route_fills(route: Route) -> dict[bytes, bytes]:
+    """The route's own values for `calendar_answer_format`'s placeholders, JSON-escaped."""
+    user = route.user
+    return {
+        b"user_id": orjson.dumps(user.id)[1:-1],
+        b"user_name": orjson.dumps(user.name)[1:-1],
+        ROUTE_KEY: orjson.dumps(route.name)[1:-1],
+        CREDENTIAL_KEY: orjson.dumps(_credential_name(user.id))[1:-1],
+    }
 
 
 @functools.lru_cache(maxsize=1024)

@@ -333,3 +333,30 @@ async def test_the_directorys_warm_answer_is_its_lookups_without_a_request(state
     else:
         assert warm is None
     assert (warm is not None) == (state in ("index", "cache"))
+
+
+async def test_routes_of_one_shape_share_one_format_and_answer_as_the_general_path() -> None:
+    """A routing file's users share their answer's format: one per shape, whatever the number of users, with
+    each user's own id, name and route name filled in per call (escaped as the general path escapes them)."""
+    # As written in YAML's double quotes: quotes, %-formats, an emoji, a backslash, a line separator.
+    names = ['"Ann \\"A\\" %(x)s \U0001f600"', '"Bo\\\\b %% \\u2028"', "x" * 60, "Plain Name"]
+    users = "\n".join(
+        f'  - {{id: "u{i}-{"id" * (i % 3) * 20}", name: {names[i % 4]}, timezone: Europe/Paris, connection_id: "c{i}"}}'
+        for i in range(40)
+    )
+    routes = "\n".join(
+        f'  - {{to: "+1650555{1000 + i}", user: "u{i}-{"id" * (i % 3) * 20}", name: "r %{i}"}}' for i in range(40)
+    )
+    text = test_app.CONFIG.split("users:")[0] + f"users:\n{users}\nroutes:\n{routes}\n"
+    config = config_from(text)
+    async with app_pair(config) as (fast, general, apps):
+        for i in range(40):
+            content = encoded(pstn(f"+1650555{1000 + i}"))
+            got, want = [await client.post("/vapi", content=content, headers=AUTH) for client in (fast, general)]
+            assert (
+                got.content == want.content and got.json()["assistant"]["credentials"][0]["authorizationId"] == f"c{i}"
+            )
+        fast_path = apps[0].fast_path
+        assert isinstance(fast_path, FastPath)
+        [served] = fast_path.served.values()
+        assert served.snapshot is not None and len(served.snapshot.formats) == 1
