@@ -6,6 +6,7 @@ only make sense merged. Pure functions of model instances; issues go to the `Rep
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -285,3 +286,34 @@ def _path_of(route: Route, label: str, key: Any) -> Path:
     """Where `route` claims `key` (for "from+line", the caller's entry)."""
     kind, value = ("from", key[0]) if label == "from+line" else (label, key)
     return next((entry.path for entry in route.keys.entries if entry.kind == kind and entry.value == value), ())
+
+
+# YAML's escapes of a UTF-16 surrogate (`"\ud83d"`, `"\U0000DC00"`): read one at a time, they give a lone
+# surrogate, which is no text: JSON encoders refuse it, so every answer naming it would fail.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogates(document: Document, text: str) -> list[ConfigIssue]:
+    """An issue for each string (or key) of `document`, read from `text`, that holds a lone surrogate; looked
+    for only when the text escapes one."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return []
+    issues: list[ConfigIssue] = []
+    message = "holds a lone UTF-16 surrogate (an escape such as \\ud83d): write the character itself or \\U0001F600"
+
+    def visit(value: object, path: Path) -> None:
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                issues.append(document.issue(path, message))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    issues.append(document.issue(path, message))
+                visit(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                visit(item, (*path, index))
+
+    visit(document.data, ())
+    return issues

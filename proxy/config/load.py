@@ -22,6 +22,7 @@ from proxy.config.checks import (
     build_routing_table,
     calendar_layer,
     fallbacks,
+    lone_surrogates,
     proxy_mode_needs_nango,
     tag_routing,
     tool_server,
@@ -166,7 +167,7 @@ class ConfigBuilder:
         self.text = text
         self.environ = environ
         self.secrets_optional = secrets_optional
-        self.report = Report(issues=list(document.issues))
+        self.report = Report(issues=[*document.issues, *lone_surrogates(document, text)])
         self.plans: dict[tuple[int, ...], CalendarPlan] = {}
         self.tool_server: Mapping[str, object] | None = None
         self.nango = NangoSettings()
@@ -355,7 +356,7 @@ class ConfigBuilder:
                     self.report.issues.extend(exc.issues)
                     continue
                 self.included_texts.append(text)
-                self.report.issues.extend(document.issues)
+                self.report.issues.extend([*document.issues, *lone_surrogates(document, text)])
                 yield document
 
     def included(self, document: Document) -> tuple[Document, object, object]:

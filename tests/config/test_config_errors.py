@@ -155,3 +155,28 @@ def test_a_value_yaml_cannot_build_is_an_error_at_its_line() -> None:
         "routing.yaml:4: users[0].email: is not a valid timestamp: '2001-13-45' (quote it if it is text)",
         "routing.yaml:5: users[1].id: is not a valid int: 'x' (quote it if it is text)",
     ]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["walker", "rapidyaml"])
+def test_a_lone_surrogate_escape_is_refused_with_its_line(fast: bool) -> None:
+    """YAML reads `\\ud83d\\ude00` as two lone surrogates, not an emoji: no JSON encoder takes them, so every
+    answer naming this user would have failed; the file is refused, the emoji written as itself is fine."""
+    text = textwrap.dedent(
+        """\
+        auth: {vapi_secrets: [x]}
+        templates: {default: {model: {provider: openai, model: gpt-4o}}}
+        users:
+          - {id: ann, name: "Ann \\ud83d\\ude00"}
+          - {id: bo, name: "Bo \U0001f600 \\U0001F600"}
+        routes:
+          - {to: "+14155550100", user: ann}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "routing.yaml", ENV, fast=fast)
+    assert [str(issue) for issue in info.value.issues] == [
+        "routing.yaml:4: users[0].name: holds a lone UTF-16 surrogate (an escape such as \\ud83d): write the "
+        "character itself or \\U0001F600"
+    ]
+    fixed = parse_config(text.replace("\\ud83d\\ude00", "\\U0001F600"), "routing.yaml", ENV, fast=fast)
+    assert fixed.users["ann"].name == "Ann \U0001f600"
