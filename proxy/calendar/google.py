@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from proxy.calendar.nangoproxy import NangoProxy, classify_nango
+from proxy.calendar.nangoproxy import NangoProxy, classify_nango, status_error
 from proxy.calendar.provider import CalendarError, Created, ErrorKind, Event, NewEvent
 from proxy.metrics import Metrics
 from proxy.nango.client import RequestGate
@@ -335,15 +335,7 @@ def classify(status: int, body: object) -> CalendarError:
     detail = f"Google answered {status}" + (f" ({', '.join(sorted(reasons))})" if reasons else "") + f": {message}"
     if (status == 403 and reasons & _RATE_LIMIT_REASONS) or status == 429 or status >= 500:
         return CalendarError("unavailable", detail, status=status)
-    if status in (401, 403):
-        return CalendarError("auth", detail + "; the user must reconnect their Google Calendar", status=status)
-    if status in (404, 410):
-        return CalendarError("not_found", detail, status=status)
-    if status in (409, 412):
-        return CalendarError("conflict", detail, status=status)
-    if status in (400, 422):
-        return CalendarError("invalid", detail, status=status)
-    return CalendarError("unavailable", detail, status=status)
+    return status_error(status, detail, GoogleCalendar.product)
 
 
 def _seg(value: str) -> str:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from proxy.calendar.nangoproxy import classify_nango
+from proxy.calendar.nangoproxy import classify_nango, status_error
 from proxy.calendar.provider import CalendarError, Event, Interval, NewEvent
 from proxy.calendar.windowszones import windows_name, zone_named
 
@@ -179,15 +179,7 @@ def classify(status: int, body: object) -> CalendarError:
         return CalendarError("unavailable", detail, status=status)
     if code == "MailboxNotEnabledForRESTAPI":
         return CalendarError("invalid", detail + "; the account has no Exchange Online mailbox", status=status)
-    if status in (401, 403):
-        return CalendarError("auth", detail + f"; the user must reconnect their {PRODUCT}", status=status)
-    if status in (404, 410):
-        return CalendarError("not_found", detail, status=status)
-    if status in (409, 412):
-        return CalendarError("conflict", detail, status=status)
-    if status in (400, 422):
-        return CalendarError("invalid", detail, status=status)
-    return CalendarError("unavailable", detail, status=status)
+    return status_error(status, detail, PRODUCT)
 
 
 def _blocks(item: Mapping[str, Any]) -> bool:

@@ -150,6 +150,20 @@ def classify_nango(status: int, body: object, product: str) -> CalendarError | N
     return CalendarError("unavailable", detail, status=status)
 
 
+def status_error(status: int, detail: str, product: str) -> CalendarError:
+    """The CalendarError for an error the calendar API made, by its HTTP status alone (after the API's own
+    codes, which each provider reads first)."""
+    if status in (401, 403):
+        return CalendarError("auth", detail + f"; the user must reconnect their {product}", status=status)
+    if status in (404, 410):
+        return CalendarError("not_found", detail, status=status)
+    if status in (409, 412):
+        return CalendarError("conflict", detail, status=status)
+    if status in (400, 422):
+        return CalendarError("invalid", detail, status=status)
+    return CalendarError("unavailable", detail, status=status)
+
+
 def json_of(response: httpx.Response) -> object:
     if not response.content:
         return None
